@@ -1,0 +1,163 @@
+"""Sweep-level work as a Hydra callback, run in the driver process of `-m`.
+
+- before any job: open the store once (creating its schema; parallel jobs racing on a
+  brand-new sqlite file crash), make the sweep's parent run, count the jobs;
+- after all jobs: print a summary table from the jobs' result.json files, close the
+  parent run, and exit non-zero when a job failed.
+If the driver dies first (Ctrl-C, SIGTERM), an atexit hook still closes the parent run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from . import tracking
+from .task import SIZE_ENV
+
+
+def count_jobs(task_overrides: list[str], sweeper_params: dict[str, Any] | None) -> int | None:
+    """Number of jobs BasicSweeper will launch: product of the sweep sizes (CLI wins over params)."""
+    by_key: dict[str, str] = {}
+    for key, value in (sweeper_params or {}).items():
+        by_key[str(key)] = f"{key}={value}"
+    parser = OverridesParser.create()
+    for ov in parser.parse_overrides(list(task_overrides)):
+        by_key[ov.get_key_element()] = ov.input_line
+    total = 1
+    try:
+        for ov in parser.parse_overrides(list(by_key.values())):
+            if ov.is_sweep_override():
+                total *= len(list(ov.sweep_string_iterator()))
+    except Exception:  # a sweep kind we cannot enumerate (e.g. an Optuna interval): unknown size
+        return None
+    return total
+
+
+def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sweep_dir.glob("*/result.json"):
+        with contextlib.suppress(OSError, ValueError):
+            row = json.loads(path.read_text())
+            row["job"] = int(path.parent.name) if path.parent.name.isdigit() else path.parent.name
+            rows.append(row)
+    return sorted(rows, key=lambda r: (str(type(r["job"])), r["job"]))
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    head = ("job", "status", "outcome", "val/loss", "run", "overrides / error")
+    body = []
+    for r in rows:
+        v = r.get("val_loss")
+        val = f"{v:.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+        detail = r.get("error") or " ".join(r.get("overrides", []))
+        body.append(
+            (
+                str(r["job"]),
+                r.get("status", "?"),
+                r.get("outcome") or "-",
+                val,
+                r.get("name", "-"),
+                detail[:100],
+            )
+        )
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines)
+
+
+class SweepTracker(Callback):
+    """Hydra callback: one MLflow parent run per multirun, a summary at the end."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.parent_id: str | None = None
+        self.sweep_dir: Path | None = None
+        self._closed = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        uri = tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
+        try:
+            self.client = tracking.open_store(uri)
+            exp_id = tracking.ensure_experiment(
+                self.client, tracking.resolve_experiment_name(OmegaConf.select(config, "tracking.experiment"))
+            )
+        except tracking.TrackingError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        hc = config.hydra
+        self.sweep_dir = Path(str(hc.sweep.dir)).resolve()
+        overrides = list(hc.overrides.task)
+        size = count_jobs(overrides, OmegaConf.to_container(hc.sweeper.get("params") or {}))
+        os.environ[SIZE_ENV] = str(size) if size else "?"
+        choices = hc.runtime.choices
+        study = choices.get("experiment") or f"{choices.get('loss', 'sweep')}-sweep"
+        name = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = self.client.create_run(
+            exp_id,
+            run_name=name,
+            tags={
+                "losslab.sweep": "parent",
+                "sweep_dir": str(self.sweep_dir),
+                "overrides": " ".join(overrides),
+                "study": str(study),
+                "jobs": str(size or "?"),
+            },
+        )
+        self.parent_id = run.info.run_id
+        os.environ[tracking.PARENT_ENV] = self.parent_id
+        atexit.register(self._close_if_open)
+        # SIGTERM to the driver: exit normally so atexit closes the parent run (jobs in this process
+        # install their own handler while they train).
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        print(
+            f"sweep {name}: {size or '?'} jobs, parent run {self.parent_id} in {tracking.redact_uri(uri)}",
+            flush=True,
+        )
+
+    def _close_if_open(self, status: str = "KILLED") -> None:
+        if self._closed or self.client is None or self.parent_id is None:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self.client.set_terminated(self.parent_id, status=status)
+        os.environ.pop(tracking.PARENT_ENV, None)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        rows = read_results(self.sweep_dir) if self.sweep_dir else []
+        failed = [r for r in rows if r.get("status") not in ("FINISHED", "SKIPPED")]
+        counts: dict[str, int] = {}
+        for r in rows:
+            key = r.get("outcome") or str(r.get("status", "?")).lower()
+            counts[key] = counts.get(key, 0) + 1
+        print("\nSweep summary\n" + summary_table(rows), flush=True)
+        if self.client is not None and self.parent_id is not None:
+            tags = {f"count.{k}": str(v) for k, v in counts.items()}
+            tags.update({"jobs_failed": str(len(failed)), "jobs_done": str(len(rows))})
+            with contextlib.suppress(Exception):
+                for k, v in tags.items():
+                    self.client.set_tag(self.parent_id, k, v)
+            self._close_if_open("FAILED" if failed else "FINISHED")
+            print(
+                f"parent run {self.parent_id}; browse with `make ui`, report with "
+                f"`python -m losslab.compare --sweep {self.parent_id}`",
+                flush=True,
+            )
+        if failed:
+            print(f"{len(failed)} of {len(rows)} jobs failed", file=sys.stderr, flush=True)
+            sys.exit(1)

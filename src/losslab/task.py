@@ -1,0 +1,513 @@
+"""`train(cfg)`: one training job, from a composed config to a closed MLflow run.
+
+Order matters: everything a user can get wrong is checked before the MLflow run exists,
+so a bad config leaves no trace in the store; once the run exists, every exit path
+(success, divergence, exception, Ctrl-C, SIGTERM) closes it with a final status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from . import tracking
+from .data import DataConfigError, TensorData
+from .gradients import GradientStats
+from .losses import LossBase, LossInputError
+from .models import ModelConfigError
+from .module import LossLabModule
+from .outcomes import DivergenceGuard, OutcomeRules, classify
+
+log = logging.getLogger("losslab")
+
+#: value handed back to a sweeper for a run that diverged or failed: finite, so Optuna & co. keep going
+PENALTY = 1.0e12
+SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
+USER_ERRORS = (LossInputError, DataConfigError, ModelConfigError, tracking.TrackingError)
+
+
+class ConfigError(ValueError):
+    """A configuration value LossLab cannot use; the message says which and what is accepted."""
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The user-facing error inside `exc` (Hydra wraps instantiation errors), or None."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (ConfigError, *USER_ERRORS)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    if isinstance(exc, InstantiationException):
+        return exc
+    return None
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _number(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks that need no object construction: optimizer, trainer, device."""
+    lr = _number(cfg, "optimizer.lr")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"optimizer.lr={lr!r} is not valid; accepted: a finite number > 0 (e.g. 0.001).")
+    steps, epochs = _number(cfg, "trainer.max_steps"), _number(cfg, "trainer.max_epochs")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps == 0 or steps < -1:
+        raise ConfigError(
+            f"trainer.max_steps={steps!r} is not valid; accepted: an integer >= 1, "
+            "or -1 to stop by max_epochs."
+        )
+    if steps == -1 and (not isinstance(epochs, int) or epochs < 1):
+        raise ConfigError(
+            f"trainer.max_steps=-1 needs trainer.max_epochs >= 1 to end, got max_epochs={epochs!r}."
+        )
+    accel = str(_number(cfg, "trainer.accelerator") or "cpu")
+    if accel in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accel} but no CUDA GPU is visible to torch {torch.__version__} "
+            "(torch.cuda.is_available() is False); accepted here: cpu or auto."
+        )
+    if accel == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "trainer.accelerator=mps but MPS is not available here; accepted here: cpu or auto."
+        )
+
+
+def outcome_rules(cfg: DictConfig) -> OutcomeRules:
+    """`outcome.*` keys other than the guard switch are classifier thresholds."""
+    section = OmegaConf.to_container(cfg.get("outcome") or {}, resolve=True)
+    assert isinstance(section, dict)
+    section.pop("stop_on_divergence", None)
+    try:
+        return OutcomeRules.from_dict(section)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"outcome: {exc}") from None
+
+
+def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        inner = user_error(exc.__cause__) if exc.__cause__ is not None else None
+        if inner is not None and not isinstance(inner, InstantiationException):
+            raise inner from None
+        target = OmegaConf.select(node, "_target_", default="?") if isinstance(node, DictConfig) else "?"
+        msg = str(exc).strip().splitlines()
+        detail = msg[-1] if msg else type(exc).__name__
+        raise ConfigError(
+            f"Cannot build {what} from _target_={target}: {detail}. Check the {what} options with "
+            f"`python train.py --cfg job`; a user class is given as {what}._target_=package.module.Class."
+        ) from None
+
+
+@dataclass
+class Job:
+    """Everything built for one run, before any MLflow run exists."""
+
+    data: TensorData
+    model: nn.Module
+    loss: nn.Module
+    module: LossLabModule
+
+
+def build(cfg: DictConfig) -> Job:
+    """Seed, then build data, model, loss, optimizer; validate them together on real batches."""
+    validate_config(cfg)
+    outcome_rules(cfg)
+    threads = cfg.get("torch_threads")
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"torch_threads={threads!r} is not valid; accepted: an integer >= 1, or null.")
+        torch.set_num_threads(threads)
+    pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
+    data: TensorData = _instantiate(cfg.data, "data")
+    model = _instantiate(cfg.model, "model", in_features=data.in_features, out_features=data.out_features)
+    loss = _instantiate(cfg.loss, "loss")
+    if not isinstance(loss, nn.Module):
+        raise ConfigError(f"loss._target_ built a {type(loss).__name__}; accepted: a torch.nn.Module.")
+    optimizer = _instantiate(cfg.optimizer, "optimizer")
+    scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
+    _check_compatible(data, model, loss, cfg)
+    module = LossLabModule(model=model, loss=loss, data=data, optimizer=optimizer, scheduler=scheduler)
+    try:
+        module.configure_optimizers()  # bad optimizer/scheduler kwargs fail here, before the run exists
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"optimizer/scheduler options rejected: {exc}.") from None
+    return Job(data=data, model=model, loss=loss, module=module)
+
+
+def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: DictConfig) -> None:
+    """Labels in the loss's domain (whole dataset, once) and a real forward + loss on a small batch."""
+    loss_name = str(OmegaConf.select(cfg, "loss._target_", default="loss")).rsplit(".", 1)[-1]
+    if isinstance(loss, LossBase):
+        try:
+            loss.prepare_targets(data.y_train)
+            loss.prepare_targets(data.y_val)
+        except LossInputError as exc:
+            raise LossInputError(f"{exc} (data={data.name} has labels '{data.labels}')") from None
+    x, y = data.x_train[:4], data.y_train[:4]
+    w = None if data.w_train is None else data.w_train[:4]
+    with torch.no_grad():
+        try:
+            y_pred = model(x)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"the model failed on a batch of data={data.name} x{tuple(x.shape)}: {exc}"
+            ) from None
+        batch_loss = LossLabModule._loss_with(loss, y_pred, y, w)
+    if batch_loss.dim() != 0:
+        raise ConfigError(
+            f"loss {loss_name} returned shape {tuple(batch_loss.shape)}; "
+            "accepted: a 0-dim tensor (reduce it)."
+        )
+    if isinstance(loss, LossBase):
+        loss.check_values = False  # validated above for the whole dataset: no per-step host syncs
+
+
+# ----------------------------------------------------------------------------- identity
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of what determines the result: everything but tracking, resume and display settings."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    for key in ("tracking", "rerun", "hydra"):
+        container.pop(key, None)
+    container.get("trainer", {}).pop("enable_progress_bar", None)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def run_name(cfg: DictConfig, choices: dict[str, str]) -> str:
+    """e.g. `hinge-m0.5-adam-lr0.001-s0`: loss, its swept knobs, optimizer, lr, seed."""
+    loss = choices.get("loss") or str(cfg.loss.get("_target_", "loss")).rsplit(".", 1)[-1].lower()
+    parts = [loss]
+    short = {"margin": "m", "delta": "d", "gamma": "g", "alpha": "a", "pos_weight": "pw", "normalize": "norm"}
+    for key, tag in short.items():
+        if key in cfg.loss and cfg.loss[key] is not None:
+            parts.append(f"{tag}{_short(cfg.loss[key])}")
+    if cfg.data.get("weights") not in (None, "none"):
+        parts.append(f"w-{cfg.data.weights}")
+    parts += [choices.get("optimizer", "opt"), f"lr{_short(cfg.optimizer.lr)}", f"s{cfg.seed}"]
+    return "-".join(parts)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so a killed job still flushes and ends KILLED."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _progress_bar(cfg: DictConfig) -> bool:
+    setting = OmegaConf.select(cfg, "trainer.enable_progress_bar", default=None)
+    return sys.stderr.isatty() if setting is None else bool(setting)
+
+
+def _hydra_info() -> tuple[dict[str, str], list[str], Path | None, int | None]:
+    """Choices, overrides, output dir and job number of the current Hydra job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}, [], None, None
+    hc = HydraConfig.get()
+    choices = {
+        k: str(v) for k, v in hc.runtime.choices.items() if v is not None and not k.startswith("hydra/")
+    }
+    num = hc.job.get("num") if hc.mode is not None and hc.mode.name == "MULTIRUN" else None
+    return choices, list(hc.overrides.task), Path(hc.runtime.output_dir), num
+
+
+@dataclass
+class Result:
+    """What a job hands back: to the sweeper (objective) and to the sweep summary (result.json)."""
+
+    status: str
+    name: str
+    run_id: str | None = None
+    outcome: str | None = None
+    val_loss: float | None = None
+    error: str | None = None
+
+    @property
+    def objective(self) -> float:
+        ok = self.status in ("FINISHED", "SKIPPED") and self.outcome != "diverged"
+        v = self.val_loss
+        return v if ok and v is not None and math.isfinite(v) else PENALTY
+
+
+def _write_result(out_dir: Path | None, result: Result, overrides: list[str]) -> None:
+    if out_dir is None:
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**result.__dict__, "overrides": overrides}
+    (out_dir / "result.json").write_text(json.dumps(payload, indent=1))
+
+
+def train(cfg: DictConfig) -> Result:
+    """Run one job; raise on user errors before any run exists, close the run on any exit."""
+    choices, overrides, out_dir, job_num = _hydra_info()
+    size = os.environ.get(SIZE_ENV, "?")
+    prefix = f"[{job_num + 1}/{size}] " if job_num is not None else ""
+    if prefix:
+        print(f"{prefix}{' '.join(overrides) or '(defaults)'}", flush=True)
+    name = run_name(cfg, choices)
+    try:
+        result = _train(cfg, choices, overrides, name, prefix)
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        _write_result(out_dir, Result(status=status, name=name, error=_one_line(exc)), overrides)
+        raise
+    _write_result(out_dir, result, overrides)
+    return result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if isinstance(user_error(exc), BaseException) else f"{type(exc).__name__}: {text}"
+
+
+def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name: str, prefix: str) -> Result:
+    job = build(cfg)
+    uri = tracking.resolve_tracking_uri(cfg.tracking.get("uri"))
+    client = tracking.open_store(uri)
+    exp_id = tracking.ensure_experiment(
+        client, tracking.resolve_experiment_name(cfg.tracking.get("experiment"))
+    )
+    chash = config_hash(cfg)
+    if not cfg.get("rerun", False):
+        done = tracking.find_finished(client, exp_id, chash)
+        if done is not None:
+            print(
+                f"{prefix}skip: {name} already FINISHED as run {done.run_id} (rerun=true forces)", flush=True
+            )
+            return Result("SKIPPED", name, done.run_id, done.outcome, done.val_loss)
+
+    gradcheck_tags = _maybe_gradcheck(cfg, job.loss)
+    rules = outcome_rules(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    tags = {
+        "loss": choices.get("loss", name.split("-")[0]),
+        "loss_target": str(cfg.loss.get("_target_")),
+        "model": choices.get("model", "?"),
+        "data": choices.get("data", job.data.name),
+        "optimizer": choices.get("optimizer", "?"),
+        "overrides": " ".join(overrides),
+        "losslab.config_hash": chash,
+        "losslab.version": _version(),
+        **gradcheck_tags,
+    }
+    recorder = tracking.RunRecorder.start(
+        client,
+        exp_id,
+        name,
+        tracking.flatten(resolved),
+        tags,
+        parent_run_id=os.environ.get(tracking.PARENT_ENV) or None,
+        retry_seconds=float(cfg.tracking.get("retry_seconds", 60)),
+        flush_every=int(cfg.tracking.get("flush_every", 256)),
+    )
+    print(f"{prefix}run {name} ({recorder.run_id}) -> {tracking.redact_uri(uri)}", flush=True)
+    guard = DivergenceGuard(rules) if cfg.outcome.get("stop_on_divergence", True) else None
+    tracker = tracking.TrackingCallback(recorder)
+    gs = cfg.get("grad_stats") or {}
+    callbacks: list[pl.Callback] = [GradientStats(recorder.buffer, **gs)]
+    if guard is not None:
+        callbacks.append(guard)
+    callbacks.append(tracker)  # last: it flushes after the others recorded the step
+    trainer = _trainer(cfg, callbacks)
+    started = time.perf_counter()
+    try:
+        with sigterm_as_interrupt():
+            trainer.fit(job.module)
+    except BaseException as exc:
+        interrupted = tracker.interrupted or isinstance(exc, KeyboardInterrupt)
+        status = "KILLED" if interrupted else "FAILED"
+        cause = tracker.exception if tracker.exception is not None else exc
+        recorder.close(status, error=None if interrupted else _one_line(cause))
+        if tracker.exception is not None and not interrupted and tracker.exception is not exc:
+            raise tracker.exception from None
+        raise
+    wall = time.perf_counter() - started
+    return _finish(cfg, recorder, trainer, job, guard, rules, wall, name, prefix, resolved)
+
+
+def _finish(
+    cfg: DictConfig,
+    recorder: tracking.RunRecorder,
+    trainer: pl.Trainer,
+    job: Job,
+    guard: DivergenceGuard | None,
+    rules: OutcomeRules,
+    wall: float,
+    name: str,
+    prefix: str,
+    resolved: dict[str, Any],
+) -> Result:
+    """Classify the curve, record final metrics, tags and artifacts, close the run FINISHED."""
+    try:
+        curve = recorder.history.get("train/loss", [])
+        values = [v for _, v in curve]
+        outcome = classify(values, rules) if values else None
+        val = job.module.val_loss
+        val_loss = float(val) if val is not None else None
+        vals = [v for _, v in recorder.history.get("val/loss", [])]
+        finite_vals = [v for v in vals if math.isfinite(v)]
+        steps = trainer.global_step
+        final = {
+            "final/steps": steps,
+            "final/wall_seconds": wall,
+            "final/steps_per_second": steps / max(wall, 1e-9),
+        }
+        if values:
+            final["final/train_loss"] = values[-1]
+        if val_loss is not None:
+            final["final/val_loss"] = val_loss
+        if finite_vals:
+            final["best/val_loss"] = min(finite_vals)
+        tags: dict[str, Any] = {}
+        if outcome is not None:
+            tags.update(outcome=outcome.label, outcome_reason=outcome.reason)
+            bad = outcome.first_bad_step
+            if bad is not None:
+                bad_step = curve[bad][0]
+                tags["first_bad_step"] = bad_step
+                final["outcome/first_bad_step"] = bad_step
+        if guard is not None and guard.state().get("diverged"):
+            tags["stopped_early"] = "diverged"
+            tags["stop_reason"] = guard.state().get("reason", "")
+        recorder.log_metrics(final, step=steps)
+        recorder.set_tags(tags)
+        _log_artifacts(cfg, recorder, resolved, curve, recorder.history.get("val/loss", []), name)
+    except BaseException as exc:
+        recorder.close("FAILED", error=_one_line(exc))
+        raise
+    recorder.close("FINISHED")
+    label = outcome.label if outcome else "unknown"
+    shown = f"{val_loss:.4g}" if val_loss is not None else "n/a"
+    print(
+        f"{prefix}done: {name} outcome={label} val/loss={shown} steps={trainer.global_step} ({wall:.1f}s)",
+        flush=True,
+    )
+    return Result("FINISHED", name, recorder.run_id, label, val_loss)
+
+
+def _log_artifacts(
+    cfg: DictConfig,
+    recorder: tracking.RunRecorder,
+    resolved: dict[str, Any],
+    curve: list[tuple[int, float]],
+    val_curve: list[tuple[int, float]],
+    name: str,
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path = Path(tmp) / "config.yaml"
+        cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        recorder.log_artifact(cfg_path)
+        if cfg.tracking.get("log_curve_png", True) and curve:
+            from .plots import loss_curve_png
+
+            png = loss_curve_png(curve, val_curve, Path(tmp) / "loss_curve.png", title=name)
+            recorder.log_artifact(png)
+
+
+def _trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    kwargs = {
+        "callbacks": callbacks,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": _progress_bar(cfg),
+    }
+    try:
+        return instantiate(cfg.trainer, **kwargs)
+    except InstantiationException as exc:
+        raise ConfigError(f"trainer options rejected: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def _maybe_gradcheck(cfg: DictConfig, loss: nn.Module) -> dict[str, str]:
+    if not cfg.get("check_grads", False):
+        return {}
+    from .gradcheck import check_configured_loss
+
+    report = check_configured_loss(loss)
+    if not report.passed and not cfg.get("check_grads_continue", False):
+        raise ConfigError(
+            f"the gradient check failed for loss {cfg.loss.get('_target_')}: {report.summary()}. "
+            "Fix the loss's backward, or pass check_grads_continue=true to train anyway."
+        )
+    return {"gradcheck": "passed" if report.passed else "failed"}
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(cfg: DictConfig) -> float:
+    """Entry point behind train.py: one paragraph for user errors, a finite objective for sweepers.
+
+    In a multirun, a failing job is recorded (result.json, MLflow FAILED) and the sweep goes
+    on; the sweep callback reports it and exits non-zero at the end.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    try:
+        return train(cfg).objective
+    except Exception as exc:
+        err = user_error(exc)
+        if not multirun and err is None:
+            raise  # a programming error (ours or a user's loss): keep the traceback
+        print(f"Error: {_one_line(err or exc)}", file=sys.stderr, flush=True)
+        if not multirun:
+            sys.exit(2)
+        return PENALTY

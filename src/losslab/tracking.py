@@ -1,0 +1,361 @@
+"""Everything MLflow: store set-up, run lifecycle, batched metric writes, params flattening.
+
+Library code uses `MlflowClient` with explicit run ids, never the fluent active run:
+sweep workers are reused across jobs, and a fluent run leaks from one job into the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytorch_lightning as pl
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from .steplog import StepBuffer
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_EXPERIMENT = "losslab"
+PARENT_ENV = "LOSSLAB_PARENT_RUN_ID"
+MAX_METRICS, MAX_PARAMS_TAGS, MAX_PARAM_LEN, MAX_TAG_LEN = 1000, 100, 6000, 8000
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable server, unwritable or foreign file)."""
+
+
+# ----------------------------------------------------------------------------- store
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """`MLFLOW_TRACKING_URI` wins over the config, as MLflow users expect; then the project's sqlite file."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        # make relative sqlite paths absolute so every job (whatever its cwd) hits the same file
+        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
+    return uri
+
+
+def resolve_experiment_name(configured: str | None) -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or configured or DEFAULT_EXPERIMENT
+
+
+def redact_uri(uri: str) -> str:
+    """Drop a password from a URI before it is printed or recorded."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise first-time schema creation of a sqlite store across processes.
+
+    MLflow creates its tables without a lock: several processes opening a brand-new file
+    at once crash ('duplicate column name'). A file lock beside the database fixes that.
+    """
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_store_reachable(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast (seconds, not MLflow's minutes of retries) when a tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise TrackingError(
+            f"The MLflow tracking server at {redact_uri(uri)} is not reachable ({exc}). "
+            "Start it (e.g. `make ui` "
+            "or `make server`), fix MLFLOW_TRACKING_URI / tracking.uri, or unset them to use the local "
+            "sqlite store."
+        ) from None
+
+
+def open_store(uri: str) -> MlflowClient:
+    """Return a client on a store whose schema exists; create it once, under a lock."""
+    path = _sqlite_path(uri)
+    if path is not None:
+        if not path.parent.is_dir():
+            raise TrackingError(
+                f"Cannot create the MLflow store {uri}: folder {path.parent} does not exist. "
+                "Accepted: a sqlite:///ABSOLUTE/PATH.db in an existing, writable folder."
+            )
+        if path.exists() and path.stat().st_size and path.read_bytes()[:16] != b"SQLite format 3\x00":
+            raise TrackingError(f"{path} is not a SQLite database, so it cannot be an MLflow store.")
+    check_store_reachable(uri)
+    # Large timeouts would hang on a dead server; MLflow's HTTP retries are bounded by these.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on every job
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        with _store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # creates / migrates the schema
+    except (MlflowException, OSError) as exc:
+        msg = str(exc).splitlines()[0][:300]
+        raise TrackingError(
+            f"Cannot open the MLflow store {redact_uri(uri)}: {msg}. Accepted: a writable sqlite file "
+            "(sqlite:///ABSOLUTE/PATH.db), or an http(s) URI of a running MLflow server."
+        ) from None
+    return client
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """Experiment id for `name`, creating it; safe when parallel jobs race to create it."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    run_id: str
+    outcome: str | None
+    val_loss: float | None
+
+
+def find_finished(client: MlflowClient, experiment_id: str, config_hash: str) -> FinishedRun | None:
+    """The newest FINISHED run of this exact config in the experiment, for resumable sweeps."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`losslab.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    return FinishedRun(run.info.run_id, run.data.tags.get("outcome"), run.data.metrics.get("final/val_loss"))
+
+
+# ----------------------------------------------------------------------------- params
+
+
+_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential)", re.IGNORECASE)
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> {"loss.margin": "0.5", ...}; secrets masked, URIs without passwords."""
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+            continue
+        if _SECRET_KEY.search(str(key)):
+            text = "***"
+        elif isinstance(value, str) and "://" in value:
+            text = redact_uri(value)
+        else:
+            text = str(value)
+        out[name] = text[:MAX_PARAM_LEN]
+    return out
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+class RunRecorder:
+    """One MLflow run: created with params and tags, fed metrics in batches, always closed.
+
+    `close()` flushes buffered points before setting the final status, so a run is never
+    left RUNNING and its curve is kept up to the last step whatever ended it.
+    """
+
+    #: metrics also kept on the host, for the outcome classifier and the curve plot
+    KEEP = ("train/loss", "val/loss")
+
+    def __init__(
+        self, client: MlflowClient, run_id: str, retry_seconds: float = 60.0, flush_every: int = 256
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.retry_seconds = retry_seconds
+        self.buffer = StepBuffer(capacity=flush_every)
+        self.history: dict[str, list[tuple[int, float]]] = {k: [] for k in self.KEEP}
+        self._pending: list[Metric] = []
+        self.closed = False
+        self.points_written = 0
+
+    @classmethod
+    def start(
+        cls,
+        client: MlflowClient,
+        experiment_id: str,
+        run_name: str,
+        params: Mapping[str, str],
+        tags: Mapping[str, str],
+        parent_run_id: str | None = None,
+        retry_seconds: float = 60.0,
+        flush_every: int = 256,
+    ) -> RunRecorder:
+        all_tags = {k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        rec = cls(client, run.info.run_id, retry_seconds=retry_seconds, flush_every=flush_every)
+        param_list = [Param(k, v) for k, v in params.items()]
+        for chunk in _chunks(param_list, MAX_PARAMS_TAGS):
+            rec._with_retry(lambda c=chunk: client.log_batch(rec.run_id, params=c))
+        return rec
+
+    def _with_retry(self, fn: Any) -> Any:
+        """Retry a write while the store is unreachable, for up to `retry_seconds`."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.5
+        while True:
+            try:
+                return fn()
+            except MlflowException as exc:
+                transient = exc.error_code in (
+                    "TEMPORARILY_UNAVAILABLE",
+                    "INTERNAL_ERROR",
+                    "REQUEST_LIMIT_EXCEEDED",
+                )
+                if not transient or time.monotonic() > deadline:
+                    raise
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        tag_list = [RunTag(k, str(v)[:MAX_TAG_LEN]) for k, v in tags.items()]
+        for chunk in _chunks(tag_list, MAX_PARAMS_TAGS):
+            self._with_retry(lambda c=chunk: self.client.log_batch(self.run_id, tags=c))
+
+    def log_metrics(self, values: Mapping[str, float], step: int) -> None:
+        ts = int(time.time() * 1000)
+        self._pending.extend(Metric(k, float(v), ts, step) for k, v in values.items())
+        self.flush()
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._with_retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def flush(self) -> None:
+        """Move device-buffered points to the store: one log_batch per 1000 points."""
+        ts = int(time.time() * 1000)
+        for name, step, value in self.buffer.drain():
+            self._pending.append(Metric(name, value, ts, step))
+            if name in self.history:
+                self.history[name].append((step, value))
+        while self._pending:
+            chunk = self._pending[:MAX_METRICS]
+            self._with_retry(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+            del self._pending[: len(chunk)]
+            self.points_written += len(chunk)
+
+    def close(self, status: str = "FINISHED", error: str | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.flush()
+        finally:
+            if error:
+                with contextlib.suppress(Exception):
+                    self.set_tags({"error": error[:MAX_TAG_LEN]})
+            self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+
+
+class TrackingCallback(pl.Callback):
+    """Feeds the recorder: `train/loss` every step, `val/loss` every validation, flushes when full.
+
+    Values stay on the device until the buffer fills; then one host transfer and one
+    log_batch. `on_exception` remembers Ctrl-C (Lightning turns it into SystemExit) so the
+    run ends KILLED rather than FAILED.
+    """
+
+    def __init__(self, recorder: RunRecorder) -> None:
+        self.recorder = recorder
+        self.interrupted = False
+        self.exception: BaseException | None = None
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+        if loss is None:
+            return
+        buf = self.recorder.buffer
+        buf.record(trainer.global_step - 1, ("train/loss",), loss.detach().reshape(1))
+        if buf.full:
+            self.recorder.flush()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        val = getattr(pl_module, "val_loss", None)
+        if val is not None and not trainer.sanity_checking:
+            self.recorder.buffer.record(trainer.global_step, ("val/loss",), val.detach().reshape(1))
+            if self.recorder.buffer.full:
+                self.recorder.flush()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.recorder.flush()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self.exception = exception
+        self.interrupted = isinstance(exception, KeyboardInterrupt)
+        with contextlib.suppress(Exception):
+            self.recorder.flush()
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
