@@ -89,6 +89,15 @@ class Report:
     def table(self) -> str:
         return format_table([self])
 
+    def summary(self) -> str:
+        """One line for an error message or a run tag: the verdict and each failed case's worst point."""
+        ran = [r for r in self.rows if r.passed is not None]
+        failed = [r for r in ran if r.passed is False]
+        if not failed:
+            return f"{self.loss}: {len(ran)} of {len(ran)} checks passed"
+        details = "; ".join(f"{r.case}: {r.note or r.worst} (max abs err {r.max_abs:.2e})" for r in failed)
+        return f"{self.loss}: {len(failed)} of {len(ran)} checks failed: {details}"
+
 
 @dataclass
 class _Settings:
@@ -332,7 +341,8 @@ def _run_case(
         row.passed = False
         row.note = f"{type(exc).__name__}: {_one_line(str(exc))}"
     if unresolved:
-        row.note = f"{unresolved} point(s) still on a kink after {MAX_MOVES} moves"
+        still = f"{unresolved} point(s) still on a kink after {MAX_MOVES} moves"
+        row.note = f"{row.note}; {still}" if row.note else still
     return row
 
 
@@ -360,11 +370,16 @@ def _check_point(
     declared = 0
     if opts.kink_aware:
         x, declared = _move_off_declared(loss, x, t, opts.delta, gen)
-    phi = (lambda z: _value(f, z)) if order == 1 else (lambda z: _grad(f, z)[1])
+    # Second order also looks for kinks of the loss itself: there the gradient jumps, and when
+    # autograd returns the midpoint at the kink, the gradient's one-sided differences agree.
+    phis: list[Callable[[Tensor], Tensor]] = [lambda z: _value(f, z)]
+    if order == 2:
+        phis = [*phis, lambda z: _grad(f, z)[1]] if opts.kink_aware else [lambda z: _grad(f, z)[1]]
     detected, unresolved = 0, True
     for _ in range(MAX_MOVES + 1):
-        fd, jumps, noise = _fd_jacobian(phi, x, opts.step)
-        kinks = jumps > max(KINK_RTOL * float(fd.abs().max()), noise)
+        diffs = [_fd_jacobian(phi, x, opts.step) for phi in phis]
+        fd, _, noise = diffs[-1]
+        kinks = torch.stack([_kinks(*d) for d in diffs]).any(dim=0)
         if not opts.kink_aware or not bool(kinks.any()):
             unresolved = False
             break
@@ -373,6 +388,11 @@ def _check_point(
     analytic = _grad(f, x)[1].reshape(1, -1) if order == 1 else _hessian(f, x)
     tol = opts.atol + opts.rtol * fd.abs() + noise
     return _PointResult(x, analytic, fd, tol, declared, detected, unresolved)
+
+
+def _kinks(fd: Tensor, jumps: Tensor, noise: float) -> Tensor:
+    """Coordinates whose one-sided differences disagree far beyond smooth curvature and rounding."""
+    return jumps > max(KINK_RTOL * float(fd.abs().max()), noise)
 
 
 def _move_off_declared(
@@ -466,9 +486,10 @@ def _where(index: int, x: Tensor, t: Tensor, order: int, flat: int, analytic: Te
 
     xs, ts = x.detach().reshape(-1), t.reshape(-1)
     what = f"d/dy_pred{pos(col)}" if order == 1 else f"d2/dy_pred{pos(row)}dy_pred{pos(col)}"
+    auto, num = float(analytic[row, col]), float(fd[row, col])
     return (
         f"point {index} shape {tuple(x.shape)}: {what} at y_pred={float(xs[col]):.4g} "
-        f"y_true={float(ts[col]):.4g}: autograd {float(analytic[row, col]):.6g} vs fd {float(fd[row, col]):.6g}"
+        f"y_true={float(ts[col]):.4g}: autograd {auto:.6g} vs fd {num:.6g}"
     )
 
 
@@ -503,7 +524,10 @@ def format_table(reports: Sequence[Report]) -> str:
     right = {2, 3, 4, 5}
     out = []
     for row in lines:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=False))
+        ]
         out.append("  ".join([*cells, row[-1]]).rstrip())
     out.insert(1, "-" * len(out[0]))
     for rep in reports:
@@ -628,13 +652,18 @@ def _instantiate(cfg: Any) -> LossFn:
 def _settings(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    section = OmegaConf.to_container(cfg.get("gradcheck", {}), resolve=True) or {}
-    allowed = set(inspect.signature(check_loss).parameters) - {"loss", "inputs", "name"}
+    node = cfg.get("gradcheck")
+    section = dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {}
+    params = inspect.signature(check_loss).parameters
+    allowed = set(params) - {"loss", "inputs", "name"}
     unknown = sorted(set(section) - allowed)
     if unknown:
         raise UserInputError(
             f"unknown gradcheck setting(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}."
         )
+    for key, value in section.items():
+        if isinstance(params[key].default, bool) and not isinstance(value, bool):
+            raise UserInputError(f"gradcheck.{key} must be true or false, got {value!r}.")
     if "shapes" in section and isinstance(section["shapes"], list):
         section["shapes"] = [tuple(s) if isinstance(s, list) else s for s in section["shapes"]]
     return section

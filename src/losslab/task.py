@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,8 +168,9 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
             loss.prepare_targets(data.y_val)
         except LossInputError as exc:
             raise LossInputError(f"{exc} (data={data.name} has labels '{data.labels}')") from None
-    x, y = data.x_train[:4], data.y_train[:4]
-    w = None if data.w_train is None else data.w_train[:4]
+    n = min(data.batch_size or data.n_train, data.n_train)  # a real batch's size; no RNG drawn
+    x, y = data.x_train[:n], data.y_train[:n]
+    w = None if data.w_train is None else data.w_train[:n]
     with torch.no_grad():
         try:
             y_pred = model(x)
@@ -206,17 +208,39 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def _builtin_loss(cfg: DictConfig) -> bool:
+    return str(cfg.loss.get("_target_", "")).startswith("losslab.losses.")
+
+
+def _choice(cfg: DictConfig, choices: dict[str, str], group: str) -> str:
+    """The option picked for a config group; outside Hydra, the `_target_`'s last name."""
+    if choices.get(group):
+        return choices[group]
+    return str(OmegaConf.select(cfg, f"{group}._target_", default=group)).rsplit(".", 1)[-1].lower()
+
+
+def loss_label(cfg: DictConfig, choices: dict[str, str]) -> str:
+    """The loss's config name for built-ins, the class name for a user's `loss._target_`."""
+    if _builtin_loss(cfg) and choices.get("loss"):
+        return choices["loss"]
+    return str(cfg.loss.get("_target_", "loss")).rsplit(".", 1)[-1].lower()
+
+
 def run_name(cfg: DictConfig, choices: dict[str, str]) -> str:
     """e.g. `hinge-m0.5-adam-lr0.001-s0`: loss, its swept knobs, optimizer, lr, seed."""
-    loss = choices.get("loss") or str(cfg.loss.get("_target_", "loss")).rsplit(".", 1)[-1].lower()
-    parts = [loss]
+    parts = [loss_label(cfg, choices)]
     short = {"margin": "m", "delta": "d", "gamma": "g", "alpha": "a", "pos_weight": "pw", "normalize": "norm"}
+    if not _builtin_loss(cfg):  # a user's loss: name it by its scalar parameters
+        short = {k: k for k, v in cfg.loss.items() if k != "_target_" and isinstance(v, (int, float, bool))}
     for key, tag in short.items():
-        if key in cfg.loss and cfg.loss[key] is not None:
-            parts.append(f"{tag}{_short(cfg.loss[key])}")
+        value = cfg.loss.get(key)
+        if isinstance(value, bool):
+            parts += [tag] if value else []
+        elif value is not None:
+            parts.append(f"{tag}{_short(value)}")
     if cfg.data.get("weights") not in (None, "none"):
         parts.append(f"w-{cfg.data.weights}")
-    parts += [choices.get("optimizer", "opt"), f"lr{_short(cfg.optimizer.lr)}", f"s{cfg.seed}"]
+    parts += [_choice(cfg, choices, "optimizer"), f"lr{_short(cfg.optimizer.lr)}", f"s{cfg.seed}"]
     return "-".join(parts)
 
 
@@ -331,11 +355,11 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     tags = {
-        "loss": choices.get("loss", name.split("-")[0]),
+        "loss": loss_label(cfg, choices),
         "loss_target": str(cfg.loss.get("_target_")),
-        "model": choices.get("model", "?"),
-        "data": choices.get("data", job.data.name),
-        "optimizer": choices.get("optimizer", "?"),
+        "model": _choice(cfg, choices, "model"),
+        "data": job.data.name,
+        "optimizer": _choice(cfg, choices, "optimizer"),
         "overrides": " ".join(overrides),
         "losslab.config_hash": chash,
         "losslab.version": _version(),
@@ -456,6 +480,7 @@ def _log_artifacts(
 
 
 def _trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+    warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 noise
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     kwargs = {

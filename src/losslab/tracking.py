@@ -141,6 +141,15 @@ def open_store(uri: str) -> MlflowClient:
     return client
 
 
+def _artifact_location(client: MlflowClient, name: str) -> str | None:
+    """Artifacts of a sqlite store live beside the database file, not under whatever cwd a job had."""
+    path = _sqlite_path(client.tracking_uri)
+    if path is None:
+        return None  # a tracking server decides
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    return (path.parent / "mlartifacts" / safe).as_uri()
+
+
 def ensure_experiment(client: MlflowClient, name: str) -> str:
     """Experiment id for `name`, creating it; safe when parallel jobs race to create it."""
     exp = client.get_experiment_by_name(name)
@@ -149,7 +158,7 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=_artifact_location(client, name))
     except MlflowException:
         exp = client.get_experiment_by_name(name)
         if exp is None:

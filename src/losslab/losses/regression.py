@@ -40,10 +40,13 @@ class WeightedMSE(LossBase):
         w = None
         if weights is not None:
             try:
+                if isinstance(weights, (str, bytes)):  # would iterate characters: "123" -> [1, 2, 3]
+                    raise TypeError("a string is not a list of weights")
                 w = torch.as_tensor([float(v) for v in weights], dtype=torch.float32)
             except (TypeError, ValueError) as exc:
+                # repr, not list(weights): a scalar is not iterable and would raise TypeError here
                 raise LossInputError(
-                    f"WeightedMSE: weights must be a list of numbers, got {list(weights)!r}."
+                    f"WeightedMSE: weights must be a list of numbers, got {weights!r}."
                 ) from exc
             check_weights(w, len(w), self.name)
         self.register_buffer("weights", w, persistent=False)

@@ -1,0 +1,65 @@
+# LossLab. Every target creates the virtual environment (.venv) on first use.
+# Override the torch build for your machine, e.g. a CUDA wheel:  make install TORCH_SPEC="torch==2.5.1"
+PYTHON      ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+TORCH_SPEC  ?= torch==2.13.0
+STUDY       ?= seed_losses
+ARGS        ?=
+HOST        ?= 127.0.0.1
+PORT        ?= 5000
+STORE       ?= $(if $(MLFLOW_TRACKING_URI),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train sweep report ui check-grads test test-all lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: STUDY=$(STUDY) ARGS='...' TORCH_SPEC='$(TORCH_SPEC)' HOST=$(HOST) PORT=$(PORT)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(VENV)/.installed  ## create .venv and install LossLab with its dev tools
+
+train: install  ## one run: make train ARGS="loss=hinge optimizer.lr=0.01"
+	$(PY) train.py $(ARGS)
+
+sweep: install  ## run a study from experiments/ (default seed_losses): make sweep STUDY=hinge_margin
+	$(PY) train.py +experiment=$(STUDY) $(ARGS) -m
+
+report: install  ## HTML + PNG report of the latest sweep into reports/
+	$(PY) -m losslab.compare $(ARGS)
+
+ui: install  ## MLflow UI on http://$(HOST):$(PORT) over the project's store (no auth: keep it on 127.0.0.1)
+	@echo "runs table: http://$(HOST):$(PORT)/#/experiments/1/runs?workflowType=machine_learning"
+	$(VENV)/bin/mlflow ui --backend-store-uri "$(STORE)" --host $(HOST) --port $(PORT)
+
+check-grads: install  ## finite-difference gradient check of every built-in loss
+	$(PY) -m losslab.gradcheck $(ARGS)
+
+test: install  ## the default test suite (a few minutes on 2 cores)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: install  ## every test, the long ones included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install  ## ruff lint + format check
+	$(VENV)/bin/ruff check src tests train.py
+	$(VENV)/bin/ruff format --check src tests train.py
+
+format: install  ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff check --fix src tests train.py
+	$(VENV)/bin/ruff format src tests train.py
+
+bench: install  ## tracking-overhead benchmark: prints ratios measured side by side
+	$(PY) -m losslab.bench $(ARGS)
+
+clean:  ## remove outputs, reports and caches (keeps .venv and mlflow.db)
+	rm -rf outputs multirun reports bench-results .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,111 @@
+"""User-style losses for tests/test_gradcheck.py: three with deliberately wrong derivatives, three correct.
+
+None of them subclasses LossBase or declares `domain` / `kink_distance`, like a user's own loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class _DoubledSquare(torch.autograd.Function):
+    """(y_pred - y_true)^2 per element, whose backward returns twice the true gradient."""
+
+    @staticmethod
+    def forward(ctx, y_pred: Tensor, y_true: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(y_pred - y_true)
+        return (y_pred - y_true) ** 2
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (e,) = ctx.saved_tensors
+        return grad * 4 * e, None  # bug: should be 2 * e
+
+
+class DoubledGradMSE(nn.Module):
+    """MSE with the doubled backward above."""
+
+    def forward(self, y_pred: Tensor, y_true: Tensor, weight: Tensor | None = None) -> Tensor:
+        per = _DoubledSquare.apply(y_pred, y_true)
+        per = per.reshape(per.shape[0], -1).mean(dim=1)
+        return per.mean() if weight is None else (weight * per).mean()
+
+
+class _ForgetfulSigmoidL1(torch.autograd.Function):
+    """sigmoid(|e|) * |e| per element; backward forgets the derivative of the sigmoid factor."""
+
+    @staticmethod
+    def forward(ctx, y_pred: Tensor, y_true: Tensor) -> Tensor:  # type: ignore[override]
+        e = y_pred - y_true
+        ctx.save_for_backward(e)
+        return torch.sigmoid(e.abs()) * e.abs()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (e,) = ctx.saved_tensors
+        # correct: sign(e) * (sigmoid(|e|) + sigmoid(|e|) * (1 - sigmoid(|e|)) * |e|)
+        return grad * torch.sign(e) * torch.sigmoid(e.abs()), None
+
+
+class ForgetfulSigmoidL1(nn.Module):
+    def forward(self, y_pred: Tensor, y_true: Tensor, weight: Tensor | None = None) -> Tensor:
+        return _ForgetfulSigmoidL1.apply(y_pred, y_true).mean()
+
+
+class _FrozenHessianSquare(torch.autograd.Function):
+    """(y_pred - y_true)^2 with a correct gradient computed in forward, so double backward sees 0."""
+
+    @staticmethod
+    def forward(ctx, y_pred: Tensor, y_true: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(2 * (y_pred - y_true))  # built without a graph
+        return (y_pred - y_true) ** 2
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (slope,) = ctx.saved_tensors
+        return grad * slope, None
+
+
+class FrozenHessianMSE(nn.Module):
+    """Right first derivative, wrong second; claims twice_differentiable, so gradcheck must catch it."""
+
+    twice_differentiable = True
+
+    def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
+        return _FrozenHessianSquare.apply(y_pred, y_true).mean()
+
+
+class PlainHinge(nn.Module):
+    """mean(max(0, margin - y * f)) written plainly: no domain, no kink_distance, no twice_differentiable."""
+
+    def __init__(self, margin: float = 1.0) -> None:
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
+        return torch.clamp_min(self.margin - y_true * y_pred, 0.0).mean()
+
+
+class PlainSigmoidL1(nn.Module):
+    """mean(sigmoid(|e|) * |e|) by plain autograd: correct, kink at e = 0, not declared."""
+
+    twice_differentiable = True
+
+    def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
+        d = (y_pred - y_true).abs()
+        return (torch.sigmoid(d) * d).mean()
+
+
+class ScaledLogCosh(nn.Module):
+    """A correct, smooth user loss with a constructor argument and weights."""
+
+    twice_differentiable = True
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, y_pred: Tensor, y_true: Tensor, weight: Tensor | None = None) -> Tensor:
+        per = torch.log(torch.cosh(self.scale * (y_pred - y_true))).reshape(y_pred.shape[0], -1).mean(dim=1)
+        return per.mean() if weight is None else (weight * per).mean()
