@@ -988,7 +988,7 @@ def synthetic_experiment(
         tags={"losslab.sweep": "parent", "study": "bench"},
     )
     margins, lrs = (0.0, 0.25, 0.5, 1.0, 2.0), (1e-4, 1e-3, 1e-2, 1e-1)
-    combos = itertools.product(itertools.count(), margins, lrs)
+    combos = ((s, m, lr) for s in itertools.count() for m in margins for lr in lrs)
     rng = np.random.default_rng(seed)
     ts = int(time.time() * 1000)
     for s, margin, lr in itertools.islice(combos, n_runs):

@@ -62,6 +62,10 @@ class OutcomeRules:
     #: (1%) of the whole decrease. A 1/t or exponential tail keeps falling in relative
     #: terms forever; what matters is that it no longer adds to the total.
     progress_tol: float = 0.01
+    #: Converged although rising a little: after a large drop, a last-window rise under
+    #: this share (5%) of the whole decrease is minibatch noise around a small level
+    #: (e.g. a regression that reached its noise floor), not a trend worth a label.
+    settle_tol: float = 0.05
     #: Converged needs the loss to have fallen by this fraction of its start (50%);
     #: less is a plateau (or a run that never learned).
     min_drop: float = 0.5
@@ -84,8 +88,8 @@ class OutcomeRules:
             "min_floor and abs_floor must be >= 0": self.min_floor >= 0 and self.abs_floor >= 0,
             "min_window must be >= 3": self.min_window >= 3,
             "window_fraction must be in (0, 0.5]": 0 < self.window_fraction <= 0.5,
-            "slope_tol, trend_t, progress_tol must be >= 0": min(
-                self.slope_tol, self.trend_t, self.progress_tol
+            "slope_tol, trend_t, progress_tol, settle_tol must be >= 0": min(
+                self.slope_tol, self.trend_t, self.progress_tol, self.settle_tol
             )
             >= 0,
             "min_drop must be in [0, 1]": 0 <= self.min_drop <= 1,
@@ -324,6 +328,11 @@ def _trend_label(fig: _Figures, rules: OutcomeRules) -> tuple[str, str]:
             )
         return "still_improving", f"{fell} and the last {w} steps still fell {_pct(fig.rel_slope)}"
     if fig.rel_slope > rules.slope_tol and clear:
+        if fig.drop >= rules.min_drop and fig.share < rules.settle_tol:
+            return "converged", (
+                f"{fell}; the last {w} steps rose {_pct(fig.rel_slope)} of a small level, only "
+                f"{_pct(fig.share)} of the total decrease (settled at its noise floor)"
+            )
         return "plateaued", (
             f"{fell} but the last {w} steps rose {_pct(fig.rel_slope)} (not enough to call diverged)"
         )

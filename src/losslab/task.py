@@ -115,8 +115,11 @@ def _instantiate(node: Any, what: str, **kwargs: Any) -> Any:
         if inner is not None and not isinstance(inner, InstantiationException):
             raise inner from None
         target = OmegaConf.select(node, "_target_", default="?") if isinstance(node, DictConfig) else "?"
-        msg = str(exc).strip().splitlines()
-        detail = msg[-1] if msg else type(exc).__name__
+        lines = [ln for ln in str(exc).strip().splitlines() if ln and not ln.startswith("full_key:")]
+        detail = (lines[0] if lines else type(exc).__name__).split(", set env var HYDRA_FULL_ERROR")[0]
+        if exc.__cause__ is not None and str(exc.__cause__) not in detail:
+            cause = " ".join(ln.strip() for ln in str(exc.__cause__).splitlines() if ln.strip())
+            detail = f"{detail} ({type(exc.__cause__).__name__}: {cause[:240]})"
         raise ConfigError(
             f"Cannot build {what} from _target_={target}: {detail}. Check the {what} options with "
             f"`python train.py --cfg job`; a user class is given as {what}._target_=package.module.Class."
