@@ -109,3 +109,23 @@ class ScaledLogCosh(nn.Module):
     def forward(self, y_pred: Tensor, y_true: Tensor, weight: Tensor | None = None) -> Tensor:
         per = torch.log(torch.cosh(self.scale * (y_pred - y_true))).reshape(y_pred.shape[0], -1).mean(dim=1)
         return per.mean() if weight is None else (weight * per).mean()
+
+
+class FailAt(nn.Module):
+    """MSE that raises on its `fail_at`-th call (training step), to test that a failing job is recorded.
+
+    `fail_at < 0` never fails. `nan_at >= 0` returns NaN from that call on instead.
+    """
+
+    def __init__(self, fail_at: int = -1, nan_at: int = -1) -> None:
+        super().__init__()
+        self.fail_at, self.nan_at, self.calls = fail_at, nan_at, 0
+
+    def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.training and self.fail_at >= 0 and self.calls > self.fail_at:
+            raise RuntimeError(f"FailAt: deliberate failure at call {self.calls}")
+        loss = ((y_pred - y_true.reshape(y_pred.shape)) ** 2).mean()
+        if self.nan_at >= 0 and self.calls > self.nan_at:
+            return loss * float("nan")
+        return loss

@@ -155,6 +155,40 @@ def _split(
     )
 
 
+#: the seed document's weights list (its example 1), tiled over samples by `weights=seed_list`
+SEED_WEIGHTS = (1.0, 2.0, 1.0, 1.0, 3.0, 1.0, 1.0, 2.0, 1.0, 1.0)
+WEIGHT_SCHEMES = ("none", "uniform", "seed_list", "noise_inverse")
+
+
+def sample_weights(
+    scheme: str, x: Tensor, y: Tensor, name: str, sigma: Tensor | None = None, k: int = 20
+) -> Tensor | None:
+    """Per-sample weights for weighted losses, normalised to mean 1.
+
+    noise_inverse: 1 / sigma_i^2 where the noise is known (synthetic sets); on real data the
+    local noise variance is estimated as the mean squared residual of a linear fit over each
+    sample's k nearest neighbours.
+    """
+    n = x.shape[0]
+    if scheme == "none":
+        return None
+    if scheme == "uniform":
+        return torch.ones(n)
+    if scheme == "seed_list":
+        w = torch.tensor(SEED_WEIGHTS).repeat(math.ceil(n / len(SEED_WEIGHTS)))[:n]
+    else:
+        if sigma is None:
+            design = torch.cat([x, torch.ones(n, 1)], dim=1).double()
+            coef = torch.linalg.lstsq(design, y.double()).solution
+            resid2 = ((design @ coef - y.double()) ** 2).reshape(-1)
+            nearest = torch.cdist(x.double(), x.double()).topk(min(k, n), largest=False).indices
+            var = resid2[nearest].mean(dim=1).float()
+        else:
+            var = sigma.reshape(-1) ** 2
+        w = 1.0 / var.clamp_min(1e-6)
+    return w / w.mean()
+
+
 # ----------------------------------------------------------------------------- builders
 
 
@@ -201,19 +235,13 @@ def teacher_regression(
 
     teacher: `linear` (random w) or `nonlinear` (a random 1-hidden-layer tanh net).
     heteroscedastic: noise std varies per sample in [0.1, 1.9] x noise.
-    weights: `none`, `uniform` (all ones) or `noise_inverse` (1 / sigma_i^2, normalised
-    to mean 1; outliers get their inflated sigma), returned with the data for WeightedMSE.
+    weights: a scheme of `sample_weights` (none, uniform, seed_list, noise_inverse: 1 / sigma_i^2,
+    outliers with their inflated sigma), returned with the data for WeightedMSE.
     """
     _check(name, "teacher", teacher in ("linear", "nonlinear"), teacher, "linear or nonlinear")
     _check(name, "noise", noise >= 0 and math.isfinite(noise), noise, "a finite number >= 0")
     _check(name, "outlier_fraction", 0 <= outlier_fraction <= 1, outlier_fraction, "a number in [0, 1]")
-    _check(
-        name,
-        "weights",
-        weights in ("none", "uniform", "noise_inverse"),
-        weights,
-        "none, uniform or noise_inverse",
-    )
+    _check(name, "weights", weights in WEIGHT_SCHEMES, weights, ", ".join(WEIGHT_SCHEMES))
     x = torch.randn(n_samples, n_features)
     if teacher == "linear":
         w_true = torch.randn(n_features, 1) / math.sqrt(n_features)
@@ -231,12 +259,7 @@ def teacher_regression(
         idx = torch.randperm(n_samples)[:n_out]
         sigma[idx] = sigma[idx].clamp_min(1e-3) * outlier_scale + outlier_scale * 0.1
     y = f + sigma * torch.randn(n_samples, 1)
-    w = None
-    if weights == "uniform":
-        w = torch.ones(n_samples)
-    elif weights == "noise_inverse":
-        inv = 1.0 / sigma.clamp_min(1e-3).reshape(-1) ** 2
-        w = inv / inv.mean()
+    w = sample_weights(weights, x, y, name, sigma=sigma.clamp_min(1e-3))
     return _split(
         name, x, y, w, labels="real", val_fraction=val_fraction, batch_size=batch_size, standardize=True
     )
@@ -270,9 +293,13 @@ def sklearn_dataset(
     val_fraction: float = 0.2,
     batch_size: int | None = 64,
     standardize_target: bool = True,
+    weights: str = "none",
     name: str | None = None,
 ) -> TensorData:
-    """Real data bundled with scikit-learn (no download): breast_cancer (binary) or diabetes."""
+    """Real data bundled with scikit-learn (no download): breast_cancer (binary) or diabetes.
+
+    weights: per-sample weights for weighted losses (see `sample_weights`).
+    """
     from sklearn import datasets  # local: sklearn costs import time the other builders don't need
 
     name = name or dataset
@@ -287,6 +314,7 @@ def sklearn_dataset(
         enc = "real"
         if standardize_target:
             y = (y - y.mean()) / y.std()
+    w = sample_weights(weights, (x - x.mean(0)) / x.std(0).clamp_min(1e-8), y, name)
     return _split(
-        name, x, y, None, labels=enc, val_fraction=val_fraction, batch_size=batch_size, standardize=True
+        name, x, y, w, labels=enc, val_fraction=val_fraction, batch_size=batch_size, standardize=True
     )

@@ -90,19 +90,28 @@ class SweepTracker(Callback):
         self._closed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        uri = tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
+        # Hydra turns a callback's exception into a warning and carries on; a sweep without its
+        # parent run would scatter its jobs, so stop here instead.
         try:
-            self.client = tracking.open_store(uri)
-            exp_id = tracking.ensure_experiment(
-                self.client, tracking.resolve_experiment_name(OmegaConf.select(config, "tracking.experiment"))
-            )
+            self._start(config)
         except tracking.TrackingError as exc:
-            print(f"Error: {exc}", file=sys.stderr)
+            print(f"Error: {exc}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except Exception as exc:
+            print(f"Error: sweep set-up failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    def _start(self, config: DictConfig) -> None:
+        uri = tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
+        self.client = tracking.open_store(uri)
+        exp_id = tracking.ensure_experiment(
+            self.client, tracking.resolve_experiment_name(OmegaConf.select(config, "tracking.experiment"))
+        )
         hc = config.hydra
         self.sweep_dir = Path(str(hc.sweep.dir)).resolve()
         overrides = list(hc.overrides.task)
-        size = count_jobs(overrides, OmegaConf.to_container(hc.sweeper.get("params") or {}))
+        params = hc.sweeper.get("params")
+        size = count_jobs(overrides, OmegaConf.to_container(params) if params is not None else {})
         os.environ[SIZE_ENV] = str(size) if size else "?"
         choices = hc.runtime.choices
         study = choices.get("experiment") or f"{choices.get('loss', 'sweep')}-sweep"
@@ -145,13 +154,17 @@ class SweepTracker(Callback):
         for r in rows:
             key = r.get("outcome") or str(r.get("status", "?")).lower()
             counts[key] = counts.get(key, 0) + 1
-        print("\nSweep summary\n" + summary_table(rows), flush=True)
+        table = summary_table(rows)
+        print("\nSweep summary\n" + table, flush=True)
         if self.client is not None and self.parent_id is not None:
             tags = {f"count.{k}": str(v) for k, v in counts.items()}
             tags.update({"jobs_failed": str(len(failed)), "jobs_done": str(len(rows))})
             with contextlib.suppress(Exception):
                 for k, v in tags.items():
                     self.client.set_tag(self.parent_id, k, v)
+                # jobs refused before their run existed (bad config, no GPU) stay visible here
+                self.client.log_text(self.parent_id, table + "\n", "summary.txt")
+                self.client.log_dict(self.parent_id, rows, "summary.json")
             self._close_if_open("FAILED" if failed else "FINISHED")
             print(
                 f"parent run {self.parent_id}; browse with `make ui`, report with "
