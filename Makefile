@@ -63,3 +63,26 @@ bench: install  ## tracking-overhead benchmark: prints ratios measured side by s
 clean:  ## remove outputs, reports and caches (keeps .venv and mlflow.db)
 	rm -rf outputs multirun reports bench-results .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# ----------------------------------------------------------------------------- team tracking server
+# `mlflow server` over PostgreSQL, both on 127.0.0.1 (no authentication: teammates use an SSH tunnel).
+# A private cluster lives in .server/ (git-ignored by its own .gitignore); DB_URI=postgresql://USER@HOST/DB
+# uses an existing PostgreSQL instead (password in ~/.pgpass or PGPASSFILE, not in the URI).
+SERVER_PORT ?= 5001
+PG_PORT     ?= 5433
+DB_URI      ?=
+SERVER_ENV  := SERVER_PORT=$(SERVER_PORT) PG_PORT=$(PG_PORT) DB_URI="$(DB_URI)" VENV=$(abspath $(VENV))
+.PHONY: server server-stop server-status
+
+$(VENV)/.server-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[server]"
+	@touch $@
+
+server: $(VENV)/.server-installed  ## team MLflow server over PostgreSQL on 127.0.0.1:SERVER_PORT (5001), in the background
+	$(SERVER_ENV) scripts/pg_server.sh start
+
+server-stop:  ## stop the team MLflow server and its private PostgreSQL
+	$(SERVER_ENV) scripts/pg_server.sh stop
+
+server-status:  ## is the team server up, and where
+	$(SERVER_ENV) scripts/pg_server.sh status

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import html
 import itertools
 import json
@@ -90,6 +91,11 @@ class Design:
     values: dict[str, str | None]
     runs: list[RunData]
     label: str = ""
+
+    @functools.cached_property
+    def summary(self) -> dict[str, Any]:
+        """The numbers of its table row; computed once (table, CSV, ranking and page all use them)."""
+        return summarise(self)
 
 
 # ----------------------------------------------------------------------------- store access
@@ -453,7 +459,7 @@ TABLE_COLUMNS = (
 def table_rows(designs: Sequence[Design], keys: Sequence[str]) -> list[list[str]]:
     rows = []
     for d in designs:
-        s = summarise(d)
+        s = d.summary
         row = [_show_value(k, d.values[k]) for k in keys]
         steps = "" if s["steps90"] is None else f"{s['steps90']:.0f}"
         row += [str(s["n"]), fmt_mean_ci(s["final"]), fmt_mean_ci(s["best"]), steps]
@@ -782,51 +788,83 @@ class ReportContext:
     keys: list[str]
 
 
-def render_html(
-    ctx: ReportContext, designs: Sequence[Design], plots: dict[str, str | None], notes: dict[str, str]
-) -> str:
-    n_runs = sum(len(d.runs) for d in designs)
+def _header(ctx: ReportContext, n_runs: int) -> str:
     source = (
         f"sweep <code>{_esc(ctx.parent.info.run_id)}</code>" if ctx.parent else "all runs of the experiment"
     )
+    exp = ctx.experiment
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            f"<html><head><meta charset='utf-8'><title>{_esc(ctx.title)}</title>",
+            f"<style>{CSS}</style></head><body>",
+            f"<h1>{_esc(ctx.title)}</h1>",
+            f"<p>{n_runs} runs from {source} in experiment <b>{_esc(exp.name)}</b> (id "
+            f"{_esc(exp.experiment_id)}), store <code>{_esc(tracking.redact_uri(ctx.uri))}</code>. "
+            f"Generated {_esc(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>",
+            _ui_section(ctx.uri, exp, ctx.parent),
+        ]
+    )
+
+
+def _designs_section(ctx: ReportContext, designs: Sequence[Design]) -> str:
     varying = ", ".join(f"<code>{_esc(k)}</code>" for k in ctx.keys) or "none"
-    rows = table_rows(designs, ctx.keys)
-    finals = [summarise(d)["final"][0] for d in designs]
-    scored = [(v, i) for i, v in enumerate(finals) if v is not None]
+    finals = [(d.summary["final"][0], i) for i, d in enumerate(designs)]
+    scored = [(v, i) for v, i in finals if v is not None]
     best = min(scored)[1] if scored and len(designs) > 1 else None
-    rows = [[_esc(c) for c in row] for row in rows]
-    head = [*ctx.keys, *TABLE_COLUMNS]
-    parts = [
-        "<!DOCTYPE html>",
-        f"<html><head><meta charset='utf-8'><title>{_esc(ctx.title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{_esc(ctx.title)}</h1>",
-        f"<p>{n_runs} runs from {source} in experiment <b>{_esc(ctx.experiment.name)}</b> "
-        f"(id {_esc(ctx.experiment.experiment_id)}), store <code>{_esc(tracking.redact_uri(ctx.uri))}</code>. "
-        f"Generated {_esc(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>",
-        _ui_section(ctx.uri, ctx.experiment, ctx.parent),
-        f"<h2>Designs</h2><p class='note'>A design is one combination of the params that vary here ({varying});"
-        " seeds are pooled. CI: 95% t-interval over seeds (blank for one run). Steps to 90%: first step where "
-        "the smoothed train loss has made 90% of its start-to-end drop. The row with the lowest mean final "
-        "val loss is highlighted. Also in <a href='designs.csv'>designs.csv</a>.</p>",
-        _html_table(head, rows, best),
-        "<h2>Outcomes</h2>",
-        f"<p class='note'>{_esc(notes['heatmap'])}</p>",
-        _img(plots.get("heatmap"), "outcome heatmap", ""),
-        "<h2>Loss curves</h2>",
-        f"<p class='note'>Median over seeds, band = min–max; points averaged into at most 400 bins. "
-        f"{_esc(notes.get('curves', ''))}</p>",
-        _img(plots.get("loss"), "loss curves", "No train/val loss was recorded."),
-        "<h2>Gradient norm</h2>",
-        _img(plots.get("grad_norm"), "gradient norm", "No grad/global_norm was recorded."),
-        "<h2>Zero-gradient samples</h2>",
-        "<p class='note'>Fraction of samples whose loss gradient dL/dŷ is exactly zero (grad/pred/zero_frac):"
-        " for margin losses, the share of the batch that no longer teaches anything.</p>",
-        _img(plots.get("zero_frac"), "zero-gradient fraction", "No grad/pred/zero_frac was recorded."),
-        "<h2>Runs</h2>",
-        _runs_table(designs, ui_base(ctx.uri), ctx.experiment.experiment_id),
-        "</body></html>",
-    ]
-    return "\n".join(parts)
+    rows = [[_esc(c) for c in row] for row in table_rows(designs, ctx.keys)]
+    note = (
+        f"A design is one combination of the params that vary here ({varying}); seeds are pooled. "
+        "CI: 95% t-interval over seeds (blank for one run). Steps to 90%: first step where the "
+        "smoothed train loss has made 90% of its start-to-end drop. The lowest mean final val loss "
+        "is highlighted. Also in <a href='designs.csv'>designs.csv</a>."
+    )
+    return f"<h2>Designs</h2><p class='note'>{note}</p>\n" + _html_table(
+        [*ctx.keys, *TABLE_COLUMNS], rows, best
+    )
+
+
+def _plots_section(plots: dict[str, str | None], notes: dict[str, str]) -> str:
+    curves_note = (
+        "Median over seeds, band = min–max, each run averaged into at most 400 bins; a run that "
+        f"stopped early (diverged) leaves the band after its last step. {notes.get('curves', '')}"
+    )
+    zero_note = (
+        "Share of samples whose loss gradient dL/dŷ is exactly zero (grad/pred/zero_frac): for "
+        "margin losses, the part of each batch that no longer teaches anything."
+    )
+    return "\n".join(
+        [
+            "<h2>Outcomes</h2>",
+            f"<p class='note'>{_esc(notes['heatmap'])}</p>",
+            _img(plots.get("heatmap"), "outcome heatmap", ""),
+            "<h2>Loss curves</h2>",
+            f"<p class='note'>{_esc(curves_note)}</p>",
+            _img(plots.get("loss"), "loss curves", "No train/val loss was recorded."),
+            "<h2>Gradient norm</h2>",
+            _img(plots.get("grad_norm"), "gradient norm", "No grad/global_norm was recorded."),
+            "<h2>Zero-gradient samples</h2>",
+            f"<p class='note'>{_esc(zero_note)}</p>",
+            _img(plots.get("zero_frac"), "zero-gradient fraction", "No grad/pred/zero_frac was recorded."),
+        ]
+    )
+
+
+def render_html(
+    ctx: ReportContext, designs: Sequence[Design], plots: dict[str, str | None], notes: dict[str, str]
+) -> str:
+    """The page: header with UI links, designs table, plots, and a per-run table (collapsed)."""
+    n_runs = sum(len(d.runs) for d in designs)
+    return "\n".join(
+        [
+            _header(ctx, n_runs),
+            _designs_section(ctx, designs),
+            _plots_section(plots, notes),
+            "<h2>Runs</h2>",
+            _runs_table(designs, ui_base(ctx.uri), ctx.experiment.experiment_id),
+            "</body></html>",
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------- report
@@ -878,7 +916,7 @@ def _make_plots(
     shown = designs
     notes: dict[str, str] = {}
     if len(designs) > MAX_CURVE_DESIGNS:
-        means = {id(d): summarise(d)["final"][0] for d in designs}
+        means = {id(d): d.summary["final"][0] for d in designs}
         ranked = sorted(designs, key=lambda d: (means[id(d)] is None, means[id(d)] or 0.0))
         keep = {id(d) for d in ranked[:MAX_CURVE_DESIGNS]}
         shown = [d for d in designs if id(d) in keep]
@@ -1067,7 +1105,7 @@ def _insert_points_sql(path: Path, points: dict[str, list[tuple[str, int, float]
         con.execute("PRAGMA cache_size = -262144")  # 256 MiB: the three metric indexes stay in memory
         with con:
             con.executemany(
-                "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?,?,?,?,?,?)",
                 rows,
             )
             con.executemany(
