@@ -1,8 +1,10 @@
 """Train one Hydra-selected model with a Hydra-selected loss: `python train.py loss=hinge [-m]`.
 
 Thin on purpose: the work is in `losslab.task`. Imports happen inside `main` so that
-`--help` and `--cfg job` answer without loading torch, Lightning and MLflow.
+`--help`, `--cfg job` and a bad config answer without loading Lightning and MLflow.
 """
+
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -16,4 +18,13 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code == 1:  # Hydra refused the command line: say which keys exist
+            from losslab.cli import unknown_key_hint
+
+            hint = unknown_key_hint(sys.argv[1:])
+            if hint:
+                print(hint, file=sys.stderr)
+        raise

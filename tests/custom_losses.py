@@ -129,3 +129,8 @@ class FailAt(nn.Module):
         if self.nan_at >= 0 and self.calls > self.nan_at:
             return loss * float("nan")
         return loss
+
+
+def two_outputs(in_features: int, out_features: int, **unused: object) -> nn.Module:
+    """A user's model with the wrong output size: (N, 2) predictions against (N, 1) targets."""
+    return nn.Linear(in_features, 2)

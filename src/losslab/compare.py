@@ -101,10 +101,14 @@ class Design:
 # ----------------------------------------------------------------------------- store access
 
 
-def _client_and_uri(client_or_uri: MlflowClient | str) -> tuple[MlflowClient, str]:
+def _client_and_uri(client_or_uri: MlflowClient | str | None) -> tuple[MlflowClient, str]:
+    """A client on an existing store: the given one, the given URI (it wins over MLFLOW_TRACKING_URI,
+    as an explicit argument should), or the current store."""
     if isinstance(client_or_uri, MlflowClient):
-        return client_or_uri, str(client_or_uri._tracking_client.tracking_uri)
-    uri = tracking.resolve_tracking_uri(client_or_uri)
+        return client_or_uri, str(client_or_uri.tracking_uri)
+    uri = client_or_uri or tracking.resolve_tracking_uri(None)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
     path = tracking._sqlite_path(uri)
     if path is not None and not path.exists():
         raise ReportError(
@@ -163,12 +167,8 @@ def _sweep_list(client: MlflowClient, exp: Experiment) -> str:
     return f"Recent sweeps in experiment {exp.name!r}: {shown}."
 
 
-def _sweep_parent(client: MlflowClient, sweep_id: str, exp: Experiment) -> Run:
-    """The parent run `sweep_id`; a helpful error for unknown ids and for child-run ids."""
-    try:
-        run = client.get_run(sweep_id)
-    except MlflowException:
-        run = None
+def _sweep_parent(client: MlflowClient, sweep_id: str, run: Run | None, exp: Experiment) -> Run:
+    """`run` (fetched as `sweep_id`, None if unknown) checked to be a sweep parent; errors say what exists."""
     if run is None or run.info.lifecycle_stage != "active":
         raise ReportError(
             f"There is no sweep with parent run id {sweep_id!r} in the MLflow store. "
@@ -879,26 +879,34 @@ def _select(
 ) -> tuple[Experiment, Run | None, list[Run]]:
     """The experiment, the sweep parent (None for a whole-experiment report) and the runs to compare."""
     if sweep is not None:
-        exp = _experiment(client, tracking.resolve_experiment_name(experiment))
-        try:
-            probe = client.get_run(sweep)
-            if experiment is None and probe.info.experiment_id != exp.experiment_id:
-                exp = client.get_experiment(probe.info.experiment_id)
-        except MlflowException:
-            pass
-        parent = _sweep_parent(client, sweep, exp)
-        if parent.info.experiment_id != exp.experiment_id:
-            raise ReportError(
-                f"Sweep {sweep!r} belongs to experiment id {parent.info.experiment_id}, not to "
-                f"{exp.name!r}. Drop --experiment, or pass the sweep's experiment."
-            )
-        return exp, parent, _sweep_runs(client, parent)
+        return _select_sweep(client, experiment, sweep)
     exp = _experiment(client, tracking.resolve_experiment_name(experiment))
     latest = [] if all_runs else _sweeps(client, exp.experiment_id, 1)
     if latest:
         return exp, latest[0], _sweep_runs(client, latest[0])
     runs = _search(client, [exp.experiment_id])
     return exp, None, [r for r in runs if r.data.tags.get("losslab.sweep") != "parent"]
+
+
+def _select_sweep(
+    client: MlflowClient, experiment: str | None, sweep: str
+) -> tuple[Experiment, Run, list[Run]]:
+    """A sweep id alone is enough: its experiment is the parent run's, whatever the current one is."""
+    try:
+        run: Run | None = client.get_run(sweep)
+    except MlflowException:
+        run = None
+    if experiment is None and run is not None:
+        exp = client.get_experiment(run.info.experiment_id)
+    else:
+        exp = _experiment(client, tracking.resolve_experiment_name(experiment))
+    parent = _sweep_parent(client, sweep, run, exp)
+    if parent.info.experiment_id != exp.experiment_id:
+        raise ReportError(
+            f"Sweep {sweep!r} belongs to experiment id {parent.info.experiment_id}, not to "
+            f"{exp.name!r}. Drop --experiment, or pass the sweep's experiment."
+        )
+    return exp, parent, _sweep_runs(client, parent)
 
 
 def _write_csv(path: Path, head: Sequence[str], rows: Sequence[Sequence[str]]) -> Path:
@@ -939,7 +947,46 @@ def _make_plots(
     }
     plots = {name: plot_curves(panels, m, out_dir / file, title) for name, (m, file, title) in specs.items()}
     plots["heatmap"], notes["heatmap"] = plot_heatmap(runs, keys, out_dir / "outcome_heatmap.png")
+    intended = [out_dir / file for _, file, _ in specs.values()] + [out_dir / "outcome_heatmap.png"]
+    for path in set(intended) - set(plots.values()):
+        path.unlink(missing_ok=True)  # a previous report's plot, no longer true for these runs
     return {k: (p.name if p else None) for k, p in plots.items()}, notes
+
+
+@dataclass
+class Selection:
+    """The runs a report compares, with where they came from."""
+
+    client: MlflowClient
+    uri: str
+    experiment: Experiment
+    parent: Run | None  # the sweep's parent run; None for a whole-experiment report
+    runs: list[RunData]
+
+    @property
+    def name(self) -> str:
+        return (
+            self.parent.info.run_name if self.parent and self.parent.info.run_name else self.experiment.name
+        )
+
+
+def load_runs(
+    client_or_uri: MlflowClient | str | None,
+    experiment: str | None = None,
+    sweep: str | None = None,
+    all_runs: bool = False,
+) -> Selection:
+    """Pick the runs (see `build_report`) and fetch their params, tags, final metrics and curves."""
+    client, uri = _client_and_uri(client_or_uri)
+    exp, parent, found = _select(client, experiment, sweep, all_runs)
+    if not found:
+        where = f"sweep {parent.info.run_id}" if parent else f"experiment {exp.name!r}"
+        raise ReportError(f"There are no runs in {where} to compare. {_sweep_list(client, exp)}")
+    runs = [_to_run_data(r) for r in found]
+    histories = fetch_histories(client, uri, [r.run_id for r in runs], CURVE_KEYS)
+    for run in runs:
+        run.curves = {k: h[run.run_id] for k, h in histories.items() if run.run_id in h}
+    return Selection(client, uri, exp, parent, runs)
 
 
 def build_report(
@@ -957,29 +1004,19 @@ def build_report(
     sweep, the experiment's latest sweep is reported (or all its runs when it has none, or when
     `all_runs`). A sweep's report is also logged to its parent run under artifact path "report".
     """
-    client, uri = _client_and_uri(client_or_uri)
-    exp, parent, found = _select(client, experiment, sweep, all_runs)
-    if not found:
-        where = f"sweep {parent.info.run_id}" if parent else f"experiment {exp.name!r}"
-        raise ReportError(f"There are no runs in {where} to compare. {_sweep_list(client, exp)}")
-    runs = [_to_run_data(r) for r in found]
-    histories = fetch_histories(client, uri, [r.run_id for r in runs], CURVE_KEYS)
-    for run in runs:
-        run.curves = {k: h[run.run_id] for k, h in histories.items() if run.run_id in h}
-    keys = varying_params(runs)
-    designs = group_designs(runs, keys)
-    title = parent.info.run_name if parent is not None and parent.info.run_name else exp.name
-    out_dir = Path(out) / _safe_name(title)
+    sel = load_runs(client_or_uri, experiment, sweep, all_runs)
+    keys = varying_params(sel.runs)
+    designs = group_designs(sel.runs, keys)
+    out_dir = Path(out) / _safe_name(sel.name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots, notes = _make_plots(designs, runs, keys, out_dir)
-    head = [*keys, *TABLE_COLUMNS]
-    files = [_write_csv(out_dir / "designs.csv", head, table_rows(designs, keys))]
-    ctx = ReportContext(f"LossLab report: {title}", uri, exp, parent, keys)
+    plots, notes = _make_plots(designs, sel.runs, keys, out_dir)
+    files = [_write_csv(out_dir / "designs.csv", [*keys, *TABLE_COLUMNS], table_rows(designs, keys))]
+    ctx = ReportContext(f"LossLab report: {sel.name}", sel.uri, sel.experiment, sel.parent, keys)
     index = out_dir / "index.html"
     index.write_text(render_html(ctx, designs, plots, notes), encoding="utf-8")
     files += [out_dir / name for name in plots.values() if name] + [index]
-    if parent is not None and log_artifacts:
-        _log_report(client, parent.info.run_id, files)
+    if sel.parent is not None and log_artifacts:
+        _log_report(sel.client, sel.parent.info.run_id, files)
     return index
 
 

@@ -40,10 +40,11 @@ def mlp(
         )
     if not 0.0 <= float(dropout) < 1.0:
         raise ModelConfigError(f"model.dropout={dropout!r} is not valid; accepted: a number in [0, 1).")
-    sizes = [int(h) for h in hidden]
-    if any(h < 1 for h in sizes):
+    ok = not isinstance(hidden, (str, bytes)) and isinstance(hidden, Sequence)
+    sizes = [h for h in hidden] if ok else []
+    if not ok or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
         raise ModelConfigError(
-            f"model.hidden={list(hidden)!r} is not valid; accepted: a list of integers >= 1."
+            f"model.hidden={hidden!r} is not valid; accepted: a list of integers >= 1."
         )
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     width = in_features

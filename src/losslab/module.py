@@ -6,7 +6,6 @@ tracking) read what they need from `outputs` and from the attributes set here.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -15,14 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .data import TensorBatches, TensorData
-
-
-def _accepts_weight(loss: nn.Module) -> bool:
-    try:
-        params = inspect.signature(loss.forward).parameters
-    except (TypeError, ValueError):
-        return False
-    return "weight" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+from .losses import accepts_weight
 
 
 class LossLabModule(pl.LightningModule):
@@ -47,7 +39,7 @@ class LossLabModule(pl.LightningModule):
         self.data = data
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.weighted = _accepts_weight(loss)
+        self.weighted = accepts_weight(loss)
         self.last_pred: Tensor | None = None
         self.val_loss: Tensor | None = None
         self._val_sum: Tensor | None = None
@@ -56,15 +48,8 @@ class LossLabModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    @staticmethod
-    def _loss_with(loss: nn.Module, y_pred: Tensor, y: Tensor, w: Tensor | None) -> Tensor:
-        """Call `loss`, passing per-sample weights only to losses whose forward takes `weight`."""
-        if w is not None and _accepts_weight(loss):
-            return loss(y_pred, y, weight=w)
-        return loss(y_pred, y)
-
     def _loss(self, y_pred: Tensor, y: Tensor, w: Tensor | None) -> Tensor:
-        if w is not None and self.weighted:
+        if w is not None and self.weighted:  # signature inspected once, not per step
             return self.loss(y_pred, y, weight=w)
         return self.loss(y_pred, y)
 

@@ -24,8 +24,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from . import tracking
 from .task import SIZE_ENV
+
+# tracking (MLflow, Lightning: seconds to import) is imported inside the hooks: Hydra builds this
+# callback for single runs too, and a bad config should fail before paying for it.
 
 
 def count_jobs(task_overrides: list[str], sweeper_params: dict[str, Any] | None) -> int | None:
@@ -90,6 +92,8 @@ class SweepTracker(Callback):
         self._closed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from . import tracking
+
         # Hydra turns a callback's exception into a warning and carries on; a sweep without its
         # parent run would scatter its jobs, so stop here instead.
         try:
@@ -102,6 +106,8 @@ class SweepTracker(Callback):
             sys.exit(2)
 
     def _start(self, config: DictConfig) -> None:
+        from . import tracking
+
         uri = tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
         self.client = tracking.open_store(uri)
         exp_id = tracking.ensure_experiment(
@@ -142,12 +148,15 @@ class SweepTracker(Callback):
     def _close_if_open(self, status: str = "KILLED") -> None:
         if self._closed or self.client is None or self.parent_id is None:
             return
+        from . import tracking
+
         self._closed = True
         with contextlib.suppress(Exception):
             self.client.set_terminated(self.parent_id, status=status)
         os.environ.pop(tracking.PARENT_ENV, None)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+
         rows = read_results(self.sweep_dir) if self.sweep_dir else []
         failed = [r for r in rows if r.get("status") not in ("FINISHED", "SKIPPED")]
         counts: dict[str, int] = {}

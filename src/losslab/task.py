@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -21,40 +22,49 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from . import tracking
 from .data import DataConfigError, TensorData
-from .gradients import GradientStats
-from .losses import LossBase, LossInputError
+from .losses import LossBase, LossInputError, call_loss
 from .models import ModelConfigError
-from .module import LossLabModule
-from .outcomes import DivergenceGuard, OutcomeRules, classify
+
+if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once a config is valid
+    import pytorch_lightning as pl
+
+    from . import tracking
+    from .outcomes import DivergenceGuard, OutcomeRules
 
 log = logging.getLogger("losslab")
 
 #: value handed back to a sweeper for a run that diverged or failed: finite, so Optuna & co. keep going
 PENALTY = 1.0e12
 SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
-USER_ERRORS = (LossInputError, DataConfigError, ModelConfigError, tracking.TrackingError)
+USER_ERRORS: tuple[type[BaseException], ...] = (LossInputError, DataConfigError, ModelConfigError)
 
 
 class ConfigError(ValueError):
     """A configuration value LossLab cannot use; the message says which and what is accepted."""
 
 
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    tracking_mod = sys.modules.get("losslab.tracking")
+    extra = (tracking_mod.TrackingError,) if tracking_mod is not None else ()
+    return (ConfigError, *USER_ERRORS, *extra)
+
+
 def user_error(exc: BaseException) -> BaseException | None:
     """The user-facing error inside `exc` (Hydra wraps instantiation errors), or None."""
-    seen = exc
+    seen: BaseException | None = exc
+    kinds = _user_error_types()
     while seen is not None:
-        if isinstance(seen, (ConfigError, *USER_ERRORS)):
+        if isinstance(seen, kinds):
             return seen
         seen = seen.__cause__ or seen.__context__
     if isinstance(exc, InstantiationException):
@@ -98,6 +108,8 @@ def validate_config(cfg: DictConfig) -> None:
 
 def outcome_rules(cfg: DictConfig) -> OutcomeRules:
     """`outcome.*` keys other than the guard switch are classifier thresholds."""
+    from .outcomes import OutcomeRules
+
     section = OmegaConf.to_container(cfg.get("outcome") or {}, resolve=True)
     assert isinstance(section, dict)
     section.pop("stop_on_divergence", None)
@@ -133,19 +145,29 @@ class Job:
     data: TensorData
     model: nn.Module
     loss: nn.Module
-    module: LossLabModule
+    optimizer: Any  # partial: parameters -> torch.optim.Optimizer
+    scheduler: Any | None
+    rules: OutcomeRules
+
+
+def seed_all(seed: Any) -> None:
+    """Seed Python, numpy and torch (what Lightning's seed_everything does, without importing it)."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed={seed!r} is not valid; accepted: an integer.")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def build(cfg: DictConfig) -> Job:
     """Seed, then build data, model, loss, optimizer; validate them together on real batches."""
     validate_config(cfg)
-    outcome_rules(cfg)
     threads = cfg.get("torch_threads")
     if threads is not None:
         if not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"torch_threads={threads!r} is not valid; accepted: an integer >= 1, or null.")
         torch.set_num_threads(threads)
-    pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
+    seed_all(cfg.seed)
     data: TensorData = _instantiate(cfg.data, "data")
     model = _instantiate(cfg.model, "model", in_features=data.in_features, out_features=data.out_features)
     loss = _instantiate(cfg.loss, "loss")
@@ -154,12 +176,14 @@ def build(cfg: DictConfig) -> Job:
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     _check_compatible(data, model, loss, cfg)
-    module = LossLabModule(model=model, loss=loss, data=data, optimizer=optimizer, scheduler=scheduler)
-    try:
-        module.configure_optimizers()  # bad optimizer/scheduler kwargs fail here, before the run exists
+    try:  # bad optimizer/scheduler kwargs fail here, before the run exists (on a throwaway copy)
+        probe = optimizer([torch.zeros(1, requires_grad=True)])
+        if scheduler is not None:
+            scheduler(probe)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"optimizer/scheduler options rejected: {exc}.") from None
-    return Job(data=data, model=model, loss=loss, module=module)
+    rules = outcome_rules(cfg)
+    return Job(data=data, model=model, loss=loss, optimizer=optimizer, scheduler=scheduler, rules=rules)
 
 
 def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: DictConfig) -> None:
@@ -181,7 +205,7 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
             raise ConfigError(
                 f"the model failed on a batch of data={data.name} x{tuple(x.shape)}: {exc}"
             ) from None
-        batch_loss = LossLabModule._loss_with(loss, y_pred, y, w)
+        batch_loss = call_loss(loss, y_pred, y, w)
     if batch_loss.dim() != 0:
         raise ConfigError(
             f"loss {loss_name} returned shape {tuple(batch_loss.shape)}; "
@@ -339,6 +363,11 @@ def _one_line(exc: BaseException) -> str:
 
 def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name: str, prefix: str) -> Result:
     job = build(cfg)
+    from . import tracking
+    from .gradients import GradientStats
+    from .module import LossLabModule
+    from .outcomes import DivergenceGuard
+
     uri = tracking.resolve_tracking_uri(cfg.tracking.get("uri"))
     client = tracking.open_store(uri)
     exp_id = tracking.ensure_experiment(
@@ -354,7 +383,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
             return Result("SKIPPED", name, done.run_id, done.outcome, done.val_loss)
 
     gradcheck_tags = _maybe_gradcheck(cfg, job.loss)
-    rules = outcome_rules(cfg)
+    rules = job.rules
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     tags = {
@@ -382,15 +411,16 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     guard = DivergenceGuard(rules) if cfg.outcome.get("stop_on_divergence", True) else None
     tracker = tracking.TrackingCallback(recorder)
     gs = cfg.get("grad_stats") or {}
-    callbacks: list[pl.Callback] = [GradientStats(recorder.buffer, **gs)]
+    callbacks: list[Any] = [GradientStats(recorder.buffer, **gs)]
     if guard is not None:
         callbacks.append(guard)
     callbacks.append(tracker)  # last: it flushes after the others recorded the step
     trainer = _trainer(cfg, callbacks)
+    module = LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
     started = time.perf_counter()
     try:
         with sigterm_as_interrupt():
-            trainer.fit(job.module)
+            trainer.fit(module)
     except BaseException as exc:
         interrupted = tracker.interrupted or isinstance(exc, KeyboardInterrupt)
         status = "KILLED" if interrupted else "FAILED"
@@ -400,14 +430,14 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
             raise tracker.exception from None
         raise
     wall = time.perf_counter() - started
-    return _finish(cfg, recorder, trainer, job, guard, rules, wall, name, prefix, resolved)
+    return _finish(cfg, recorder, trainer, module, guard, rules, wall, name, prefix, resolved)
 
 
 def _finish(
     cfg: DictConfig,
     recorder: tracking.RunRecorder,
     trainer: pl.Trainer,
-    job: Job,
+    module: Any,
     guard: DivergenceGuard | None,
     rules: OutcomeRules,
     wall: float,
@@ -416,11 +446,13 @@ def _finish(
     resolved: dict[str, Any],
 ) -> Result:
     """Classify the curve, record final metrics, tags and artifacts, close the run FINISHED."""
+    from .outcomes import classify
+
     try:
         curve = recorder.history.get("train/loss", [])
         values = [v for _, v in curve]
         outcome = classify(values, rules) if values else None
-        val = job.module.val_loss
+        val = module.val_loss
         val_loss = float(val) if val is not None else None
         vals = [v for _, v in recorder.history.get("val/loss", [])]
         finite_vals = [v for v in vals if math.isfinite(v)]
@@ -482,7 +514,7 @@ def _log_artifacts(
             recorder.log_artifact(png)
 
 
-def _trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+def _trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
     warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 noise
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -533,8 +565,8 @@ def main(cfg: DictConfig) -> float:
         return train(cfg).objective
     except Exception as exc:
         err = user_error(exc)
-        if not multirun and err is None:
-            raise  # a programming error (ours or a user's loss): keep the traceback
+        if not multirun and (err is None or os.environ.get("HYDRA_FULL_ERROR") == "1"):
+            raise  # a programming error (ours or a user's loss), or asked for: keep the traceback
         print(f"Error: {_one_line(err or exc)}", file=sys.stderr, flush=True)
         if not multirun:
             sys.exit(2)

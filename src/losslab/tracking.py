@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -92,6 +93,31 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _refuse_foreign_sqlite(path: Path) -> None:
+    """Never let MLflow create its tables inside somebody else's database, or read a corrupt file."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as fh:
+        header = fh.read(16)
+    if header != b"SQLite format 3\x00":
+        raise TrackingError(
+            f"{path} is not a SQLite database, so it cannot be an MLflow store. Accepted: an MLflow "
+            "sqlite store, or a path where a new one can be created."
+        )
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("select name from sqlite_master where type='table'")}
+    except sqlite3.DatabaseError as exc:
+        msg = f"{path} is a corrupt SQLite file ({exc}); it cannot be an MLflow store."
+        raise TrackingError(msg) from None
+    if tables and "experiments" not in tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise TrackingError(
+            f"{path} is a SQLite database of something else (tables: {shown}), not an MLflow store; "
+            "LossLab will not add MLflow's tables to it. Accepted: an MLflow sqlite store or a new path."
+        )
+
+
 def check_store_reachable(uri: str, timeout: float = 10.0) -> None:
     """Fail fast (seconds, not MLflow's minutes of retries) when a tracking server is down."""
     if not uri.startswith(("http://", "https://")):
@@ -120,8 +146,7 @@ def open_store(uri: str) -> MlflowClient:
                 f"Cannot create the MLflow store {uri}: folder {path.parent} does not exist. "
                 "Accepted: a sqlite:///ABSOLUTE/PATH.db in an existing, writable folder."
             )
-        if path.exists() and path.stat().st_size and path.read_bytes()[:16] != b"SQLite format 3\x00":
-            raise TrackingError(f"{path} is not a SQLite database, so it cannot be an MLflow store.")
+        _refuse_foreign_sqlite(path)
     check_store_reachable(uri)
     # Large timeouts would hang on a dead server; MLflow's HTTP retries are bounded by these.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
@@ -132,8 +157,8 @@ def open_store(uri: str) -> MlflowClient:
         with _store_lock(uri):
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # creates / migrates the schema
-    except (MlflowException, OSError) as exc:
-        msg = str(exc).splitlines()[0][:300]
+    except Exception as exc:  # sqlalchemy, sqlite3, HTTP errors all mean "this store is unusable"
+        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TrackingError(
             f"Cannot open the MLflow store {redact_uri(uri)}: {msg}. Accepted: a writable sqlite file "
             "(sqlite:///ABSOLUTE/PATH.db), or an http(s) URI of a running MLflow server."

@@ -8,6 +8,8 @@ the formula runs, and says in one sentence what was wrong and what is accepted.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor, nn
 
@@ -135,3 +137,19 @@ class LossBase(nn.Module):
         else:
             weight = weight.reshape(-1)
         return (weight.to(per_sample.dtype) * per_sample).mean()
+
+
+def accepts_weight(loss: nn.Module) -> bool:
+    """Whether `loss.forward` takes per-sample weights (a `weight` argument or **kwargs)."""
+    try:
+        params = inspect.signature(loss.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "weight" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def call_loss(loss: nn.Module, y_pred: Tensor, y_true: Tensor, weight: Tensor | None) -> Tensor:
+    """Call any loss; per-sample weights go only to losses that accept them (a user's may not)."""
+    if weight is not None and accepts_weight(loss):
+        return loss(y_pred, y_true, weight=weight)
+    return loss(y_pred, y_true)

@@ -1,0 +1,191 @@
+"""Bad input, table-driven: a clear short error, exit code != 0, and the store left exactly as it was.
+
+Every case runs the real CLI in a subprocess against a store that already holds one finished
+run; afterwards the store must hold that run only, and nothing RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, all_runs, compose, train_cmd
+from losslab import task
+
+SEED_W = "[1,2,1,1,3,1,1,2,1,1]"
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]
+    says: list[str]  # substrings the message must contain: the bad value and what is accepted
+    uri: str | None = None  # tracking URI instead of the test store ({tmp} is replaced)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+CASES = [
+    Case("unknown-loss", ["loss=nope"], ["loss/nope", "Available options", "hinge"]),
+    Case("unknown-model", ["model=nope"], ["model/nope", "mlp"]),
+    Case("unknown-data", ["data=nope"], ["data/nope", "breast_cancer"]),
+    Case("unknown-optimizer", ["optimizer=nope"], ["optimizer/nope", "adam"]),
+    Case("mistyped-param", ["loss=hinge", "loss.margni=1"], ["loss.margni", "accepts", "margin"]),
+    Case("non-numeric-margin", ["loss=hinge", "loss.margin=abc"], ["margin", "'abc'", "finite number"]),
+    Case(
+        "weights-wrong-length",
+        ["recipe=seed_weighted_mse", "loss.weights=[1,2,3]"],
+        ["3 entries", "10 samples", "one weight per sample"],
+    ),
+    Case(
+        "negative-weight",
+        ["recipe=seed_weighted_mse", "loss.weights=[1,-2,1,1,3,1,1,2,1,1]"],
+        ["-2", "finite and >= 0"],
+    ),
+    Case(
+        "nan-weight",
+        ["recipe=seed_weighted_mse", "loss.weights=[1,nan,1,1,3,1,1,2,1,1]"],
+        ["nan", "finite and >= 0"],
+    ),
+    Case("labels-outside-domain", ["loss=hinge", "data=binary01"], ["{0, 1}", "{-1, +1}", "map_labels"]),
+    Case("bce-with-pm1-labels", ["loss=bce_with_logits", "data=binary"], ["{-1, 1}", "{0, 1}"]),
+    Case(
+        "user-model-shape-mismatch",
+        ["model._target_=tests.custom_losses.two_outputs"],
+        ["(64, 2)", "(64, 1)", "equal shapes"],
+    ),
+    Case("lr-zero", ["optimizer.lr=0"], ["optimizer.lr=0", "finite number > 0"]),
+    Case("lr-negative", ["optimizer.lr=-0.1"], ["optimizer.lr=-0.1", "finite number > 0"]),
+    Case("lr-inf", ["optimizer.lr=inf"], ["optimizer.lr=inf", "finite number > 0"]),
+    Case("max-steps-zero", ["trainer.max_steps=0"], ["trainer.max_steps=0", "integer >= 1"]),
+    Case("gpu-without-gpu", ["trainer.accelerator=gpu"], ["trainer.accelerator=gpu", "accepted here: cpu"]),
+    Case("target-does-not-import", ["loss._target_=nopkg.NoLoss"], ["nopkg.NoLoss", "package.module.Class"]),
+    Case("bad-activation", ["model.activation=swish"], ["swish", "relu"]),
+    Case("unreachable-server", [], ["127.0.0.1:9", "not reachable"], uri="http://127.0.0.1:9"),
+    Case("unwritable-sqlite", [], ["/proc/sys/mlflow.db", "writable"], uri="sqlite:////proc/sys/mlflow.db"),
+    Case("missing-folder", [], ["/nonexistent-dir", "does not exist"], uri="sqlite:////nonexistent-dir/m.db"),
+    Case("corrupt-sqlite", [], ["not a SQLite database"], uri="sqlite:///{tmp}/corrupt.db"),
+    Case("foreign-sqlite", [], ["users", "not an MLflow store"], uri="sqlite:///{tmp}/foreign.db"),
+]
+
+if __import__("torch").cuda.is_available():  # pragma: no cover - the GPU case is valid there
+    CASES = [c for c in CASES if c.id != "gpu-without-gpu"]
+
+
+@pytest.fixture(scope="module")
+def seeded_store(tmp_path_factory) -> tuple[str, str, Path]:
+    """A store holding one finished run; its run id; a folder for corrupt/foreign files."""
+    tmp = tmp_path_factory.mktemp("bad_input")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        result = task.train(compose(["trainer.max_steps=3"]))
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+    (tmp / "corrupt.db").write_text("this is not a database")
+    with sqlite3.connect(tmp / "foreign.db") as con:
+        con.execute("create table users (id integer, name text)")
+    return uri, result.run_id, tmp
+
+
+def _run(case: Case, uri: str, tmp: Path) -> subprocess.CompletedProcess:
+    target = case.uri.format(tmp=tmp) if case.uri else uri
+    env = {**os.environ, "MLFLOW_TRACKING_URI": target, **case.env}
+    env.pop("HYDRA_FULL_ERROR", None)
+    args = [*case.args, "trainer.max_steps=5"] if case.id != "max-steps-zero" else case.args
+    return subprocess.run(train_cmd(*args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def outcomes(seeded_store) -> dict[str, tuple[subprocess.CompletedProcess, float]]:
+    """Run every case once, two at a time (each is a separate process)."""
+    uri, _, tmp = seeded_store
+
+    def timed(case: Case) -> tuple[subprocess.CompletedProcess, float]:
+        started = time.perf_counter()
+        return _run(case, uri, tmp), time.perf_counter() - started
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip([c.id for c in CASES], pool.map(timed, CASES), strict=True))
+    print("\n".join(f"{k}: {t:.1f}s" for k, (_, t) in results.items()))
+    return results
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_gets_a_short_clear_error_and_leaves_no_trace(case: Case, outcomes, seeded_store):
+    proc, _ = outcomes[case.id]
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    for text in case.says:
+        assert text in output, f"{text!r} missing from:\n{output}"
+    assert "Traceback" not in output
+    assert len(output.strip().splitlines()) <= 25, output
+    uri, run_id, _ = seeded_store
+    from mlflow.tracking import MlflowClient
+
+    runs = all_runs(MlflowClient(uri))
+    assert [r.info.run_id for r in runs] == [run_id]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_silent_tracking_server_fails_fast(store, tmp_path: Path):
+    """A server that accepts connections but never answers: refused within 15 s, before training."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        started = time.perf_counter()
+        proc = subprocess.run(
+            train_cmd("trainer.max_steps=5"),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        took = time.perf_counter() - started
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert proc.returncode == 2
+    assert "not reachable" in proc.stderr and "Traceback" not in proc.stderr
+    assert took < 15 + 5  # the 10 s health-check timeout plus process start-up
+
+
+def test_hydra_full_error_shows_the_traceback(seeded_store):
+    uri, _, tmp = seeded_store
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run(
+        train_cmd("loss=nope"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

@@ -1,0 +1,234 @@
+"""`losslab.compare` on real MLflow sqlite stores: a small real sweep, and synthetic experiments."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from losslab import compare, tracking
+
+ROOT = Path(__file__).resolve().parents[1]
+PLOTS = ("loss_curves.png", "grad_norm.png", "zero_grad_fraction.png", "outcome_heatmap.png")
+
+
+def _uri(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+@contextlib.contextmanager
+def _store_dir() -> Iterator[Path]:
+    """A folder for a store, in memory (/dev/shm) where there is one: MLflow commits every write,
+    and on a slow disk the fsyncs, not the code under test, would dominate these tests."""
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None, prefix="losslab-") as tmp:
+        yield Path(tmp)
+
+
+@pytest.fixture
+def store() -> Iterator[Path]:
+    with _store_dir() as tmp:
+        yield tmp
+
+
+@pytest.fixture(scope="module")
+def sweep() -> Iterator[tuple[str, str]]:
+    """A real 2 margins x 2 lrs x 2 seeds hinge sweep (~20 s); yields (tracking uri, parent run id)."""
+    with _store_dir() as tmp:
+        yield _run_sweep(tmp)
+
+
+def _run_sweep(tmp: Path) -> tuple[str, str]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": _uri(tmp / "mlflow.db")}
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "loss=hinge",
+        "loss.margin=0.5,1.0",
+        "optimizer.lr=0.01,0.1",
+        "seed=0,1",
+        "trainer.max_steps=60",
+        "tracking.log_curve_png=false",
+        f"hydra.sweep.dir={tmp / 'multirun'}",
+        "-m",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    parent = re.search(r"parent run ([0-9a-f]{32})", proc.stdout)
+    assert parent, proc.stdout[-2000:]
+    return env["MLFLOW_TRACKING_URI"], parent.group(1)
+
+
+def _designs(index: Path) -> list[dict[str, str]]:
+    with (index.parent / "designs.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_sweep_report_has_table_plots_heatmap_and_artifacts(sweep: tuple[str, str], tmp_path: Path) -> None:
+    uri, parent = sweep
+    index = compare.build_report(uri, None, parent, tmp_path / "reports")
+    assert index.name == "index.html" and index.parent.parent == tmp_path / "reports"
+    assert index.parent.name.startswith("hinge-sweep-")  # named after the parent run
+    for name in PLOTS:
+        assert (index.parent / name).stat().st_size > 1000, name
+    page = index.read_text()
+    assert '<img src="outcome_heatmap.png"' in page and "Final val loss (mean ± 95% CI)" in page
+    assert re.search(r"#/experiments/\d+/runs\?workflowType=machine_learning", page)
+    rows = _designs(index)
+    assert [(r["loss.margin"], r["optimizer.lr"]) for r in rows] == [
+        ("0.5", "0.01"),
+        ("0.5", "0.1"),
+        ("1.0", "0.01"),
+        ("1.0", "0.1"),
+    ]
+    for row in rows:
+        assert row["Runs"] == "2"
+        assert "±" in row["Final val loss (mean ± 95% CI)"]
+        assert row["Outcomes"] and row["Median gradient norm"]
+    logged = {a.path for a in tracking.open_store(uri).list_artifacts(parent, "report")}
+    assert {f"report/{n}" for n in (*PLOTS, "index.html", "designs.csv")} <= logged
+
+
+def test_no_arguments_reports_the_latest_sweep(
+    sweep: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "mlflow.db"
+    shutil.copy(sweep[0][len("sqlite:///") :], db)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _uri(db))
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert compare.main([]) == 0
+    assert len(list((tmp_path / "reports").glob("hinge-sweep-*/index.html"))) == 1
+    newer = compare.synthetic_experiment(_uri(db), n_runs=8, n_steps=30, experiment="losslab")
+    assert compare.main([]) == 0
+    name = compare.load_runs(_uri(db), None, newer).name
+    assert (tmp_path / "reports" / name / "index.html").exists()
+
+
+def test_bad_sweep_id_exits_2_with_a_short_message(
+    sweep: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sweep[0])
+    assert compare.main(["--sweep", "0" * 32, "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "0" * 32 in err and sweep[1] in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert compare.main(["--experiment", "no-such-experiment"]) == 2
+    assert "'no-such-experiment'" in capsys.readouterr().err
+
+
+def test_a_child_run_id_points_to_its_sweep(sweep: tuple[str, str]) -> None:
+    uri, parent = sweep
+    child = compare.load_runs(uri, None, parent).runs[0].run_id
+    with pytest.raises(compare.ReportError, match=f"use --sweep {parent}"):
+        compare.load_runs(uri, None, child)
+
+
+def test_bulk_sql_and_client_histories_agree(store: Path) -> None:
+    """The fast paths (bulk SQL read, bulk-inserted synthetic points) match MLflow's own API."""
+    uri = _uri(store / "mlflow.db")
+    compare.synthetic_experiment(uri, n_runs=20, n_steps=40, experiment="fast", fast=True)
+    compare.synthetic_experiment(uri, n_runs=20, n_steps=40, experiment="slow", fast=False)
+    fast, slow = compare.load_runs(uri, "fast"), compare.load_runs(uri, "slow")
+    ids = [r.run_id for r in fast.runs]
+    via_client = compare.histories_via_client(fast.client, ids, compare.CURVE_KEYS)
+    by_name = {r.name: r for r in slow.runs}
+    assert any(r.outcome == "diverged" for r in fast.runs)  # exercises +inf round trips
+    for run in fast.runs:
+        other = by_name[run.name]
+        assert run.metrics == pytest.approx(other.metrics, nan_ok=True)
+        for key in compare.CURVE_KEYS:
+            for steps, values in (other.curves[key], via_client[key][run.run_id]):
+                assert np.array_equal(run.curves[key][0], steps)
+                assert np.array_equal(run.curves[key][1], values, equal_nan=True)
+
+
+def test_single_seed_designs_have_no_ci(store: Path, tmp_path: Path) -> None:
+    uri = _uri(store / "mlflow.db")
+    parent = compare.synthetic_experiment(uri, n_runs=20, n_steps=200)
+    index = compare.build_report(uri, "losslab-bench", None, tmp_path / "reports")
+    rows = _designs(index)
+    assert len(rows) == 20 and {r["Runs"] for r in rows} == {"1"}
+    assert not any("±" in r["Final val loss (mean ± 95% CI)"] for r in rows)
+    assert any("diverged" in r["Outcomes"] for r in rows)
+    assert compare.load_runs(uri, "losslab-bench").parent.info.run_id == parent
+
+
+def test_resumed_sweep_keeps_reused_runs_and_all_reports_the_experiment(store: Path, tmp_path: Path) -> None:
+    """A resumed sweep's SKIPPED jobs reuse runs of an earlier sweep: found via the jobs' result.json."""
+    uri = _uri(store / "mlflow.db")
+    first = compare.synthetic_experiment(uri, n_runs=4, n_steps=20)
+    runs = compare.load_runs(uri, None, first).runs
+    sweep_dir = tmp_path / "multirun"
+    for i, run in enumerate(runs):
+        (sweep_dir / str(i)).mkdir(parents=True)
+        (sweep_dir / str(i) / "result.json").write_text(
+            json.dumps({"status": "SKIPPED", "run_id": run.run_id})
+        )
+    client = tracking.open_store(uri)
+    exp_id = client.get_run(first).info.experiment_id
+    resumed = client.create_run(exp_id, tags={"losslab.sweep": "parent", "sweep_dir": str(sweep_dir)})
+    again = compare.load_runs(uri, None, resumed.info.run_id)
+    assert {r.run_id for r in again.runs} == {r.run_id for r in runs}
+    everything = compare.load_runs(uri, "losslab-bench", all_runs=True)
+    assert everything.parent is None and everything.name == "losslab-bench"
+    assert len(everything.runs) == 4  # parent runs are not compared
+
+
+@pytest.mark.slow
+def test_synthetic_200_runs_x_1000_steps(store: Path, tmp_path: Path) -> None:
+    """Completes; the time is printed (performance is judged by `make bench`, not asserted here)."""
+    uri = _uri(store / "mlflow.db")
+    started = time.perf_counter()
+    compare.synthetic_experiment(uri, n_runs=200, n_steps=1000)
+    filled = time.perf_counter()
+    index = compare.build_report(uri, "losslab-bench", None, tmp_path / "reports")
+    done = time.perf_counter()
+    print(f"\nfill 200x1000: {filled - started:.1f}s, report: {done - filled:.1f}s")
+    assert len(_designs(index)) == 20
+
+
+# ----------------------------------------------------------------------------- no store needed
+
+
+def _run(i: int, **params: str) -> compare.RunData:
+    return compare.RunData(f"{i:032x}", f"r{i}", "FINISHED", params, {"outcome": "converged"}, {})
+
+
+def test_designs_pool_seeds_and_skip_the_heatmap_with_one_varying_param(tmp_path: Path) -> None:
+    runs = [
+        _run(i, **{"loss.margin": m, "seed": s, "tracking.uri": "x"})
+        for i, (m, s) in enumerate([("0.5", "0"), ("0.5", "1"), ("1.0", "0")])
+    ]
+    keys = compare.varying_params(runs)
+    assert keys == ["loss.margin"]
+    designs = compare.group_designs(runs, keys)
+    assert [(d.label, len(d.runs)) for d in designs] == [("margin=0.5", 2), ("margin=1.0", 1)]
+    path, note = compare.plot_heatmap(runs, keys, tmp_path / "h.png")
+    assert path is None and "Fewer than two params" in note
+
+
+def test_statistics() -> None:
+    mean, half, n, bad = compare.mean_ci([1.0, 3.0, float("nan")])
+    assert (mean, n, bad) == (2.0, 2, 1) and half == pytest.approx(12.706 * 1.0, rel=1e-3)
+    assert compare.mean_ci([1.0])[1] is None
+    steps = np.arange(1000)
+    curve = np.exp(-steps / 100.0)
+    at = compare.steps_to_fraction(steps, curve)
+    assert at is not None and 200 < at < 300  # exp decay: 90% of the drop near t = 100 ln 10
+    assert compare.steps_to_fraction(steps, np.ones(1000)) is None
+    assert compare.majority(Counter(converged=1, diverged=1)) == "diverged"
