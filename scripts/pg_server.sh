@@ -17,7 +17,7 @@
 #   DB_URI=                 an existing PostgreSQL (postgresql://USER@HOST:PORT/DB): no private cluster is
 #                           made. Keep the password out of the URI (it shows in `ps`): put it in ~/.pgpass
 #                           or a file named by PGPASSFILE (format HOST:PORT:DB:USER:PASSWORD, mode 600)
-#   SERVER_DIR=<repo>/.server   state: pgdata/ (cluster), artifacts/, log/, pgpass, mlflow.pid
+#   SERVER_DIR=<repo>/.server   state: pgdata/ (cluster), artifacts/, log/, pgpass, mlflow-PORT.pid
 #   ARTIFACTS=$SERVER_DIR/artifacts   where the server keeps artifacts (clients upload through it)
 #   WORKERS=2               mlflow server worker processes
 #   VENV=<repo>/.venv       where `mlflow` and psycopg2 are installed
@@ -35,7 +35,7 @@ VENV="${VENV:-$REPO/.venv}"
 [ -f "$SERVER_DIR/.gitignore" ] || echo '*' >"$SERVER_DIR/.gitignore"  # server state is never committed
 PGD="$SERVER_DIR/pgdata"
 LOGS="$SERVER_DIR/log"
-PIDFILE="$SERVER_DIR/mlflow.pid"
+PIDFILE="$SERVER_DIR/mlflow-$SERVER_PORT.pid"  # one per port: several servers may share a cluster
 PGPASS="$SERVER_DIR/pgpass"
 DB_NAME=mlflow
 DB_USER=mlflow
@@ -50,7 +50,7 @@ as_pg() {
 
 pg_bin() {
     local bin
-    bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    bin="$(printf "%s\n" /usr/lib/postgresql/*/bin | grep -v "\*" | sort -V | tail -n 1)"
     if [ -z "$bin" ] && command -v pg_config >/dev/null; then bin="$(pg_config --bindir)"; fi
     echo "$bin"
 }
@@ -121,6 +121,11 @@ mlflow_pid() {  # pid of our running mlflow server, or nothing
     if kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi
 }
 
+port_open() {  # is something listening on 127.0.0.1:$1
+    "$VENV/bin/python" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 2)" "$1" \
+        2>/dev/null
+}
+
 healthy() {
     "$VENV/bin/python" - "http://127.0.0.1:$SERVER_PORT/health" <<'EOF' 2>/dev/null
 import sys, urllib.request
@@ -136,51 +141,63 @@ start() {
         say "mlflow server already running (pid $(mlflow_pid)): $(uri)"
         return 0
     fi
-    local backend
+    local backend passfile="${PGPASSFILE:-}"  # an existing server: libpq's own ~/.pgpass unless PGPASSFILE
     if [ -n "$DB_URI" ]; then
         # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the server extra installs psycopg2
         backend="$(echo "$DB_URI" | sed -E 's#^postgres(ql)?://#postgresql+psycopg2://#')"
         say "using the existing PostgreSQL given by DB_URI"
     else
         install_postgres
+        if ! pg_running && port_open "$PG_PORT"; then
+            die "127.0.0.1:$PG_PORT is taken by another program: pick PG_PORT=..."
+        fi
         init_cluster
         start_cluster
         backend="postgresql+psycopg2://$DB_USER@127.0.0.1:$PG_PORT/$DB_NAME"
+        passfile="$PGPASS"
     fi
+    port_open "$SERVER_PORT" && die "127.0.0.1:$SERVER_PORT is taken by another program: pick SERVER_PORT=..."
     mkdir -p "$ARTIFACTS" "$LOGS"
     # setsid: the server and its workers form one process group, stopped together.
     # MLflow's GenAI job runner (8 huey processes) is of no use to LossLab: off unless asked for.
-    PGPASSFILE="${PGPASSFILE:-$PGPASS}" \
-        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" setsid "$VENV/bin/mlflow" server \
+    env ${passfile:+"PGPASSFILE=$passfile"} \
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" \
+        setsid "$VENV/bin/mlflow" server \
         --backend-store-uri "$backend" \
         --artifacts-destination "$ARTIFACTS" --serve-artifacts \
         --host "$SERVER_HOST" --port "$SERVER_PORT" --workers "$WORKERS" \
-        >"$LOGS/mlflow.log" 2>&1 </dev/null &
+        >"$LOGS/mlflow-$SERVER_PORT.log" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
-    say "mlflow server starting (pid $!, log $LOGS/mlflow.log); the first start creates the schema"
-    local i
-    for i in $(seq 1 240); do
+    say "mlflow server starting (pid $!, log $LOGS/mlflow-$SERVER_PORT.log); the first start creates the schema"
+    for _ in $(seq 1 240); do
         if healthy; then
             say "ready: export MLFLOW_TRACKING_URI=$(uri)"
             return 0
         fi
-        [ -n "$(mlflow_pid)" ] || { tail -n 30 "$LOGS/mlflow.log" >&2; die "mlflow server exited"; }
+        [ -n "$(mlflow_pid)" ] || { tail -n 30 "$LOGS/mlflow-$SERVER_PORT.log" >&2; die "mlflow server exited"; }
         sleep 0.5
     done
-    tail -n 30 "$LOGS/mlflow.log" >&2
+    tail -n 30 "$LOGS/mlflow-$SERVER_PORT.log" >&2
     die "mlflow server not healthy after 120 s"
 }
 
 stop() {
-    local pid i
+    local pid
     pid="$(mlflow_pid)"
     if [ -n "$pid" ]; then
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
-        for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
         kill -KILL -- "-$pid" 2>/dev/null || true
         say "mlflow server stopped"
     fi
     rm -f "$PIDFILE"
+    local other
+    for other in "$SERVER_DIR"/mlflow-*.pid; do
+        if [ -f "$other" ] && kill -0 "$(cat "$other")" 2>/dev/null; then
+            say "PostgreSQL left running: the server of $(basename "$other") still uses it"
+            return 0
+        fi
+    done
     if [ -z "$DB_URI" ] && [ -n "$(pg_bin)" ] && pg_running; then
         as_pg "$(pg_bin)/pg_ctl" -D "$PGD" -m fast -w stop >/dev/null
         say "PostgreSQL stopped"

@@ -183,9 +183,7 @@ def test_a_silent_tracking_server_fails_fast(store, tmp_path: Path):
 
 
 def test_hydra_full_error_shows_the_traceback(seeded_store):
-    uri, _, tmp = seeded_store
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(
-        train_cmd("loss=nope"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    env = {**os.environ, "MLFLOW_TRACKING_URI": seeded_store[0], "HYDRA_FULL_ERROR": "1"}
+    for bad in ("loss=nope", "optimizer.lr=0"):
+        proc = subprocess.run(train_cmd(bad), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "Traceback" in proc.stderr, bad

@@ -268,8 +268,13 @@ def _fit(module: pl.LightningModule, guard: DivergenceGuard, max_steps: int) -> 
     return trainer
 
 
-def test_guard_stops_a_blowing_up_run_early() -> None:
-    guard = DivergenceGuard(OutcomeRules())
+# on_device=None: floats on CPU (the default path here); True: the tensor path an accelerator runs
+BOTH_PATHS = pytest.mark.parametrize("on_device", [None, True], ids=["host", "tensor"])
+
+
+@BOTH_PATHS
+def test_guard_stops_a_blowing_up_run_early(on_device: bool | None) -> None:
+    guard = DivergenceGuard(OutcomeRules(), on_device=on_device)
     module = _Regression(lr=100.0)
     trainer = _fit(module, guard, 500)
     state = guard.state()
@@ -299,8 +304,11 @@ def test_guard_lets_a_healthy_run_finish() -> None:
         (np.maximum(0.0, 1 - np.arange(80) / 40), None),
     ],
 )
-def test_guard_and_classifier_agree_on_replayed_curves(curve: np.ndarray, bad_step: int | None) -> None:
-    guard = DivergenceGuard(OutcomeRules())
+@BOTH_PATHS
+def test_guard_and_classifier_agree_on_replayed_curves(
+    curve: np.ndarray, bad_step: int | None, on_device: bool | None
+) -> None:
+    guard = DivergenceGuard(OutcomeRules(), on_device=on_device)
     _fit(_Replay(curve), guard, len(curve))
     out = classify(curve)
     assert guard.state()["first_bad_step"] == out.first_bad_step
@@ -309,9 +317,10 @@ def test_guard_and_classifier_agree_on_replayed_curves(curve: np.ndarray, bad_st
         assert out.first_bad_step == bad_step
 
 
-def test_guard_with_sparse_checks_still_records_the_exact_step() -> None:
+@BOTH_PATHS
+def test_guard_with_sparse_checks_still_records_the_exact_step(on_device: bool | None) -> None:
     curve = np.r_[np.linspace(1, 0.5, 30), [np.inf], np.ones(40)]
-    guard = DivergenceGuard(OutcomeRules(), check_every=7)
+    guard = DivergenceGuard(OutcomeRules(), check_every=7, on_device=on_device)
     trainer = _fit(_Replay(curve), guard, len(curve))
     assert guard.state()["first_bad_step"] == 30
     assert trainer.global_step == 35  # first check at or after the bad step: batch 35

@@ -39,6 +39,9 @@ def test_one_run_records_curve_params_tags_and_artifacts(store, client):
     for key in ("final/val_loss", "best/val_loss", "final/train_loss", "final/steps"):
         assert key in run.data.metrics
     assert run.data.metrics["final/steps"] == 40
+    assert run.data.metrics["best/val_loss"] <= run.data.metrics["final/val_loss"]
+    last_val = client.get_metric_history(result.run_id, "val/loss")[-1].value
+    assert last_val == pytest.approx(run.data.metrics["final/val_loss"])
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"config.yaml", "loss_curve.png"} <= artifacts
 
@@ -107,6 +110,10 @@ def test_multirun_sweeps_the_loss_grid_under_one_parent(store, client, tmp_path:
     assert margins == [0.0, 0.25, 0.5, 1.0, 2.0]  # conf/grid/hinge.yaml
     assert all(r.info.status == "FINISHED" for r in children)
     assert "[1/5]" in proc.stdout and "[5/5]" in proc.stdout and "Sweep summary" in proc.stdout
+    # the comparison report is written when the sweep ends, and logged on the parent run
+    assert "report: " in proc.stdout
+    report = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/index.html" in report
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -94,10 +94,10 @@ class TensorBatches:
             perm = torch.randperm(x.shape[0], device=x.device)
             x, y = x[perm], y[perm]
             w = None if w is None else w[perm]
-        bs = self.batch_size
-        for start in range(0, x.shape[0], bs):
-            end = start + bs
-            yield x[start:end], y[start:end], (None if w is None else w[start:end])
+        # one split per tensor makes every batch's view at once, instead of three slices per step
+        xs, ys = x.split(self.batch_size), y.split(self.batch_size)
+        ws = w.split(self.batch_size) if w is not None else (None,) * len(xs)
+        yield from zip(xs, ys, ws, strict=True)
 
 
 # ----------------------------------------------------------------------------- helpers

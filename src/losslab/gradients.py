@@ -28,6 +28,8 @@ from torch import Tensor, nn
 
 from .steplog import StepBuffer
 
+PRED_NAMES = ("grad/pred/mean_abs", "grad/pred/max_abs", "grad/pred/zero_frac")
+
 
 def layer_of(param_name: str) -> str:
     """`model.fc0.weight` -> `fc0`; parameters are grouped by the module that owns them."""
@@ -37,8 +39,31 @@ def layer_of(param_name: str) -> str:
     return ".".join(parts[:-1]) or parts[-1]
 
 
+def _max_abs(grads: list[Tensor]) -> Tensor:
+    """max |g| over all gradients, as a float32 0-dim tensor on their device.
+
+    On CUDA the fused `_foreach_norm(ord=inf)` is one kernel launch. On CPU that op falls back to
+    a scalar loop (torch 2.13: 0.3 ms for the 74k gradients of a 32-256-256-1 MLP, 12 ms for a
+    4x1024 MLP, i.e. a fifth of a training step), while one vectorised `aminmax` per tensor
+    takes 0.05 ms / 1 ms.
+    """
+    if grads[0].device.type != "cpu":
+        return torch.stack(torch._foreach_norm(grads, ord=math.inf)).amax().float()
+    extremes = [torch.stack(torch.aminmax(g)) for g in grads if g.numel()]
+    if not extremes:
+        return torch.zeros((), device=grads[0].device)
+    return torch.stack(extremes).abs().amax().float()
+
+
 class GradientStats(pl.Callback):
-    """Records gradient statistics into `buffer` (see module doc for the metric names)."""
+    """Records gradient statistics into `buffer` (see module doc for the metric names).
+
+    Cost matters more than elegance here: this runs at every optimizer step, and for a small model
+    each eager op costs about as much as its arithmetic (a few microseconds on CPU). So the L2 norms
+    of the gradients (and of the weights, for the update ratio) come from one foreach call, the
+    per-layer sums from one `index_add`, the whole row (dL/dy_hat stats included) goes into the
+    buffer as one tensor, and the update ratio subtracts in place into a buffer kept between steps.
+    """
 
     def __init__(
         self,
@@ -63,7 +88,13 @@ class GradientStats(pl.Callback):
         self._layer_index: Tensor | None = None
         self._layers: list[str] = []
         self._names: tuple[str, ...] = ()
+        self._names_pred: tuple[str, ...] = ()
+        self._ratio_names: tuple[str, ...] = ()
+        self._layer_zeros: Tensor | None = None  # (L,) / (2, L) zeros that index_add sums into
+        self._ratio_zeros: Tensor | None = None
+        self._zero: Tensor | None = None
         self._prev: list[Tensor] = []
+        self._w_sq: Tensor | None = None
         self._pred_stats: Tensor | None = None
         self._pending_ratio = False
 
@@ -74,12 +105,20 @@ class GradientStats(pl.Callback):
         self._params = [p for _, p in named]
         layers = list(OrderedDict.fromkeys(layer_of(n) for n, _ in named))
         index = [layers.index(layer_of(n)) for n, _ in named]
+        device = pl_module.device
         self._layers = layers
-        self._layer_index = torch.tensor(index, device=pl_module.device)
-        names = ["grad/global_norm", "grad/max_abs", "grad/nonfinite"]
+        self._layer_index = torch.tensor(index, device=device)
+        self._layer_zeros = torch.zeros(len(layers), device=device)
+        self._ratio_zeros = torch.zeros(2, len(layers), device=device)
+        self._zero = torch.zeros(1, device=device)
+        self._prev = []
+        names = ["grad/global_norm"]
         if self.per_layer:
             names += [f"grad/norm/{layer}" for layer in layers]
+        names += ["grad/max_abs", "grad/nonfinite"]
         self._names = tuple(names)
+        self._names_pred = (*names, *PRED_NAMES)
+        self._ratio_names = tuple(f"grad/update_ratio/{layer}" for layer in layers)
 
     def _active(self, trainer: pl.Trainer) -> bool:
         return trainer.global_step % self.every == 0
@@ -92,9 +131,10 @@ class GradientStats(pl.Callback):
             pred.register_hook(self._on_pred_grad)
 
     def _on_pred_grad(self, grad: Tensor) -> None:
-        g = grad.detach().reshape(grad.shape[0], -1)
-        a = g.abs()
-        self._pred_stats = torch.stack([a.mean(), a.amax(), (g == 0).all(dim=1).to(a.dtype).mean()]).float()
+        a = grad.detach().reshape(grad.shape[0], -1).abs()
+        per_sample = a.amax(dim=1)  # 0 exactly when all of a sample's gradient is 0 (NaN is not 0)
+        zero_frac = (per_sample == 0).to(a.dtype).mean()
+        self._pred_stats = torch.stack([a.mean(), per_sample.amax(), zero_frac]).float()
 
     # -------------------------------------------------------------- parameter gradients
 
@@ -104,38 +144,41 @@ class GradientStats(pl.Callback):
         if not self._active(trainer) or not self._params:
             return
         step = trainer.global_step
+        params, n = self._params, len(self._params)
         with torch.no_grad():
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._params]
-            sq = torch.stack(torch._foreach_norm(grads)).float() ** 2
-            total = sq.sum().sqrt()
-            max_abs = torch.stack(torch._foreach_norm(grads, ord=math.inf)).amax().float()
-            nonfinite = self._nonfinite(grads, total)
-            row = [total.reshape(1), max_abs.reshape(1), nonfinite.reshape(1)]
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            # one foreach call for the L2 norms of the gradients and, for the update ratio, the weights
+            l2 = torch.stack(torch._foreach_norm(grads + params if self.update_ratio else grads)).float()
+            sq = l2.square()
+            g_sq = sq[:n]
+            total = g_sq.sum()
+            parts = [total.sqrt().reshape(1)]
             if self.per_layer:
-                per_layer = torch.zeros(len(self._layers), device=sq.device).index_add_(
-                    0, self._layer_index, sq
-                )
-                row.append(per_layer.sqrt())
-            self.buffer.record(step, self._names, torch.cat(row))
+                parts.append(torch.index_add(self._layer_zeros, 0, self._layer_index, g_sq).sqrt())
+            max_abs = _max_abs(grads)
+            parts += [max_abs.reshape(1), self._nonfinite(grads, total)]
+            names = self._names
             if self._pred_stats is not None:
-                names = ("grad/pred/mean_abs", "grad/pred/max_abs", "grad/pred/zero_frac")
-                self.buffer.record(step, names, self._pred_stats)
+                parts.append(self._pred_stats)
+                names = self._names_pred
                 self._pred_stats = None
+            self.buffer.record(step, names, torch.cat(parts))
             if self.update_ratio:
                 if not self._prev:
-                    self._prev = [torch.empty_like(p) for p in self._params]
-                torch._foreach_copy_(self._prev, [p.detach() for p in self._params])
+                    self._prev = [torch.empty_like(p) for p in params]
+                torch._foreach_copy_(self._prev, params)
+                self._w_sq = sq[n:]
                 self._pending_ratio = True
         if self.noise_every and step % self.noise_every == 0:
             self._noise_scale(trainer, pl_module, step)
 
-    @staticmethod
-    def _nonfinite(grads: list[Tensor], total: Tensor) -> Tensor:
+    def _nonfinite(self, grads: list[Tensor], total: Tensor) -> Tensor:
         """Count non-finite values; on CPU skip the per-tensor pass when the total norm is finite."""
         if total.device.type == "cpu" and math.isfinite(float(total)):
-            return torch.zeros((), dtype=torch.float32)
+            assert self._zero is not None
+            return self._zero
         counts = torch.stack([(~torch.isfinite(g)).sum() for g in grads]).sum().float()
-        return counts
+        return counts.reshape(1)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -143,17 +186,14 @@ class GradientStats(pl.Callback):
         if not self._pending_ratio:
             return
         self._pending_ratio = False
+        assert self._w_sq is not None and self._ratio_zeros is not None
         with torch.no_grad():
-            params = [p.detach() for p in self._params]
-            delta = torch._foreach_sub(params, self._prev)
-            d_sq = torch.stack(torch._foreach_norm(delta)).float() ** 2
-            w_sq = torch.stack(torch._foreach_norm(self._prev)).float() ** 2
-            n = len(self._layers)
-            d = torch.zeros(n, device=d_sq.device).index_add_(0, self._layer_index, d_sq)
-            w = torch.zeros(n, device=w_sq.device).index_add_(0, self._layer_index, w_sq)
-            ratio = d.sqrt() / w.sqrt().clamp_min(1e-12)
-        names = tuple(f"grad/update_ratio/{layer}" for layer in self._layers)
-        self.buffer.record(trainer.global_step - 1, names, ratio)
+            torch._foreach_sub_(self._prev, self._params)  # prev := w_before - w_after, in place
+            d_sq = torch.stack(torch._foreach_norm(self._prev)).float().square()
+            both = torch.index_add(self._ratio_zeros, 1, self._layer_index, torch.stack([d_sq, self._w_sq]))
+            root = both.sqrt()
+            ratio = root[0] / root[1].clamp_min(1e-12)
+        self.buffer.record(trainer.global_step - 1, self._ratio_names, ratio)
 
     # -------------------------------------------------------------- gradient noise scale
 

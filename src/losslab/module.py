@@ -67,13 +67,17 @@ class LossLabModule(pl.LightningModule):
         loss = self._loss(self.model(x), y, w).detach() * x.shape[0]
         self._val_sum = loss if self._val_sum is None else self._val_sum + loss
         self._val_count += x.shape[0]
-
-    def on_validation_epoch_end(self) -> None:
-        if self._val_sum is not None:
-            self.val_loss = self._val_sum / self._val_count
+        # kept current after every batch: callbacks' on_validation_epoch_end runs before the module's
+        self.val_loss = self._val_sum / self._val_count
 
     def train_dataloader(self) -> TensorBatches:
         self.data = self.data.to(self.device)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:  # DDP: each rank trains on its own shard; validation sees the whole set
+            rank = self.trainer.global_rank
+            shard = self.data.x_train[rank::world], self.data.y_train[rank::world]
+            w = None if self.data.w_train is None else self.data.w_train[rank::world]
+            return TensorBatches(*shard, w, self.data.batch_size, shuffle=True)
         return self.data.train_batches()
 
     def val_dataloader(self) -> TensorBatches:

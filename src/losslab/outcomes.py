@@ -400,14 +400,29 @@ def _loss_of(outputs: Any) -> Tensor | None:
     return None
 
 
+@dataclass
+class _HostState:
+    """DivergenceGuard's state on the host (CPU training): EMA, running min, first bad step."""
+
+    ema: float
+    run_min: float
+    floor: float
+    bad_step: int | None = None
+    loss: float = math.nan
+    bad_ema: float = math.nan
+    bad_min: float = math.nan
+
+
 class DivergenceGuard(pl.Callback):
     """Stop training as soon as the training loss diverges (same blow-up rule as `classify`).
 
-    The EMA, running minimum, "bad" flag and first bad step live on the loss's device
-    and are updated with tensor ops, so a step costs a handful of tiny kernels and no
-    host sync; the flag is read to the host only every `check_every` batches (default:
-    1 on CPU, where reading is free; 50 elsewhere). The first bad step is tracked on the
-    device, so it is exact whatever `check_every` is. Stopping sets
+    On an accelerator the EMA, running minimum, "bad" flag and first bad step live on the
+    loss's device and are updated with tensor ops, so a step costs a handful of tiny kernels
+    and no host sync; the flag is read to the host only every `check_every` batches (default
+    50). The first bad step is tracked on the device, so it is exact whatever `check_every` is.
+    On CPU, reading the loss is free and a dozen eager tensor ops cost more than the rule
+    itself, so the same recurrence runs on Python floats (float64, exactly as `classify` runs
+    it) and is checked every batch unless `check_every` says otherwise. Stopping sets
     `trainer.should_stop`, so the run ends normally (Lightning honours it only after
     `min_steps` / `min_epochs`).
 
@@ -416,11 +431,15 @@ class DivergenceGuard(pl.Callback):
     left to `classify`.
     """
 
-    def __init__(self, rules: OutcomeRules | None = None, check_every: int | None = None) -> None:
+    def __init__(
+        self, rules: OutcomeRules | None = None, check_every: int | None = None, on_device: bool | None = None
+    ) -> None:
+        """`on_device`: None = tensor ops on accelerators, floats on CPU; True = tensor ops everywhere."""
         if check_every is not None and check_every < 1:
             raise ValueError(f"check_every must be >= 1 or None, got {check_every}")
         self.rules = rules or OutcomeRules()
         self.check_every = check_every
+        self.on_device = on_device
         self._reset()
 
     def _reset(self) -> None:
@@ -430,6 +449,7 @@ class DivergenceGuard(pl.Callback):
         self._every = self.check_every
         self._seen = 0
         self._t: dict[str, Tensor] = {}
+        self._host: _HostState | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._reset()
@@ -463,16 +483,34 @@ class DivergenceGuard(pl.Callback):
             t[key] = torch.where(new, value, t[key])
         t["bad"] = t["bad"] | new
 
+    def _update_host(self, x: float, step: int) -> None:
+        """The blow-up rule on Python floats: `_first_blowup`'s recurrence, one step at a time."""
+        h = self._host
+        if h is None:
+            h = self._host = _HostState(ema=x, run_min=x, floor=_floor(x, self.rules))
+        if h.bad_step is not None:
+            return
+        h.ema = h.ema + self.rules.ema_alpha * (x - h.ema)
+        h.run_min = min(h.run_min, h.ema)
+        if not math.isfinite(x) or h.ema > _blowup_limit(h.run_min, h.floor, self.rules.blowup_factor):
+            h.bad_step, h.loss, h.bad_ema, h.bad_min = step, x, h.ema, h.run_min
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = _loss_of(outputs)
         if loss is None:
             return
-        x = loss.detach().to(torch.float32).mean()
-        if not self._t:
-            self._init_state(x)
-        self._update(x, max(trainer.global_step - 1, 0))
+        step = max(trainer.global_step - 1, 0)
+        if loss.device.type == "cpu" and not self.on_device:
+            self._update_host(float(loss) if loss.numel() == 1 else float(loss.detach().float().mean()), step)
+            if self._every is None:
+                self._every = 1
+        else:
+            x = loss.detach().to(torch.float32).mean()
+            if not self._t:
+                self._init_state(x)
+            self._update(x, step)
         self._seen += 1
         if self._seen % self._every == 0:
             self._check(trainer)
@@ -487,20 +525,27 @@ class DivergenceGuard(pl.Callback):
                 self.reason = self.reason or "the loss diverged on another process"
 
     def _sync(self) -> bool:
-        """Copy the device state to `stopped_step` / `reason`; True when the loss is bad."""
-        if not self._t or not bool(self._t["bad"]):
+        """Copy the guard's state to `stopped_step` / `reason`; True when the loss is bad."""
+        h = self._host
+        if h is not None:
+            if h.bad_step is None:
+                return False
+        elif not self._t or not bool(self._t["bad"]):
             return False
         if self.stopped_step is None:
-            t = self._t
-            self.stopped_step = int(t["step"])
-            loss = float(t["loss"])
+            if h is not None:
+                assert h.bad_step is not None
+                step, loss, bad_ema, bad_min, floor = h.bad_step, h.loss, h.bad_ema, h.bad_min, h.floor
+            else:  # read from the device once, at the first check that sees the flag
+                t = self._t
+                step, loss = int(t["step"]), float(t["loss"])
+                bad_ema, bad_min, floor = float(t["bad_ema"]), float(t["bad_min"]), float(t["floor"])
+            self.stopped_step = step
             if math.isfinite(loss):
-                reference = max(float(t["bad_min"]), float(t["floor"]))
-                self.reason = _blowup_reason(
-                    float(t["bad_ema"]), reference, self.stopped_step, self.rules.blowup_factor
-                )
+                reference = max(bad_min, floor)
+                self.reason = _blowup_reason(bad_ema, reference, step, self.rules.blowup_factor)
             else:
-                self.reason = f"loss became {loss} at step {self.stopped_step}"
+                self.reason = f"loss became {loss} at step {step}"
         return True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

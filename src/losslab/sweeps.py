@@ -155,6 +155,18 @@ class SweepTracker(Callback):
             self.client.set_terminated(self.parent_id, status=status)
         os.environ.pop(tracking.PARENT_ENV, None)
 
+    def _report(self, config: DictConfig) -> None:
+        """The comparison report of this sweep, beside the runs; a failure here never fails the sweep."""
+        if not OmegaConf.select(config, "tracking.report_on_sweep_end", default=True):
+            return
+        try:
+            from .compare import build_report
+
+            html = build_report(self.client, None, self.parent_id, Path("reports"))
+            print(f"report: {html}", flush=True)
+        except Exception as exc:
+            print(f"warning: no report for this sweep ({type(exc).__name__}: {exc})", file=sys.stderr)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
 
         rows = read_results(self.sweep_dir) if self.sweep_dir else []
@@ -175,8 +187,9 @@ class SweepTracker(Callback):
                 self.client.log_text(self.parent_id, table + "\n", "summary.txt")
                 self.client.log_dict(self.parent_id, rows, "summary.json")
             self._close_if_open("FAILED" if failed else "FINISHED")
+            self._report(config)
             print(
-                f"parent run {self.parent_id}; browse with `make ui`, report with "
+                f"parent run {self.parent_id}; browse with `make ui`, report again with "
                 f"`python -m losslab.compare --sweep {self.parent_id}`",
                 flush=True,
             )

@@ -343,9 +343,11 @@ def train(cfg: DictConfig) -> Result:
     choices, overrides, out_dir, job_num = _hydra_info()
     size = os.environ.get(SIZE_ENV, "?")
     prefix = f"[{job_num + 1}/{size}] " if job_num is not None else ""
-    if prefix:
+    if prefix and not ddp_child():
         print(f"{prefix}{' '.join(overrides) or '(defaults)'}", flush=True)
     name = run_name(cfg, choices)
+    if ddp_child():
+        out_dir = None  # rank 0 reports the job
     try:
         result = _train(cfg, choices, overrides, name, prefix)
     except BaseException as exc:
@@ -361,12 +363,69 @@ def _one_line(exc: BaseException) -> str:
     return text if isinstance(user_error(exc), BaseException) else f"{type(exc).__name__}: {text}"
 
 
+def ddp_child() -> bool:
+    """True in the extra processes Lightning's DDP launcher starts (they re-run this script)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("NODE_RANK", "0") or 0) > 0
+
+
+def _train_as_ddp_child(cfg: DictConfig, job: Job) -> Result:
+    """A non-zero rank: train in lockstep (collectives included) but record nothing; rank 0 owns the run."""
+    from .module import LossLabModule
+    from .outcomes import DivergenceGuard
+    from .recording import TrackingCallback
+
+    callbacks: list[Any] = [TrackingCallback(None)]
+    if cfg.outcome.get("stop_on_divergence", True):
+        callbacks.insert(0, DivergenceGuard(job.rules))
+    trainer = _trainer(cfg, callbacks)
+    trainer.fit(
+        LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
+    )
+    return Result("FINISHED", "ddp-child")
+
+
+@contextlib.contextmanager
+def _single_job_argv(overrides: list[str]) -> Iterator[None]:
+    """Inside a multirun, DDP's launcher re-runs sys.argv: make that this one job, not the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    saved = sys.argv[:]
+    if multirun:
+        sys.argv = [sys.argv[0], *overrides]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextlib.contextmanager
+def _fresh_process_group() -> Iterator[None]:
+    """Undo what a DDP job leaves behind, so the next job of a sweep in this process starts clean.
+
+    Lightning's launcher sets LOCAL_RANK, MASTER_PORT, ... in this process's environment and keeps
+    its process group; left there, the next job believes its ranks already exist and waits forever.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
+
+
 def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name: str, prefix: str) -> Result:
     job = build(cfg)
+    if ddp_child():
+        return _train_as_ddp_child(cfg, job)
     from . import tracking
     from .gradients import GradientStats
     from .module import LossLabModule
     from .outcomes import DivergenceGuard
+    from .recording import TrackingCallback
 
     uri = tracking.resolve_tracking_uri(cfg.tracking.get("uri"))
     client = tracking.open_store(uri)
@@ -409,7 +468,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     )
     print(f"{prefix}run {name} ({recorder.run_id}) -> {tracking.redact_uri(uri)}", flush=True)
     guard = DivergenceGuard(rules) if cfg.outcome.get("stop_on_divergence", True) else None
-    tracker = tracking.TrackingCallback(recorder)
+    tracker = TrackingCallback(recorder)
     gs = cfg.get("grad_stats") or {}
     callbacks: list[Any] = [GradientStats(recorder.buffer, **gs)]
     if guard is not None:
@@ -419,7 +478,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     module = LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
     started = time.perf_counter()
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), _single_job_argv(overrides), _fresh_process_group():
             trainer.fit(module)
     except BaseException as exc:
         interrupted = tracker.interrupted or isinstance(exc, KeyboardInterrupt)

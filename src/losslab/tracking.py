@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import pytorch_lightning as pl
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -149,6 +148,7 @@ def open_store(uri: str) -> MlflowClient:
         _refuse_foreign_sqlite(path)
     check_store_reachable(uri)
     # Large timeouts would hang on a dead server; MLflow's HTTP retries are bounded by these.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" per job
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on every job
@@ -346,49 +346,6 @@ class RunRecorder:
                 with contextlib.suppress(Exception):
                     self.set_tags({"error": error[:MAX_TAG_LEN]})
             self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
-
-
-class TrackingCallback(pl.Callback):
-    """Feeds the recorder: `train/loss` every step, `val/loss` every validation, flushes when full.
-
-    Values stay on the device until the buffer fills; then one host transfer and one
-    log_batch. `on_exception` remembers Ctrl-C (Lightning turns it into SystemExit) so the
-    run ends KILLED rather than FAILED.
-    """
-
-    def __init__(self, recorder: RunRecorder) -> None:
-        self.recorder = recorder
-        self.interrupted = False
-        self.exception: BaseException | None = None
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
-        if loss is None:
-            return
-        buf = self.recorder.buffer
-        buf.record(trainer.global_step - 1, ("train/loss",), loss.detach().reshape(1))
-        if buf.full:
-            self.recorder.flush()
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        val = getattr(pl_module, "val_loss", None)
-        if val is not None and not trainer.sanity_checking:
-            self.recorder.buffer.record(trainer.global_step, ("val/loss",), val.detach().reshape(1))
-            if self.recorder.buffer.full:
-                self.recorder.flush()
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.recorder.flush()
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        self.exception = exception
-        self.interrupted = isinstance(exception, KeyboardInterrupt)
-        with contextlib.suppress(Exception):
-            self.recorder.flush()
 
 
 def finite_or_none(value: float | None) -> float | None:

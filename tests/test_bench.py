@@ -1,0 +1,102 @@
+"""The benchmark's plumbing at smoke-test sizes: every section lands in the JSON. No timing asserts.
+
+The fast test runs sections 1, 2 and 5 for real and replaces only the two subprocess parts (a
+`mlflow server`, two Hydra sweeps: ~10-25 s each just to import torch, Lightning and MLflow on a
+busy 2-core machine); the slow test runs `python -m losslab.bench --quick` exactly as `make bench`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from losslab import bench
+
+SECTION_KEYS = {"1", "2", "3", "4", "5", "syncs"}
+
+
+def _check_document(doc: dict) -> None:
+    assert set(doc["sections"]) >= SECTION_KEYS, set(doc["sections"])
+    s = doc["sections"]
+    for fid in ("1.small", "1.big"):
+        assert s["1"][fid]["ratio"] > 0 and s["1"][fid]["fit_ratio"] > 0
+        assert s["1"][fid]["losslab"]["info"]["steps"] == s["1"][fid]["raw"]["info"]["steps"]
+    assert s["2"]["ratio"] > 0 and s["3"]["ratio"] > 0
+    assert s["4"]["speedup_jobs"] > 0 and s["4"]["basic"]["overhead_median_s"] is not None
+    assert s["5"]["median_s"] > 0
+    ids = {row["id"] for row in doc["rows"]}
+    assert set(bench.TARGETS) <= ids, set(bench.TARGETS) - ids
+    for row in doc["rows"]:
+        if row["id"] in bench.TARGETS:
+            assert row["status"] in ("met", "MISSED")
+
+
+def test_sweep_figures_from_time_stamped_output() -> None:
+    lines = [
+        (4.0, "sweep s: 3 jobs, parent run p in sqlite:///x.db"),
+        (5.0, "[1/3] seed=0"),
+        (5.1, "[1/3] run mse-adam-lr0.001-s0 (r1) -> sqlite:///x.db"),
+        (7.0, "[2/3] seed=1"),
+        (7.5, "[2/3] done: mse-adam-lr0.001-s1 outcome=converged"),
+        (8.0, "[3/3] seed=2"),
+        (9.5, ""),
+        (9.5, "Sweep summary"),
+    ]
+    fit = {1: 1.5, 2: 0.75, 3: 1.0}
+    out = bench.sweep_figures(lines, fit, total=10.0, jobs=3, per_job=True)
+    assert out["startup_s"] == 5.0 and out["jobs_s"] == 4.5 and out["total_s"] == 10.0
+    assert out["overhead_per_job_s"] == [0.5, 0.25, 0.5]
+    assert out["overhead_median_s"] == 0.5 and out["overhead_first_s"] == 0.5
+    with pytest.raises(RuntimeError, match="job starts"):
+        bench.sweep_figures(lines, fit, total=10.0, jobs=4, per_job=True)
+
+
+def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    @contextlib.contextmanager
+    def local_store(folder: Path, timeout: float = 0) -> Iterator[str]:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield f"sqlite:///{folder / 'server.db'}"
+
+    def canned_sweep(launcher: str, sizes: bench.Sizes, tmp: Path) -> dict:
+        n = sizes.sweep_jobs
+        lines = [(2.0 + i, f"[{i + 1}/{n}] seed={i}") for i in range(n)] + [(2.0 + n, "Sweep summary")]
+        fit = {i + 1: 0.5 for i in range(n)}
+        return bench.sweep_figures(lines, fit, 3.0 + n, n, per_job=launcher == "basic")
+
+    monkeypatch.setattr(bench, "mlflow_server", local_store)
+    monkeypatch.setattr(bench, "run_sweep", canned_sweep)
+    for key in bench.TRACKING_ENV:
+        monkeypatch.delenv(key, raising=False)
+    sizes = bench.sizes_from(bench._parser().parse_args(["--quick"]))
+    out = tmp_path / "latest.json"
+    doc = bench.run(sizes, bench.SECTIONS, out)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(doc))
+    _check_document(doc)
+    assert bench.render(doc["rows"], "header").startswith("header")
+
+
+def test_unknown_section_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["--only", "1,7"]) == 2
+    assert "unknown section(s) 7" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_make_bench_quick_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "losslab.bench", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LossLab / raw loop" in proc.stdout
+    _check_document(json.loads(out.read_text()))
