@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from conftest import all_runs, run_train
 
 pytestmark = pytest.mark.slow  # each job starts a second Python process that imports torch and Lightning

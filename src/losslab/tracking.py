@@ -149,7 +149,7 @@ def open_store(uri: str) -> MlflowClient:
     check_store_reachable(uri)
     # Large timeouts would hang on a dead server; MLflow's HTTP retries are bounded by these.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" per job
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # LossLab queues and retries itself
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on every job
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -263,6 +263,7 @@ class RunRecorder:
         self.buffer = StepBuffer(capacity=flush_every)
         self.history: dict[str, list[tuple[int, float]]] = {k: [] for k in self.KEEP}
         self._pending: list[Metric] = []
+        self._outage_since: float | None = None
         self.closed = False
         self.points_written = 0
 
@@ -288,6 +289,13 @@ class RunRecorder:
             rec._with_retry(lambda c=chunk: client.log_batch(rec.run_id, params=c))
         return rec
 
+    @staticmethod
+    def _transient(exc: Exception) -> bool:
+        """Errors worth retrying: the server is away or busy (connection refused, 5xx, locked sqlite)."""
+        if isinstance(exc, MlflowException):
+            return exc.error_code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED")
+        return isinstance(exc, OSError)
+
     def _with_retry(self, fn: Any) -> Any:
         """Retry a write while the store is unreachable, for up to `retry_seconds`."""
         deadline = time.monotonic() + self.retry_seconds
@@ -295,16 +303,8 @@ class RunRecorder:
         while True:
             try:
                 return fn()
-            except MlflowException as exc:
-                transient = exc.error_code in (
-                    "TEMPORARILY_UNAVAILABLE",
-                    "INTERNAL_ERROR",
-                    "REQUEST_LIMIT_EXCEEDED",
-                )
-                if not transient or time.monotonic() > deadline:
-                    raise
-            except OSError:
-                if time.monotonic() > deadline:
+            except Exception as exc:
+                if not self._transient(exc) or time.monotonic() > deadline:
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -322,30 +322,73 @@ class RunRecorder:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._with_retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
-    def flush(self) -> None:
-        """Move device-buffered points to the store: one log_batch per 1000 points."""
+    def flush(self, block: bool = False) -> None:
+        """Move device-buffered points to the store: one log_batch per 1000 points.
+
+        While the store is away, points stay queued here and training goes on; the next flush
+        tries again. After `retry_seconds` of outage the run fails with the count of points
+        not written (none is dropped silently). `block=True` (at the end of a run) waits and
+        retries for up to `retry_seconds` instead of returning.
+        """
         ts = int(time.time() * 1000)
         for name, step, value in self.buffer.drain():
             self._pending.append(Metric(name, value, ts, step))
             if name in self.history:
                 self.history[name].append((step, value))
+        delay = 0.5
         while self._pending:
             chunk = self._pending[:MAX_METRICS]
-            self._with_retry(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+            try:
+                self.client.log_batch(self.run_id, metrics=chunk)
+            except Exception as exc:
+                if not self._transient(exc):
+                    raise
+                self._outage(exc)
+                if not block:
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._outage_since is not None:
+                down = time.monotonic() - self._outage_since
+                print(
+                    f"tracking store back after {down:.0f}s; writing {len(self._pending)} queued points",
+                    flush=True,
+                )
+                self._outage_since = None
             del self._pending[: len(chunk)]
             self.points_written += len(chunk)
+
+    def _outage(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+            print(
+                f"warning: tracking store unreachable ({str(exc).splitlines()[0][:120]}); training goes "
+                f"on, points are queued for up to {self.retry_seconds:g}s",
+                flush=True,
+            )
+        elif now - self._outage_since > self.retry_seconds:
+            raise TrackingError(
+                f"the tracking store was unreachable for over {self.retry_seconds:g}s "
+                f"(tracking.retry_seconds); {len(self._pending)} points could not be written."
+            ) from exc
 
     def close(self, status: str = "FINISHED", error: str | None = None) -> None:
         if self.closed:
             return
         self.closed = True
         try:
-            self.flush()
+            self.flush(block=True)
+        except TrackingError as exc:  # the store stayed away: say so on the run if it comes back
+            status, error = "FAILED", str(exc)
+            raise
         finally:
             if error:
                 with contextlib.suppress(Exception):
                     self.set_tags({"error": error[:MAX_TAG_LEN]})
-            self.client.set_terminated(self.run_id, status=RunStatus.to_string(RunStatus.from_string(status)))
+            final = RunStatus.to_string(RunStatus.from_string(status))
+            self._with_retry(lambda: self.client.set_terminated(self.run_id, status=final))
 
 
 def finite_or_none(value: float | None) -> float | None:

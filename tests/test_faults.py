@@ -1,0 +1,241 @@
+"""Faults and concurrency: NaN losses, interrupts during sweeps, racing writers, a server that goes away."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import all_runs, compose, run_train, train_cmd, wait_for
+from losslab import task, tracking
+
+
+def test_nan_loss_is_a_diverged_finished_run_with_a_finite_objective(store, client):
+    result = task.train(compose(["loss._target_=tests.custom_losses.FailAt", "+loss.nan_at=6"]))
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["outcome"] == "diverged"
+    assert int(run.data.tags["first_bad_step"]) == 5  # the dry-run check is call 1, step 0 is call 2
+    assert run.data.metrics["final/steps"] < 20  # stopped early
+    assert result.objective == task.PENALTY and result.objective < float("inf")
+
+
+def test_ctrl_c_during_a_sweep_closes_the_job_and_the_parent(store, client, tmp_path: Path, popen_cleanup):
+    proc = subprocess.Popen(
+        train_cmd("seed=0,1", "trainer.max_steps=1000000", "tracking.flush_every=50", "-m"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    popen_cleanup.append(proc)
+
+    def child_with_points():
+        runs = [r for r in all_runs(client) if "mlflow.parentRunId" in r.data.tags]
+        return runs and len(client.get_metric_history(runs[0].info.run_id, "train/loss")) >= 100
+
+    wait_for(child_with_points, timeout=120)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    runs = all_runs(client)
+    statuses = {r.info.run_name: r.info.status for r in runs}
+    assert "RUNNING" not in statuses.values(), statuses
+    parent = next(r for r in runs if r.data.tags.get("losslab.sweep") == "parent")
+    assert parent.info.status == "KILLED"
+    child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert child.info.status == "KILLED"
+    assert len(client.get_metric_history(child.info.run_id, "train/loss")) >= 100
+
+
+def test_eight_processes_opening_a_brand_new_store_at_once(tmp_path: Path):
+    """MLflow alone crashes most of them ('duplicate column name'); the store lock serialises creation."""
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    code = (
+        "import sys; from losslab import tracking\n"
+        "c = tracking.open_store(sys.argv[1]); e = tracking.ensure_experiment(c, 'race')\n"
+        "r = c.create_run(e); c.set_terminated(r.info.run_id)\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, uri], stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    from mlflow.tracking import MlflowClient
+
+    runs = all_runs(MlflowClient(uri), "race")
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_secrets_never_reach_params():
+    flat = tracking.flatten(
+        {
+            "tracking": {"uri": "postgresql://alice:hunter2@db.example:5432/mlflow"},
+            "extra": {"api_token": "abc123", "password": "pw", "note": "http://host/x"},
+        }
+    )
+    assert flat["tracking.uri"] == "postgresql://alice:***@db.example:5432/mlflow"
+    assert flat["extra.api_token"] == "***" and flat["extra.password"] == "***"
+    assert flat["extra.note"] == "http://host/x"
+    assert "hunter2" not in str(flat)
+
+
+def test_a_run_records_no_environment_and_no_password(store, client, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
+    result = task.train(compose(["trainer.max_steps=3", "+extra.db_password=hunter2"]))
+    run = client.get_run(result.run_id)
+    recorded = str(run.data.params) + str(run.data.tags)
+    assert "very-secret-value" not in recorded and "hunter2" not in recorded
+    assert run.data.params["extra.db_password"] == "***"
+
+
+# ----------------------------------------------------------------------------- real mlflow server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(db: Path, port: int, artifacts: Path) -> subprocess.Popen:
+    mlflow = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--artifacts-destination",
+            str(artifacts),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        start_new_session=True,
+    )
+
+    def healthy() -> bool:
+        try:
+            tracking.check_store_reachable(f"http://127.0.0.1:{port}", timeout=1)
+            return True
+        except tracking.TrackingError:
+            return False
+
+    wait_for(healthy, timeout=120, every=0.5)
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    """A real `mlflow server` on a free loopback port; (uri, restart, stop) for outage tests."""
+    port, db, arts = _free_port(), tmp_path / "server.db", tmp_path / "artifacts"
+    procs = [_start_server(db, port, arts)]
+
+    def stop() -> None:
+        _stop(procs[-1])
+
+    def restart() -> None:
+        procs.append(_start_server(db, port, arts))
+
+    yield f"http://127.0.0.1:{port}", restart, stop
+    for p in procs:
+        _stop(p)
+
+
+@pytest.mark.slow
+def test_eight_parallel_jobs_into_a_real_server_keep_every_point(server, tmp_path: Path):
+    uri, _, _ = server
+    args = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=8", "seed=range(8)", "trainer.max_steps=60", "-m"]
+    proc = run_train(args, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri}, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    children = [r for r in all_runs(client) if "mlflow.parentRunId" in r.data.tags]
+    counts = {r.info.run_name: len(client.get_metric_history(r.info.run_id, "train/loss")) for r in children}
+    print("points per run:", counts)
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    assert set(counts.values()) == {60}
+
+
+@pytest.mark.slow
+def test_the_server_going_away_mid_run_loses_nothing(server, tmp_path: Path, popen_cleanup):
+    uri, restart, stop = server
+    steps = 3000
+    proc = subprocess.Popen(
+        train_cmd(
+            f"trainer.max_steps={steps}",
+            "tracking.flush_every=20",
+            "tracking.retry_seconds=120",
+            "model.hidden=[256,256]",
+        ),
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    popen_cleanup.append(proc)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    run = wait_for(lambda: (all_runs(client) or [None])[0], timeout=120)
+    wait_for(lambda: len(client.get_metric_history(run.info.run_id, "train/loss")) >= 40, timeout=120)
+    stop()
+    time.sleep(4)
+    restart()
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    assert "tracking store unreachable" in out and "tracking store back" in out
+    final = MlflowClient(uri).get_run(run.info.run_id)
+    assert final.info.status == "FINISHED"
+    points = [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "train/loss")]
+    assert points == list(range(steps))  # nothing dropped, nothing doubled
+
+
+@pytest.mark.slow
+def test_a_server_that_stays_away_fails_the_run_clearly(server, tmp_path: Path, popen_cleanup):
+    uri, _, stop = server
+    proc = subprocess.Popen(
+        train_cmd("trainer.max_steps=100000", "tracking.flush_every=20", "tracking.retry_seconds=3"),
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    popen_cleanup.append(proc)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    run = wait_for(lambda: (all_runs(client) or [None])[0], timeout=120)
+    wait_for(lambda: len(client.get_metric_history(run.info.run_id, "train/loss")) >= 20, timeout=120)
+    stop()
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "unreachable for over 3s" in out and "points could not be written" in out
+    assert "Traceback" not in out
