@@ -179,7 +179,7 @@ def test_a_silent_tracking_server_fails_fast(store, tmp_path: Path):
         listener.close()
     assert proc.returncode == 2
     assert "not reachable" in proc.stderr and "Traceback" not in proc.stderr
-    assert took < 15 + 5  # the 10 s health-check timeout plus process start-up
+    assert took < 15  # the 5 s health-check timeout plus process start-up, not minutes of retries
 
 
 def test_hydra_full_error_shows_the_traceback(seeded_store):

@@ -117,7 +117,7 @@ def _refuse_foreign_sqlite(path: Path) -> None:
         )
 
 
-def check_store_reachable(uri: str, timeout: float = 10.0) -> None:
+def check_store_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (seconds, not MLflow's minutes of retries) when a tracking server is down."""
     if not uri.startswith(("http://", "https://")):
         return
