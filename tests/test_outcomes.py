@@ -330,3 +330,12 @@ def test_guard_with_sparse_checks_still_records_the_exact_step(on_device: bool |
 def test_guard_rejects_bad_check_every() -> None:
     with pytest.raises(ValueError, match="check_every"):
         DivergenceGuard(OutcomeRules(), check_every=0)
+
+
+def test_hinge_like_curve_that_hits_zero_and_jitters_is_not_diverged():
+    """Hinge on separable data: exactly 0 on most batches, an occasional small positive batch."""
+    rng = np.random.default_rng(0)
+    falling = np.linspace(2.0, 0.05, 60)
+    tail = np.where(rng.random(400) < 0.15, rng.uniform(0.01, 0.4, 400), 0.0)
+    outcome = classify(np.concatenate([falling, tail]))
+    assert outcome.label != "diverged", outcome.reason

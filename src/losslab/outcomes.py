@@ -40,9 +40,11 @@ class OutcomeRules:
     #: Blow-up: the EMA exceeds this multiple of its running minimum. SGD noise moves
     #: the EMA by tens of percent, never by 10x.
     blowup_factor: float = 10.0
-    #: The running minimum is clamped from below at this fraction of the starting
-    #: loss, so a loss that falls to ~0 and then jitters is not a "10x" blow-up.
-    min_floor: float = 1e-3
+    #: The running minimum is clamped from below at this fraction (5%) of the starting
+    #: loss, so a loss that falls to ~0 and then jitters (hinge on separable data reaches
+    #: exactly 0 on most batches) is not a "10x" blow-up: diverging means climbing back
+    #: to at least half the starting level.
+    min_floor: float = 0.05
     #: Absolute floor under every scale (losses below it count as zero); keeps a curve
     #: that starts at exactly 0 from dividing by zero.
     abs_floor: float = 1e-8
