@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, all_runs, run_train
 
 
@@ -94,3 +96,24 @@ def test_devices_study_refuses_gpu_without_one_and_runs_cpu(store, client, tmp_p
     assert [r.data.params["trainer.accelerator"] for r in children] == ["cpu"]
     assert children[0].info.status == "FINISHED"
     assert parents[0].data.tags["jobs_failed"] == "1"
+
+
+@pytest.mark.slow
+def test_optuna_search_survives_a_diverging_trial(store, client, tmp_path: Path):
+    """A trial at a huge learning rate diverges; the search returns a finite value and goes on."""
+    args = [
+        "+experiment=hinge_optuna",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_steps=30",
+        "optimizer.lr=choice(1000.0,0.01)",
+        "tracking.report_on_sweep_end=false",
+        "-m",
+    ]
+    proc = run_train(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Best value" in proc.stdout + proc.stderr
+    _, children = _children(client, "hinge_optuna")
+    assert len(children) == 3 and all(r.info.status == "FINISHED" for r in children)
+    assert any(
+        r.data.tags["outcome"] == "diverged" for r in children if r.data.params["optimizer.lr"] == "1000.0"
+    )

@@ -49,7 +49,7 @@ def _max_abs(grads: list[Tensor]) -> Tensor:
     """
     if grads[0].device.type != "cpu":
         return torch.stack(torch._foreach_norm(grads, ord=math.inf)).amax().float()
-    extremes = [torch.stack(torch.aminmax(g)) for g in grads if g.numel()]
+    extremes = [t for g in grads if g.numel() for t in torch.aminmax(g)]
     if not extremes:
         return torch.zeros((), device=grads[0].device)
     return torch.stack(extremes).abs().amax().float()
