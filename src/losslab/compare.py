@@ -42,7 +42,7 @@ from .plots import plt
 #: per-step histories the report reads (everything else comes from the runs' latest metrics)
 CURVE_KEYS = ("train/loss", "val/loss", "grad/global_norm", "grad/pred/zero_frac")
 #: params that never define a design: `seed` is pooled over; the rest are bookkeeping
-#: (the same keys `task.config_hash` ignores)
+#: (the same keys `naming.config_hash` ignores)
 NON_DESIGN_KEYS = ("seed", "rerun", "trainer.enable_progress_bar")
 NON_DESIGN_PREFIXES = ("tracking.", "hydra.")
 OUTCOMES = ("converged", "still_improving", "plateaued", "oscillating", "diverged")
