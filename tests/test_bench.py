@@ -64,7 +64,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.Monk
         folder.mkdir(parents=True, exist_ok=True)
         yield f"sqlite:///{folder / 'server.db'}"
 
-    def canned_sweep(launcher: str, sizes: bench.Sizes, tmp: Path) -> dict:
+    def canned_sweep(launcher: str, sizes: bench.Sizes, tmp: Path, uri: str) -> dict:
         n = sizes.sweep_jobs
         lines = [(2.0 + i, f"[{i + 1}/{n}] seed={i}") for i in range(n)] + [(2.0 + n, "Sweep summary")]
         fit = {i + 1: 0.5 for i in range(n)}

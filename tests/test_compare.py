@@ -232,3 +232,34 @@ def test_statistics() -> None:
     assert at is not None and 200 < at < 300  # exp decay: 90% of the drop near t = 100 ln 10
     assert compare.steps_to_fraction(steps, np.ones(1000)) is None
     assert compare.majority(Counter(converged=1, diverged=1)) == "diverged"
+
+
+def test_design_params_drop_what_follows_from_the_swept_choices():
+    """A sweep over losses: data.name and loss.margin vary only because each loss brings them."""
+    from losslab.compare import RunData, design_params
+
+    def run(i: int, loss: str, lr: str, seed: str) -> RunData:
+        params = {
+            "loss._target_": loss,
+            "optimizer.lr": lr,
+            "seed": seed,
+            "data.name": "binary" if loss == "Hinge" else "regression",
+        }
+        if loss == "Hinge":
+            params["loss.margin"] = "1.0"
+        return RunData(
+            run_id=str(i),
+            name=str(i),
+            status="FINISHED",
+            params=params,
+            tags={"overrides": f"loss={loss.lower()} optimizer.lr={lr} seed={seed}"},
+            metrics={},
+        )
+
+    runs = [
+        run(i, loss, lr, seed)
+        for i, (loss, lr, seed) in enumerate(
+            (loss, lr, seed) for loss in ("Hinge", "MSE") for lr in ("0.1", "1.0") for seed in ("0", "1")
+        )
+    ]
+    assert design_params(runs) == ["loss._target_", "optimizer.lr"]

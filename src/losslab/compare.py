@@ -323,6 +323,45 @@ def varying_params(runs: Sequence[RunData]) -> list[str]:
     return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
 
 
+def _override_keys(runs: Sequence[RunData], keys: Sequence[str]) -> list[str]:
+    """Params named by the runs' Hydra overrides: `optimizer.lr=0.1` names itself, a group choice
+    (`loss=hinge`) names that group's `_target_` (or `name`)."""
+    named: list[str] = []
+    for run in runs:
+        for item in run.tags.get("overrides", "").split():
+            key = item.split("=", 1)[0].lstrip("+~")
+            candidates = [key] if key in keys else [f"{key}._target_", f"{key}.name"]
+            for cand in candidates:
+                if cand in keys and cand not in named:
+                    named.append(cand)
+                    break
+    return named
+
+
+def design_params(runs: Sequence[RunData]) -> list[str]:
+    """The varying params that define a design, without those that merely follow from them.
+
+    In a sweep over losses, `data.name` and `loss.margin` vary too, but only because each loss
+    brings its own data and knobs; grouping, heatmap axes and legends should say `loss`.
+    Greedy: take keys in order of preference (named by the overrides, then most values, then
+    `loss.*`) and keep one only if it splits the runs into more groups.
+    """
+    keys = varying_params(runs)
+    named = _override_keys(runs, keys)
+    rest = sorted(
+        (k for k in keys if k not in named),
+        key=lambda k: (-len({r.params.get(k) for r in runs}), not k.startswith("loss."), k),
+    )
+    kept: list[str] = []
+    n_groups = 1
+    for key in [*named, *rest]:
+        n = len({tuple(r.params.get(k) for k in [*kept, key]) for r in runs})
+        if n > n_groups:
+            kept.append(key)
+            n_groups = n
+    return sorted(kept)
+
+
 def _sort_key(value: str | None) -> tuple[int, float, str]:
     if value is None:
         return (0, 0.0, "")
@@ -1005,7 +1044,7 @@ def build_report(
     `all_runs`). A sweep's report is also logged to its parent run under artifact path "report".
     """
     sel = load_runs(client_or_uri, experiment, sweep, all_runs)
-    keys = varying_params(sel.runs)
+    keys = design_params(sel.runs)
     designs = group_designs(sel.runs, keys)
     out_dir = Path(out) / _safe_name(sel.name)
     out_dir.mkdir(parents=True, exist_ok=True)
