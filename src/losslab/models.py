@@ -43,9 +43,7 @@ def mlp(
     ok = not isinstance(hidden, (str, bytes)) and isinstance(hidden, Sequence)
     sizes = [h for h in hidden] if ok else []
     if not ok or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes):
-        raise ModelConfigError(
-            f"model.hidden={hidden!r} is not valid; accepted: a list of integers >= 1."
-        )
+        raise ModelConfigError(f"model.hidden={hidden!r} is not valid; accepted: a list of integers >= 1.")
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     width = in_features
     for i, h in enumerate(sizes):
