@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT
 from losslab import bench
 
-SECTION_KEYS = {"1", "2", "3", "4", "5", "syncs"}
+SECTION_KEYS = {"1", "2", "3", "4", "5", "6", "syncs"}
 
 
 def _check_document(doc: dict) -> None:
@@ -99,4 +99,8 @@ def test_make_bench_quick_end_to_end(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LossLab / raw loop" in proc.stdout
-    _check_document(json.loads(out.read_text()))
+    doc = json.loads(out.read_text())
+    _check_document(doc)
+    soak = doc["sections"]["6"]  # a real joblib sweep here: every point counted
+    assert soak["finished"] == soak["jobs"] == soak["runs_with_exactly_one_point_per_step"]
+    assert soak["points"] == soak["points_expected"]

@@ -14,6 +14,7 @@ Sections (each can be picked with --only):
   4. A real 16-job sweep in a subprocess: per-job overhead beyond training (basic launcher), and the
      2-worker joblib launcher's speedup over the in-process one.
   5. The comparison report over a synthetic experiment (200 runs x 1000 steps).
+  6. Soak: a 64-job sweep on 2 joblib workers into one sqlite store; every train/loss point counted.
 Peak memory (RSS above the pre-call level) is recorded for 1 and 2; host syncs per step where CUDA
 is available.
 
@@ -51,7 +52,7 @@ import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = PROJECT_ROOT / "conf"
-SECTIONS = ("1", "2", "3", "4", "5")
+SECTIONS = ("1", "2", "3", "4", "5", "6")
 TARGETS = {  # figure id -> (comparison, bound, what)
     "1.small": ("<=", 1.3, "LossLab / raw loop, small MLP"),
     "1.big": ("<=", 1.1, "LossLab / raw loop, 4x1024 MLP"),
@@ -76,6 +77,8 @@ class Sizes:
     sweep_steps: int = 400
     report_runs: int = 200
     report_steps: int = 1000
+    soak_jobs: int = 64
+    soak_steps: int = 50
     threads: int = 1
     quick: bool = False
 
@@ -108,6 +111,7 @@ class Sample:
     seconds: float
     fit_seconds: float | None = None
     peak_mib: float | None = None  # RSS high-water mark above the RSS before the call
+    peak_abs_mib: float | None = None  # the high-water mark itself (the whole process)
     device_peak_mib: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -125,6 +129,7 @@ def _measured(fn: Callable[[], Sample]) -> Sample:
     peak = _status_kib("VmHWM")
     if resettable and before is not None and peak is not None:
         sample.peak_mib = max(peak - before, 0) / 1024
+        sample.peak_abs_mib = peak / 1024
     if cuda:
         sample.device_peak_mib = torch.cuda.max_memory_allocated() / 2**20
     return sample
@@ -157,6 +162,7 @@ def _summary(samples: list[Sample]) -> dict[str, Any]:
         "median_s": round(statistics.median(s.seconds for s in samples), 4),
         "fit_median_s": _round(_median([s.fit_seconds for s in samples])),
         "peak_rss_mib": _round(_median([s.peak_mib for s in samples]), 1),
+        "peak_rss_process_mib": _round(_median([s.peak_abs_mib for s in samples]), 1),
         "device_peak_mib": _round(_median([s.device_peak_mib for s in samples]), 1),
         **({"info": samples[-1].info} if samples and samples[-1].info else {}),
     }
@@ -500,7 +506,9 @@ class Bench:
             "ratio = the whole task.train(cfg) call (build, run create + params, training with every metric "
             "write, final metrics, config artifact, close; loss-curve PNG off) / the raw loop (same build, "
             "training and per-epoch validation); fit_ratio = trainer.fit (final/wall_seconds) / the raw "
-            "loop's training alone."
+            "loop's training alone. peak_rss_mib = growth of the process's RSS high-water mark above its "
+            "RSS before the call (Linux clear_refs reset): memory freed by earlier calls is reused, so "
+            "this is what a call needs beyond that."
         )
         self.results["1"] = out
 
@@ -649,6 +657,48 @@ class Bench:
             f"each {', '.join(f'{t:.1f}s' for t in times)}; writing the experiment: {setup:.0f}s (untimed)",
         )
 
+    # -------------------------------------------------------------- 6
+
+    def section6(self) -> None:
+        """Soak: many short jobs on 2 reused workers; count what reached the store, point by point."""
+        s = self.sizes
+        uri = self.store("soak", experiments=("losslab",))
+        soak = Sizes(**{**s.__dict__, "sweep_jobs": s.soak_jobs, "sweep_steps": s.soak_steps})
+        folder = self.tmp / "soak"
+        folder.mkdir(exist_ok=True)
+        figures = run_sweep("joblib", soak, folder, uri)
+        from . import tracking
+
+        client = tracking.open_store(uri)
+        runs = [
+            r
+            for r in client.search_runs(
+                [client.get_experiment_by_name("losslab").experiment_id], max_results=5000
+            )
+            if "mlflow.parentRunId" in r.data.tags
+        ]
+        finished = sum(r.info.status == "FINISHED" for r in runs)
+        counts = [len(client.get_metric_history(r.info.run_id, "train/loss")) for r in runs]
+        exact = sum(c == s.soak_steps for c in counts)
+        self.results["6"] = {
+            "jobs": s.soak_jobs,
+            "steps": s.soak_steps,
+            "runs": len(runs),
+            "finished": finished,
+            "points": sum(counts),
+            "points_expected": s.soak_jobs * s.soak_steps,
+            "runs_with_exactly_one_point_per_step": exact,
+            "total_s": figures["total_s"],
+        }
+        self.row(
+            "6",
+            f"soak: {s.soak_jobs} jobs x {s.soak_steps} steps, joblib n_jobs=2",
+            sum(counts),
+            "points",
+            f"{finished}/{s.soak_jobs} FINISHED, {exact} runs with exactly one point per step, "
+            f"{sum(counts)} of {s.soak_jobs * s.soak_steps} points, {figures['total_s']:.0f}s",
+        )
+
     # -------------------------------------------------------------- syncs
 
     def host_syncs(self) -> None:
@@ -782,7 +832,9 @@ def _stop(proc: subprocess.Popen) -> None:
 # ----------------------------------------------------------------------------- sweeps
 
 
-def run_sweep(launcher: str, sizes: Sizes, tmp: Path, uri: str, timeout: float = 900.0) -> dict[str, Any]:
+def run_sweep(
+    launcher: str, sizes: Sizes, tmp: Path, uri: str, overrides: Sequence[str] = (), timeout: float = 900.0
+) -> dict[str, Any]:
     """`python train.py -m` over `seed=range(N)` into the store `uri`, every output line time-stamped.
 
     The store exists already (as a project's mlflow.db does), so its one-off schema creation is
@@ -802,6 +854,7 @@ def run_sweep(launcher: str, sizes: Sizes, tmp: Path, uri: str, timeout: float =
         "trainer.enable_progress_bar=false",
         f"torch_threads={sizes.threads}",
         f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
     ]
     env = {k: v for k, v in os.environ.items() if k not in TRACKING_ENV}
     env.update(MLFLOW_TRACKING_URI=uri, PYTHONUNBUFFERED="1")
@@ -962,6 +1015,8 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
             sweep_steps=10,
             report_runs=6,
             report_steps=60,
+            soak_jobs=4,
+            soak_steps=10,
             threads=args.threads,
             quick=True,
         )
@@ -987,6 +1042,7 @@ def run(sizes: Sizes, only: Sequence[str], out: Path | None) -> dict[str, Any]:
         bench = Bench(sizes, Path(tmp))
         sections = {"1": bench.section1, "2": bench.section2, "3": bench.section3, "4": bench.section4}
         sections["5"] = bench.section5
+        sections["6"] = bench.section6
         for key in SECTIONS:
             if key in only:
                 began = time.perf_counter()

@@ -45,6 +45,17 @@ class LossLabModule(pl.LightningModule):
         self._val_sum: Tensor | None = None
         self._val_count = 0
 
+    #: Set ~50 times a step: Lightning writes `_current_fx_name` around every hook call, the steps
+    #: write the rest. None is ever a parameter, buffer or submodule, so the bookkeeping of
+    #: nn.Module.__setattr__ (~2 us a call) is skipped for them.
+    _PLAIN_ATTRS = frozenset({"_current_fx_name", "last_pred", "val_loss", "_val_sum", "_val_count"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in LossLabModule._PLAIN_ATTRS:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 

@@ -15,6 +15,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,67 @@ MAX_METRICS, MAX_PARAMS_TAGS, MAX_PARAM_LEN, MAX_TAG_LEN = 1000, 100, 6000, 8000
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, unwritable or foreign file)."""
+
+
+class SqliteMetricWriter:
+    """Metric points straight into an MLflow sqlite store: the rows `log_batch` would write.
+
+    MLflow's SqlAlchemyStore.log_batch builds an ORM object per point and merges latest_metrics
+    in Python: ~0.1 ms a point here, 1.7 ms per training step at 16 metrics a step, more than the
+    step itself. Two `executemany` in one transaction write the same rows (duplicates ignored,
+    NaN as is_nan=1/value 0, +-inf as +-max float, latest_metrics kept at the max (step,
+    timestamp, value)) at ~7 us a point. Used only when both tables have exactly these columns
+    (checked once per run); any other schema goes through MLflow's client.
+    """
+
+    COLUMNS = frozenset({"key", "value", "timestamp", "run_uuid", "step", "is_nan"})
+    _INSERT = (
+        "INSERT OR IGNORE INTO metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?,?,?,?,?,?)"
+    )
+    _LATEST = (
+        "INSERT INTO latest_metrics (key, value, timestamp, run_uuid, step, is_nan) VALUES (?,?,?,?,?,?) "
+        "ON CONFLICT (key, run_uuid) DO UPDATE SET value = excluded.value, timestamp = excluded.timestamp, "
+        "step = excluded.step, is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, "
+        "excluded.value) > (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
+    )
+
+    def __init__(self, path: Path) -> None:
+        self.con = sqlite3.connect(path, timeout=60)
+
+    @classmethod
+    def open(cls, uri: str) -> SqliteMetricWriter | None:
+        path = _sqlite_path(uri)
+        if path is None or not path.exists():
+            return None
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as con:
+            tables = {
+                t: {row[1] for row in con.execute(f"PRAGMA table_info({t})")}
+                for t in ("metrics", "latest_metrics")
+            }
+        if any(cols != cls.COLUMNS for cols in tables.values()):
+            return None
+        return cls(path)
+
+    def write(self, run_id: str, metrics: Iterable[Metric]) -> None:
+        rows: list[tuple[str, float, int, str, int, int]] = []
+        latest: dict[str, tuple[str, float, int, str, int, int]] = {}
+        for m in metrics:
+            value, nan = m.value, math.isnan(m.value)
+            if nan:
+                value = 0.0
+            elif math.isinf(value):
+                value = math.copysign(1.7976931348623157e308, value)
+            row = (m.key, value, m.timestamp, run_id, m.step, int(nan))
+            rows.append(row)
+            seen = latest.get(m.key)
+            if seen is None or (m.step, m.timestamp, value) > (seen[4], seen[2], seen[1]):
+                latest[m.key] = row
+        with self.con:  # one transaction: both tables or neither
+            self.con.executemany(self._INSERT, rows)
+            self.con.executemany(self._LATEST, list(latest.values()))
+
+    def close(self) -> None:
+        self.con.close()
 
 
 # ----------------------------------------------------------------------------- store
@@ -266,6 +328,10 @@ class RunRecorder:
         self._outage_since: float | None = None
         self.closed = False
         self.points_written = 0
+        self._sql = SqliteMetricWriter.open(client.tracking_uri)
+        remote = client.tracking_uri.startswith(("http://", "https://"))
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="losslab-metrics") if remote else None
+        self._writing: Future[None] | None = None
 
     @classmethod
     def start(
@@ -294,7 +360,7 @@ class RunRecorder:
         """Errors worth retrying: the server is away or busy (connection refused, 5xx, locked sqlite)."""
         if isinstance(exc, MlflowException):
             return exc.error_code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED")
-        return isinstance(exc, OSError)
+        return isinstance(exc, (OSError, sqlite3.OperationalError))  # the latter: "database is locked"
 
     def _with_retry(self, fn: Any) -> Any:
         """Retry a write while the store is unreachable, for up to `retry_seconds`."""
@@ -329,21 +395,45 @@ class RunRecorder:
         tries again. After `retry_seconds` of outage the run fails with the count of points
         not written (none is dropped silently). `block=True` (at the end of a run) waits and
         retries for up to `retry_seconds` instead of returning.
+
+        A tracking server answers each log_batch in tens of milliseconds: there the writes run
+        on one background thread (the training thread only drains the buffer and hands the
+        points over), and an error it meets is raised here at the next flush.
         """
         ts = int(time.time() * 1000)
         for name, step, value in self.buffer.drain():
             self._pending.append(Metric(name, value, ts, step))
             if name in self.history:
                 self.history[name].append((step, value))
+        if self._writer is None:
+            self._write(self._pending, block)
+            return
+        if self._writing is not None:
+            if not self._writing.done() and not block:
+                return  # still writing the last hand-over: these points go with the next one
+            writing, self._writing = self._writing, None
+            writing.result()  # re-raises the writer's error (TrackingError after a long outage)
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._writing = self._writer.submit(self._write, batch, True)
+        if block and self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()
+
+    def _write(self, points: list[Metric], block: bool) -> None:
+        """Write and remove `points` from the front; on an outage keep the rest (see `flush`)."""
         delay = 0.5
-        while self._pending:
-            chunk = self._pending[:MAX_METRICS]
+        while points:
+            chunk = points[: len(points) if self._sql is not None else MAX_METRICS]
             try:
-                self.client.log_batch(self.run_id, metrics=chunk)
+                if self._sql is not None:
+                    self._sql.write(self.run_id, chunk)
+                else:
+                    self.client.log_batch(self.run_id, metrics=chunk)
             except Exception as exc:
                 if not self._transient(exc):
                     raise
-                self._outage(exc)
+                self._outage(exc, len(points))
                 if not block:
                     return
                 time.sleep(delay)
@@ -352,14 +442,13 @@ class RunRecorder:
             if self._outage_since is not None:
                 down = time.monotonic() - self._outage_since
                 print(
-                    f"tracking store back after {down:.0f}s; writing {len(self._pending)} queued points",
-                    flush=True,
+                    f"tracking store back after {down:.0f}s; writing {len(points)} queued points", flush=True
                 )
                 self._outage_since = None
-            del self._pending[: len(chunk)]
+            del points[: len(chunk)]
             self.points_written += len(chunk)
 
-    def _outage(self, exc: Exception) -> None:
+    def _outage(self, exc: Exception, queued: int) -> None:
         now = time.monotonic()
         if self._outage_since is None:
             self._outage_since = now
@@ -371,7 +460,7 @@ class RunRecorder:
         elif now - self._outage_since > self.retry_seconds:
             raise TrackingError(
                 f"the tracking store was unreachable for over {self.retry_seconds:g}s "
-                f"(tracking.retry_seconds); {len(self._pending)} points could not be written."
+                f"(tracking.retry_seconds); {queued} points could not be written."
             ) from exc
 
     def close(self, status: str = "FINISHED", error: str | None = None) -> None:
@@ -388,7 +477,13 @@ class RunRecorder:
                 with contextlib.suppress(Exception):
                     self.set_tags({"error": error[:MAX_TAG_LEN]})
             final = RunStatus.to_string(RunStatus.from_string(status))
-            self._with_retry(lambda: self.client.set_terminated(self.run_id, status=final))
+            try:
+                self._with_retry(lambda: self.client.set_terminated(self.run_id, status=final))
+            finally:
+                if self._sql is not None:
+                    self._sql.close()
+                if self._writer is not None:
+                    self._writer.shutdown(wait=True)
 
 
 def finite_or_none(value: float | None) -> float | None:
