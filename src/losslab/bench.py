@@ -962,7 +962,12 @@ def render(rows: list[dict[str, Any]], header: str) -> str:
     head = ("#", "figure", "value", "target", "status", "detail")
     body = []
     for r in rows:
-        value = "-" if r["value"] is None else f"{r['value']:.3g}{r['unit']}"
+        if r["value"] is None:
+            value = "-"
+        elif r["unit"] == "points":
+            value = f"{int(r['value'])} points"
+        else:
+            value = f"{r['value']:.3g}{r['unit']}"
         body.append((r["id"], r["figure"], value, r["target"] or "-", r["status"], r["detail"]))
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head[:-1])]
     lines = [header, ""]
