@@ -182,58 +182,47 @@ def test_eight_parallel_jobs_into_a_real_server_keep_every_point(server, tmp_pat
     assert set(counts.values()) == {60}
 
 
-@pytest.mark.slow
-def test_the_server_going_away_mid_run_loses_nothing(server, tmp_path: Path, popen_cleanup):
-    uri, restart, stop = server
-    steps = 3000
+def _train_with_points(uri: str, cwd: Path, procs: list, n_points: int, *args: str):
+    """Start `train.py ARGS` against `uri`; return (process, client, run) once n_points are stored."""
+    from mlflow.tracking import MlflowClient
+
     proc = subprocess.Popen(
-        train_cmd(
-            f"trainer.max_steps={steps}",
-            "tracking.flush_every=20",
-            "tracking.retry_seconds=120",
-            "model.hidden=[256,256]",
-        ),
-        cwd=tmp_path,
+        train_cmd("tracking.flush_every=20", *args),
+        cwd=cwd,
         env={**os.environ, "MLFLOW_TRACKING_URI": uri},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    popen_cleanup.append(proc)
-    from mlflow.tracking import MlflowClient
-
+    procs.append(proc)
     client = MlflowClient(uri)
     run = wait_for(lambda: (all_runs(client) or [None])[0], timeout=120)
-    wait_for(lambda: len(client.get_metric_history(run.info.run_id, "train/loss")) >= 40, timeout=120)
+    wait_for(lambda: len(client.get_metric_history(run.info.run_id, "train/loss")) >= n_points, timeout=120)
+    return proc, client, run
+
+
+@pytest.mark.slow
+def test_the_server_going_away_mid_run_loses_nothing(server, tmp_path: Path, popen_cleanup):
+    uri, restart, stop = server
+    steps = 3000
+    args = (f"trainer.max_steps={steps}", "tracking.retry_seconds=120", "model.hidden=[256,256]")
+    proc, client, run = _train_with_points(uri, tmp_path, popen_cleanup, 40, *args)
     stop()
     time.sleep(4)
     restart()
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
     assert "tracking store unreachable" in out and "tracking store back" in out
-    final = MlflowClient(uri).get_run(run.info.run_id)
-    assert final.info.status == "FINISHED"
-    points = [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "train/loss")]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    points = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert points == list(range(steps))  # nothing dropped, nothing doubled
 
 
 @pytest.mark.slow
 def test_a_server_that_stays_away_fails_the_run_clearly(server, tmp_path: Path, popen_cleanup):
     uri, _, stop = server
-    proc = subprocess.Popen(
-        train_cmd("trainer.max_steps=100000", "tracking.flush_every=20", "tracking.retry_seconds=3"),
-        cwd=tmp_path,
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    popen_cleanup.append(proc)
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    run = wait_for(lambda: (all_runs(client) or [None])[0], timeout=120)
-    wait_for(lambda: len(client.get_metric_history(run.info.run_id, "train/loss")) >= 20, timeout=120)
+    args = ("trainer.max_steps=100000", "tracking.retry_seconds=3")
+    proc, _, _ = _train_with_points(uri, tmp_path, popen_cleanup, 20, *args)
     stop()
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0
