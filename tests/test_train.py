@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shlex
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -139,3 +141,16 @@ def test_interrupt_leaves_run_killed_with_partial_curve(store, client, tmp_path:
     assert final.info.status == "KILLED"
     steps = [m.step for m in _history(client, run.info.run_id, "train/loss")]
     assert len(steps) >= 100 and steps == list(range(len(steps)))  # flushed up to the last step
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux `script` for a pseudo-terminal")
+def test_progress_bar_only_in_a_terminal(store, tmp_path: Path):
+    """Lightning's bar in a terminal (a pty via `script`), none when output goes to a pipe or a log."""
+    cmd = " ".join(shlex.quote(a) for a in train_cmd("trainer.max_steps=30", "rerun=true"))
+    tty = subprocess.run(
+        ["script", "-qec", cmd, "/dev/null"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert tty.returncode == 0, tty.stdout[-2000:]
+    assert "Epoch" in tty.stdout
+    piped = run_train(["trainer.max_steps=30", "rerun=true"], cwd=tmp_path)
+    assert piped.returncode == 0 and "Epoch" not in piped.stdout + piped.stderr
