@@ -54,6 +54,15 @@ def run_train(args: list[str], cwd: Path, env: dict[str, str] | None = None, tim
     )
 
 
+def free_port() -> int:
+    """A free TCP port on the loopback interface (servers in tests bind to 127.0.0.1 only)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def all_runs(client, experiment: str = "losslab") -> list:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import all_runs, compose, run_train, train_cmd, wait_for
+from conftest import all_runs, compose, free_port, run_train, train_cmd, wait_for
 from losslab import task, tracking
 
 
@@ -99,12 +98,6 @@ def test_a_run_records_no_environment_and_no_password(store, client, monkeypatch
 # ----------------------------------------------------------------------------- real mlflow server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_server(db: Path, port: int, artifacts: Path) -> subprocess.Popen:
     mlflow = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
@@ -152,7 +145,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def server(tmp_path: Path):
     """A real `mlflow server` on a free loopback port; (uri, restart, stop) for outage tests."""
-    port, db, arts = _free_port(), tmp_path / "server.db", tmp_path / "artifacts"
+    port, db, arts = free_port(), tmp_path / "server.db", tmp_path / "artifacts"
     procs = [_start_server(db, port, arts)]
 
     def stop() -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, all_runs, run_train, wait_for
+from conftest import ROOT, all_runs, free_port, run_train, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI") != "true":  # CI installs it (.ci/run); a laptop may not have it
@@ -36,12 +35,6 @@ FLAGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     assert CHROMIUM, "chromium is not installed; .ci/run installs Debian's chromium package"
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
@@ -56,7 +49,7 @@ def _chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def ui(store, tmp_path: Path):
     """`make ui` over the test store on a free port; stopped (whole process group) at the end."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         ["make", "-s", "ui", f"PORT={port}", f"STORE={store}"],
         cwd=ROOT,
