@@ -263,3 +263,16 @@ def test_design_params_drop_what_follows_from_the_swept_choices():
         )
     ]
     assert design_params(runs) == ["loss._target_", "optimizer.lr"]
+
+
+def test_no_arguments_find_the_latest_sweep_in_any_experiment(tmp_path, monkeypatch):
+    """Each study writes to its own experiment; `make report` after `make sweep` must find it."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    compare.synthetic_experiment(uri, n_runs=4, n_steps=20, experiment="older_study")
+    newest = compare.synthetic_experiment(uri, n_runs=4, n_steps=20, experiment="newer_study")
+    selection = compare.load_runs(uri)
+    assert selection.parent.info.run_id == newest and selection.experiment.name == "newer_study"
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "older_study")
+    assert compare.load_runs(uri).experiment.name == "older_study"

@@ -19,6 +19,7 @@ import html
 import itertools
 import json
 import math
+import os
 import re
 import sqlite3
 import sys
@@ -919,6 +920,15 @@ def _select(
     """The experiment, the sweep parent (None for a whole-experiment report) and the runs to compare."""
     if sweep is not None:
         return _select_sweep(client, experiment, sweep)
+    if experiment is None and not all_runs and not os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        newest = client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            "tags.`losslab.sweep` = 'parent'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        if newest:  # each study writes to its own experiment: the latest sweep, wherever it went
+            return _select_sweep(client, None, newest[0].info.run_id)
     exp = _experiment(client, tracking.resolve_experiment_name(experiment))
     latest = [] if all_runs else _sweeps(client, exp.experiment_id, 1)
     if latest:
@@ -1075,9 +1085,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m losslab.compare",
         description="Compare loss designs across MLflow runs: an HTML report with plots under "
-        "<out>/<sweep or experiment name>/. Without arguments: the latest sweep of the current "
-        "experiment (MLFLOW_EXPERIMENT_NAME or 'losslab') in the current store (MLFLOW_TRACKING_URI "
-        "or the project's mlflow.db).",
+        "<out>/<sweep or experiment name>/. Without arguments: the latest sweep in the current store "
+        "(MLFLOW_TRACKING_URI or the project's mlflow.db), in any experiment (each study has its "
+        "own), or in MLFLOW_EXPERIMENT_NAME's when that is set.",
     )
     p.add_argument("--experiment", help="experiment name (default: MLFLOW_EXPERIMENT_NAME or 'losslab')")
     p.add_argument(
