@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from losslab import compare, tracking
+from losslab.synthetic import synthetic_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 PLOTS = ("loss_curves.png", "grad_norm.png", "zero_grad_fraction.png", "outcome_heatmap.png")
@@ -113,7 +114,7 @@ def test_no_arguments_reports_the_latest_sweep(
     monkeypatch.chdir(tmp_path)
     assert compare.main([]) == 0
     assert len(list((tmp_path / "reports").glob("hinge-sweep-*/index.html"))) == 1
-    newer = compare.synthetic_experiment(_uri(db), n_runs=8, n_steps=30, experiment="losslab")
+    newer = synthetic_experiment(_uri(db), n_runs=8, n_steps=30, experiment="losslab")
     assert compare.main([]) == 0
     name = compare.load_runs(_uri(db), None, newer).name
     assert (tmp_path / "reports" / name / "index.html").exists()
@@ -141,8 +142,8 @@ def test_a_child_run_id_points_to_its_sweep(sweep: tuple[str, str]) -> None:
 def test_bulk_sql_and_client_histories_agree(store: Path) -> None:
     """The fast paths (bulk SQL read, bulk-inserted synthetic points) match MLflow's own API."""
     uri = _uri(store / "mlflow.db")
-    compare.synthetic_experiment(uri, n_runs=20, n_steps=40, experiment="fast", fast=True)
-    compare.synthetic_experiment(uri, n_runs=20, n_steps=40, experiment="slow", fast=False)
+    synthetic_experiment(uri, n_runs=20, n_steps=40, experiment="fast", fast=True)
+    synthetic_experiment(uri, n_runs=20, n_steps=40, experiment="slow", fast=False)
     fast, slow = compare.load_runs(uri, "fast"), compare.load_runs(uri, "slow")
     ids = [r.run_id for r in fast.runs]
     via_client = compare.histories_via_client(fast.client, ids, compare.CURVE_KEYS)
@@ -159,7 +160,7 @@ def test_bulk_sql_and_client_histories_agree(store: Path) -> None:
 
 def test_single_seed_designs_have_no_ci(store: Path, tmp_path: Path) -> None:
     uri = _uri(store / "mlflow.db")
-    parent = compare.synthetic_experiment(uri, n_runs=20, n_steps=200)
+    parent = synthetic_experiment(uri, n_runs=20, n_steps=200)
     index = compare.build_report(uri, "losslab-bench", None, tmp_path / "reports")
     rows = _designs(index)
     assert len(rows) == 20 and {r["Runs"] for r in rows} == {"1"}
@@ -171,7 +172,7 @@ def test_single_seed_designs_have_no_ci(store: Path, tmp_path: Path) -> None:
 def test_resumed_sweep_keeps_reused_runs_and_all_reports_the_experiment(store: Path, tmp_path: Path) -> None:
     """A resumed sweep's SKIPPED jobs reuse runs of an earlier sweep: found via the jobs' result.json."""
     uri = _uri(store / "mlflow.db")
-    first = compare.synthetic_experiment(uri, n_runs=4, n_steps=20)
+    first = synthetic_experiment(uri, n_runs=4, n_steps=20)
     runs = compare.load_runs(uri, None, first).runs
     sweep_dir = tmp_path / "multirun"
     for i, run in enumerate(runs):
@@ -194,7 +195,7 @@ def test_synthetic_200_runs_x_1000_steps(store: Path, tmp_path: Path) -> None:
     """Completes; the time is printed (performance is judged by `make bench`, not asserted here)."""
     uri = _uri(store / "mlflow.db")
     started = time.perf_counter()
-    compare.synthetic_experiment(uri, n_runs=200, n_steps=1000)
+    synthetic_experiment(uri, n_runs=200, n_steps=1000)
     filled = time.perf_counter()
     index = compare.build_report(uri, "losslab-bench", None, tmp_path / "reports")
     done = time.perf_counter()
@@ -270,8 +271,8 @@ def test_no_arguments_find_the_latest_sweep_in_any_experiment(tmp_path, monkeypa
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    compare.synthetic_experiment(uri, n_runs=4, n_steps=20, experiment="older_study")
-    newest = compare.synthetic_experiment(uri, n_runs=4, n_steps=20, experiment="newer_study")
+    synthetic_experiment(uri, n_runs=4, n_steps=20, experiment="older_study")
+    newest = synthetic_experiment(uri, n_runs=4, n_steps=20, experiment="newer_study")
     selection = compare.load_runs(uri)
     assert selection.parent.info.run_id == newest and selection.experiment.name == "newer_study"
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "older_study")
