@@ -24,7 +24,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .steplog import StepBuffer
 
@@ -231,7 +231,3 @@ class GradientStats(pl.Callback):
         noise_scale = tr_sigma / g2.clamp_min(1e-30)
         snr = g2 / (tr_sigma / flat.shape[0]).clamp_min(1e-30)
         self.buffer.record(step, ("grad/noise_scale", "grad/snr"), torch.stack([noise_scale, snr]).float())
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

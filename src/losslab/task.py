@@ -37,8 +37,6 @@ if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once 
     from . import tracking
     from .outcomes import DivergenceGuard, OutcomeRules
 
-log = logging.getLogger("losslab")
-
 #: value handed back to a sweeper for a run that diverged or failed: finite, so Optuna & co. keep going
 PENALTY = 1.0e12
 SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
@@ -113,11 +111,11 @@ def train(cfg: DictConfig) -> Result:
     choices, overrides, out_dir, job_num = _hydra_info()
     size = os.environ.get(SIZE_ENV, "?")
     prefix = f"[{job_num + 1}/{size}] " if job_num is not None else ""
-    if prefix and not ddp_child():
+    if ddp_child():
+        out_dir, prefix = None, ""  # rank 0 prints and reports the job
+    if prefix:
         print(f"{prefix}{' '.join(overrides) or '(defaults)'}", flush=True)
     name = run_name(cfg, choices)
-    if ddp_child():
-        out_dir = None  # rank 0 reports the job
     try:
         result = _train(cfg, choices, overrides, name, prefix)
     except BaseException as exc:
@@ -305,9 +303,10 @@ def _finish(
                 bad_step = curve[bad][0]
                 tags["first_bad_step"] = bad_step
                 final["outcome/first_bad_step"] = bad_step
-        if guard is not None and guard.state().get("diverged"):
+        stopped = guard.state() if guard is not None else {}
+        if stopped.get("diverged"):
             tags["stopped_early"] = "diverged"
-            tags["stop_reason"] = guard.state().get("reason", "")
+            tags["stop_reason"] = stopped.get("reason", "")
         recorder.log_metrics(final, step=steps)
         recorder.set_tags(tags)
         _log_artifacts(cfg, recorder, resolved, curve, recorder.history.get("val/loss", []), name)

@@ -327,7 +327,6 @@ class RunRecorder:
         self._pending: list[Metric] = []
         self._outage_since: float | None = None
         self.closed = False
-        self.points_written = 0
         self._sql = SqliteMetricWriter.open(client.tracking_uri)
         remote = client.tracking_uri.startswith(("http://", "https://"))
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="losslab-metrics") if remote else None
@@ -389,7 +388,7 @@ class RunRecorder:
         self._with_retry(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def flush(self, block: bool = False) -> None:
-        """Move device-buffered points to the store: one log_batch per 1000 points.
+        """Move device-buffered points to the store (one sqlite transaction, or log_batch per 1000 points).
 
         While the store is away, points stay queued here and training goes on; the next flush
         tries again. After `retry_seconds` of outage the run fails with the count of points
@@ -446,7 +445,6 @@ class RunRecorder:
                 )
                 self._outage_since = None
             del points[: len(chunk)]
-            self.points_written += len(chunk)
 
     def _outage(self, exc: Exception, queued: int) -> None:
         now = time.monotonic()
@@ -484,7 +482,3 @@ class RunRecorder:
                     self._sql.close()
                 if self._writer is not None:
                     self._writer.shutdown(wait=True)
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
