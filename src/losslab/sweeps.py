@@ -24,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .task import SIZE_ENV
+from .naming import SIZE_ENV
 
 # tracking (MLflow, Lightning: seconds to import) is imported inside the hooks: Hydra builds this
 # callback for single runs too, and a bad config should fail before paying for it.
@@ -89,9 +89,13 @@ class SweepTracker(Callback):
         self.client: Any = None
         self.parent_id: str | None = None
         self.sweep_dir: Path | None = None
+        self._size = "?"
         self._closed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from .workers import start_warming
+
+        start_warming(config)  # joblib: workers import torch/Lightning/MLflow while this sets up
         from . import tracking
 
         # Hydra turns a callback's exception into a warning and carries on; a sweep without its
@@ -118,7 +122,8 @@ class SweepTracker(Callback):
         overrides = list(hc.overrides.task)
         params = hc.sweeper.get("params")
         size = count_jobs(overrides, OmegaConf.to_container(params) if params is not None else {})
-        os.environ[SIZE_ENV] = str(size) if size else "?"
+        self._size = str(size) if size else "?"
+        os.environ[SIZE_ENV] = self._size
         choices = hc.runtime.choices
         study = choices.get("experiment") or f"{choices.get('loss', 'sweep')}-sweep"
         name = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -145,6 +150,14 @@ class SweepTracker(Callback):
             flush=True,
         )
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In the process running the job: the sweep's variables (joblib workers predate them)."""
+        if self.parent_id is not None:
+            from .tracking import PARENT_ENV
+
+            os.environ[PARENT_ENV] = self.parent_id
+            os.environ[SIZE_ENV] = self._size
+
     def _close_if_open(self, status: str = "KILLED") -> None:
         if self._closed or self.client is None or self.parent_id is None:
             return
@@ -168,6 +181,9 @@ class SweepTracker(Callback):
             print(f"warning: no report for this sweep ({type(exc).__name__}: {exc})", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from .workers import stop_workers
+
+        stop_workers()  # joblib: every job has returned; don't wait for the workers' slow exit
 
         rows = read_results(self.sweep_dir) if self.sweep_dir else []
         failed = [r for r in rows if r.get("status") not in ("FINISHED", "SKIPPED")]

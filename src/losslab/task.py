@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .build import ConfigError, Job, build, user_error
-from .naming import choice_label, config_hash, loss_label, run_name
+from .naming import SIZE_ENV, choice_label, config_hash, loss_label, run_name
 
 if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once a config is valid
     import pytorch_lightning as pl
@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once 
 
 #: value handed back to a sweeper for a run that diverged or failed: finite, so Optuna & co. keep going
 PENALTY = 1.0e12
-SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
 
 
 @contextlib.contextmanager
