@@ -104,7 +104,7 @@ def _task_metrics(
     k = len(val_steps)
     rise = 1 - np.exp(-10 * np.arange(1, k + 1) / max(k, 1))
     rise = rise / rise[-1]
-    per_metric = {"accuracy": lambda a: a, "auc": lambda a: min(1.0, 0.5 + 1.6 * (a - 0.5))}
+    per_metric = {"accuracy": lambda a: a, "auc": lambda a: 1 - 0.8 * (1 - a)}
     if task == "regression":
         per_metric = {
             "rmse": lambda a: 1.3 - a,
