@@ -197,7 +197,8 @@ def _tuning_section(a: Analysis) -> str:
     out = [
         "<h2>Tuning</h2>",
         f"<p class='note'>{esc(budget_sentence(a.budgets, a.tune_keys))} Every config "
-        "tried per design, ranked on mean val (the first is the one chosen).</p>",
+        "tried per design, ranked on mean val (the first is the one chosen). The chosen config's val value "
+        "is optimistic (the best of several); its test value is the honest estimate.</p>",
     ]
     head = ["Design", "Config", "Runs", "Failed", f"Val {a.metric.name}", f"Test {a.metric.name}"]
     rows = []

@@ -286,8 +286,7 @@ def figures(
     if len(shown) > MAX_CURVE_DESIGNS:
         shown = shown[:MAX_CURVE_DESIGNS]
         notes["curves"] = f"Showing the {MAX_CURVE_DESIGNS} best-ranked designs of {len(designs)}."
-        order = {id(d): i for i, d in enumerate(designs)}
-        shown.sort(key=lambda d: [sort_key(d.values[k]) for k in keys] + [order[id(d)]])
+    shown.sort(key=lambda d: [sort_key(d.values[k]) for k in keys])  # legends in param order
     panels = curve_panels(shown, keys)
     specs = {
         "loss": ([("train/loss", "train loss", True), ("val/loss", "val loss", True)], "Loss"),
