@@ -95,6 +95,9 @@ def _set_scale(axes: Sequence[Any], values: list[np.ndarray], log: bool) -> None
         else:  # a loss that reaches exactly 0 (hinge): log away from 0, linear near it
             positive = finite[finite > 0]
             ax.set_yscale("symlog", linthresh=float(positive.min()) if len(positive) else 1e-3)
+        if finite.max() > 100 * max(finite.min(), 1e-300):
+            # over 2+ decades the major ticks suffice; minor ones are many artists, slow to draw
+            ax.minorticks_off()
 
 
 #: (panel title, [(line label, design)]): one small plot of a facet grid
