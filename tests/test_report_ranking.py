@@ -261,3 +261,51 @@ def test_markdown_stays_under_4000_characters_and_overfitting_is_optional() -> N
     rows = {row[1]: row for row in tables.rows(a)}
     col = tables.headers(a).index("Overfitting")
     assert rows["0"][col] == "2 of 2" and rows["5"][col] == "—"
+
+
+def test_a_shootout_over_design_groups_is_named_by_the_group_choice() -> None:
+    """The shootout studies sweep `+design=NAME` (a global-package group: no `design` param, only the
+    loss settings it implies); designs are named after the choice, and --tune works over them."""
+    designs = {
+        "hinge_m0": {"loss._target_": "losslab.losses.Hinge", "loss.margin": "0.0"},
+        "hinge_m1": {"loss._target_": "losslab.losses.Hinge", "loss.margin": "1.0"},
+        "bce_with_logits": {"loss._target_": "torch.nn.BCEWithLogitsLoss"},
+        "focal": {"loss._target_": "losslab.losses.Focal", "loss.gamma": "2.0"},
+    }
+    quality = {"hinge_m0": 0.90, "hinge_m1": 0.93, "bce_with_logits": 0.95, "focal": 0.92}
+    with _store_dir() as tmp:
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        client = tracking.open_store(uri)
+        exp = tracking.ensure_experiment(client, "classification_shootout")
+        parent = client.create_run(exp, tags={"losslab.sweep": "parent"}).info.run_id
+        for name, loss_params in designs.items():
+            for lr in ("0.001", "0.01"):
+                for seed in range(3):
+                    acc = quality[name] - (0.05 if lr == "0.001" else 0.0) + 0.01 * seed
+                    overrides = (
+                        f"+experiment=classification_shootout +design={name} optimizer.lr={lr} seed={seed}"
+                    )
+                    tags = {
+                        "mlflow.parentRunId": parent,
+                        "task": "binary",
+                        "heldout": "true",
+                        "overrides": overrides,
+                    }
+                    run = client.create_run(exp, tags={**tags, "outcome": "converged"}).info.run_id
+                    params = {**loss_params, "optimizer.lr": lr, "seed": str(seed)}
+                    for k, v in params.items():
+                        client.log_param(run, k, v)
+                    client.log_metric(run, "best/val_accuracy", acc)
+                    client.log_metric(run, "test/accuracy", acc - 0.02)
+                    client.log_metric(run, "final/val_loss", 0.3)
+                    client.set_terminated(run)
+        a = _analysis(uri, parent, tune=["optimizer.lr"])
+    assert a.keys == ["design"]
+    assert [r.label for r in a.ranked] == [
+        "design=bce_with_logits",
+        "design=hinge_m1",
+        "design=focal",
+        "design=hinge_m0",
+    ]
+    assert all(r.tuned == {"optimizer.lr": "0.01"} and len(r.configs) == 2 for r in a.ranked)
+    assert a.best.test.mean == pytest.approx(0.95 + 0.01 - 0.02)

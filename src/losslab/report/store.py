@@ -176,12 +176,32 @@ def _sweep_runs(client: MlflowClient, parent: Run) -> list[Run]:
     return runs
 
 
+def group_choices(params: dict[str, str], overrides: str) -> dict[str, str]:
+    """Config-group choices from a run's Hydra overrides that left no param of their own.
+
+    `+design=hinge_m0` picks a `@package _global_` group: its settings land under `loss.*`, and
+    no `design` param exists. Named like a param, the choice becomes what a design is called
+    (`design=hinge_m0`), instead of the loss settings it implies.
+    """
+    out = {}
+    for item in overrides.split():
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if not value or "." in key or "/" in key or key in params:
+            continue
+        if not any(k.startswith(f"{key}.") for k in params):
+            out[key] = value
+    return out
+
+
 def _to_run_data(run: Run) -> RunData:
+    params = dict(run.data.params)
+    params.update(group_choices(params, run.data.tags.get("overrides", "")))
     return RunData(
         run_id=run.info.run_id,
         name=run.info.run_name or run.info.run_id[:8],
         status=run.info.status,
-        params=dict(run.data.params),
+        params=params,
         tags=dict(run.data.tags),
         metrics=dict(run.data.metrics),
     )
