@@ -293,7 +293,10 @@ def figures(
     panels = curve_panels(shown, keys)
     specs = {
         "loss": ([("train/loss", "train loss", True), ("val/loss", "val loss", True)], "Loss"),
-        "metric": ([(metric_key, metric_label, False)], f"Validation {metric_label}"),
+        "metric": (
+            [(metric_key, metric_label, False)],
+            f"{metric_label.capitalize()}, the task metric designs are ranked on",
+        ),
         "grad_norm": ([("grad/global_norm", "gradient norm", True)], "Gradient global norm"),
         "zero_frac": (
             [("grad/pred/zero_frac", "zero-gradient fraction", False)],

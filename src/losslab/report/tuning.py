@@ -20,6 +20,11 @@ from .store import ReportError, RunData
 def check_tune_keys(runs: Sequence[RunData], tune: Sequence[str]) -> list[str]:
     """The tuned params, each one that varies across the runs; a clear error otherwise."""
     varying = varying_params(runs)
+    if "seed" in tune:
+        raise ReportError(
+            "--tune seed: seeds are never tuned; they are pooled into each design's mean and interval, "
+            "and pair designs with the baseline. Tune a hyperparameter instead, e.g. --tune optimizer.lr."
+        )
     bad = [k for k in tune if k not in varying]
     if bad:
         shown = ", ".join(varying) or "none"
