@@ -309,3 +309,20 @@ def test_a_shootout_over_design_groups_is_named_by_the_group_choice() -> None:
     ]
     assert all(r.tuned == {"optimizer.lr": "0.01"} and len(r.configs) == 2 for r in a.ranked)
     assert a.best.test.mean == pytest.approx(0.95 + 0.01 - 0.02)
+
+
+def test_the_page_highlights_the_best_design_and_flags_failures(study: tuple[str, str, Path]) -> None:
+    uri, parent, tmp = study
+    report = compare.build_report(uri, None, parent, tmp / "reports", log_artifacts=False)
+    page = report.html_path.read_text()
+    assert page.count('<tr class="best">') == 1
+    assert '<tr class="best"><td>1</td><td>0.5</td><td>0.01</td><td>10</td><td>0</td>' in page
+    assert "5 of 10 failed (diverged 5)" in page and "1 of 10 failed (failed 1)" in page
+    assert "rank below every design whose runs all finished" in page
+    best_line = next(line for line in report.designs_markdown.splitlines() if "**best**" in line)
+    assert best_line.startswith(f"| 1 | {_label(*synthetic.BEST)} **best** |")
+    assert report.best["label"] == _label(*synthetic.BEST) and report.best["metric"] == "accuracy"
+    assert report.best["val_accuracy"] == pytest.approx(_analysis(uri, parent).best.val.mean)
+    assert set(report.best) >= {"test_accuracy", "test_accuracy_ci95", "val_accuracy_ci95", "runs", "params"}
+    with pytest.raises(ReportError, match="seeds are never tuned"):
+        _analysis(uri, parent, tune=["seed"])
