@@ -1,4 +1,4 @@
-"""Small matplotlib helpers shared by the per-run artifact and the comparison report.
+"""The per-run loss-curve PNG (matplotlib, headless).
 
 `loss_curve_png` runs once per training job, so it is kept cheap (~0.05 s instead of ~0.3 s): no
 pyplot (a bare `Figure` on the Agg canvas), fixed margins instead of `tight_layout`, a fixed title
@@ -41,11 +41,3 @@ def loss_curve_png(
     fig.savefig(path)
     return path
 
-
-def __getattr__(name: str) -> object:
-    """`from .plots import plt` (the report) loads pyplot on first use; a training job never needs it."""
-    if name == "plt":
-        import matplotlib.pyplot as plt
-
-        return plt
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
