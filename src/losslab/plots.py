@@ -40,4 +40,3 @@ def loss_curve_png(
     ax.grid(alpha=0.3)
     fig.savefig(path)
     return path
-
