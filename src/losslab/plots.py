@@ -1,9 +1,10 @@
 """Matplotlib, headless: the per-run loss-curve PNG, and pyplot for the report (loaded on first use).
 
-`loss_curve_png` runs once per training job, so it is kept cheap (0.25 s instead of 0.85 s at load 11 on 2 vCPUs): no
-pyplot (a bare `Figure` on the Agg canvas), fixed margins instead of `tight_layout`, a fixed title
-and legend position (their automatic placement measures every tick label), and plain-number log
-tick labels without minor ticks (mathtext parsing of `10^k` labels was a third of the time).
+`loss_curve_png` runs once per training job, so it is kept cheap (0.25 s instead of 0.85 s at load
+11 on 2 vCPUs): no pyplot (a bare `Figure` on the Agg canvas), fixed margins instead of
+`tight_layout`, a fixed title and legend position (their automatic placement measures every tick
+label), and plain-number log tick labels without minor ticks (mathtext parsing of `10^k` labels
+was a third of the time).
 """
 
 from __future__ import annotations
