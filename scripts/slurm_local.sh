@@ -4,6 +4,8 @@
 #   scripts/slurm_local.sh start    # install slurm-wlm + munge if missing, start munged, slurmctld, slurmd
 #   scripts/slurm_local.sh stop     # stop exactly the daemons this script started (its pid files)
 #   scripts/slurm_local.sh status   # up or stopped, and the node's state
+#   scripts/slurm_local.sh install  # only install the packages (CI does this before the tests)
+# Exit status 3: SLURM is not installed and cannot be here (not root, or no apt-get); the tests skip then.
 #
 # Everything lives in SLURM_DIR (<repo>/.slurm, git-ignored): slurm.conf, a munge key and socket,
 # controller and node state, logs, pid files. The daemons run as root (slurmd must, to start jobs as
@@ -37,6 +39,7 @@ export SLURM_CONF="$CONF"
 
 say() { echo "[slurm_local] $*" >&2; }
 die() { say "error: $*"; exit 1; }
+unavailable() { say "error: $*"; exit 3; }
 
 alive() {  # alive PIDFILE: the pid in it is a running process
     [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
@@ -45,13 +48,14 @@ alive() {  # alive PIDFILE: the pid in it is a running process
 install_slurm() {
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
         && command -v munged >/dev/null && return 0
-    [ "$(id -u)" = 0 ] || die "slurm-wlm/munge are not installed and this is not root: run \
+    [ "$(id -u)" = 0 ] || unavailable "slurm-wlm/munge are not installed and this is not root: run \
 'apt-get install slurmctld slurmd slurm-client munge' as root"
-    command -v apt-get >/dev/null || die "slurm-wlm/munge are not installed and there is no apt-get here"
+    command -v apt-get >/dev/null || unavailable "slurm-wlm/munge are not installed and there is no apt-get here"
     say "installing Debian's slurmctld, slurmd, slurm-client and munge"
-    apt-get update -qq
+    apt-get update -qq || unavailable "apt-get update failed: the package registry is unreachable"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        slurmctld slurmd slurm-client munge >/dev/null
+        slurmctld slurmd slurm-client munge >/dev/null \
+        || unavailable "apt-get install slurmctld slurmd slurm-client munge failed"
 }
 
 write_config() {
@@ -146,7 +150,7 @@ wait_idle() {
 }
 
 start() {
-    [ "$(id -u)" = 0 ] || die "a local SLURM cluster runs as root (slurmd starts jobs as their user): run as root"
+    [ "$(id -u)" = 0 ] || unavailable "a local SLURM cluster runs as root (slurmd starts jobs as their user)"
     install_slurm
     if alive "$RUN/slurmctld.pid" && alive "$RUN/slurmd.pid"; then
         say "already running (SLURM_CONF=$CONF)"
@@ -195,7 +199,7 @@ status() {
     for name in munged slurmctld slurmd; do
         if alive "$RUN/$name.pid"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
     done
-    if alive "$RUN/slurmctld.pid"; then sinfo -N -o "%N %T %c CPUs %m MB" 2>/dev/null || true; fi
+    if alive "$RUN/slurmctld.pid"; then sinfo -h -N -o "node %N: %T, %c CPUs, %m MB" 2>/dev/null || true; fi
     echo "SLURM_CONF=$CONF"
 }
 
@@ -203,5 +207,6 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     status) status ;;
-    *) die "usage: $0 start|stop|status" ;;
+    install) install_slurm ;;
+    *) die "usage: $0 start|stop|status|install" ;;
 esac

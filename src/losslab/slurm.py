@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -132,13 +133,19 @@ def run_interrupted_job(call: Callable[[], JobReturn], overrides: list[str], res
         try:
             return call()
         except (KeyboardInterrupt, SystemExit) as exc:
-            reason = exc if isinstance(exc, _Interrupted) else exc.__context__
-            if isinstance(reason, _Interrupted):
-                with contextlib.suppress(OSError, ValueError):
-                    row = json.loads(result_json.read_text())
-                    row["error"] = str(reason)
-                    result_json.write_text(json.dumps(row, indent=1))
+            cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
+            if isinstance(cause, _Interrupted):
+                _set_error(result_json, str(cause))
+            elif isinstance(cause, KeyboardInterrupt) and str(cause) == f"signal {int(signal.SIGTERM)}":
+                _set_error(result_json, "SIGTERM: cancelled (scancel) or ended by SLURM")
             return penalty_return(overrides)
+
+
+def _set_error(result_json: Path, error: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        row = json.loads(result_json.read_text())
+        row["error"] = error
+        result_json.write_text(json.dumps(row, indent=1))
 
 
 def watch_with_queue(jobs: list[Any]) -> None:
@@ -194,16 +201,19 @@ def close_running_child(overrides: list[str], status: str, config: DictConfig) -
     parent = os.environ.get(tracking.PARENT_ENV)
     if not parent:
         return None
-    try:
-        client = tracking.open_store(tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri")))
-        runs = client.search_runs(
-            [client.get_run(parent).info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",
-        )
-        mine = [r for r in runs if r.data.tags.get("overrides") == " ".join(overrides)]
-        for run in mine:
-            client.set_terminated(run.info.run_id, status=status)
-        return mine[0].info.run_id if mine else None
-    except Exception as exc:  # the summary still reports the job; the store may be unreachable
-        log.warning(f"could not close the run of a lost job: {type(exc).__name__}: {exc}")
-        return None
+    for attempt in range(3):  # a store busy with the other jobs' writes: try again shortly
+        try:
+            uri = tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
+            client = tracking.open_store(uri)
+            runs = client.search_runs(
+                [client.get_run(parent).info.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",
+            )
+            mine = [r for r in runs if r.data.tags.get("overrides") == " ".join(overrides)]
+            for run in mine:
+                client.set_terminated(run.info.run_id, status=status)
+            return mine[0].info.run_id if mine else None
+        except Exception as exc:  # the summary still reports the job
+            log.warning(f"could not close the run of a lost job (try {attempt + 1}/3): {type(exc).__name__}: {exc}")
+            time.sleep(2)
+    return None
