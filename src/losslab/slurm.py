@@ -214,6 +214,6 @@ def close_running_child(overrides: list[str], status: str, config: DictConfig) -
                 client.set_terminated(run.info.run_id, status=status)
             return mine[0].info.run_id if mine else None
         except Exception as exc:  # the summary still reports the job
-            log.warning(f"could not close the run of a lost job (try {attempt + 1}/3): {type(exc).__name__}: {exc}")
+            log.warning(f"cannot close a lost job's run (try {attempt + 1}/3): {type(exc).__name__}: {exc}")
             time.sleep(2)
     return None
