@@ -1,4 +1,5 @@
-"""Sweeps on a real one-node SLURM cluster (scripts/slurm_local.sh: munged, slurmctld, slurmd).
+"""Sweeps on a real one-node SLURM cluster (scripts/slurm_local.sh: munged, slurmctld, slurmd),
+marked slow; and, in the default suite, how job states are read from squeue.
 
 The cluster is started for this module unless one is up already (`make slurm-local`), and
 stopped after if this module started it. Tests skip only when SLURM cannot be installed here
@@ -22,8 +23,6 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, all_runs, free_port, run_train, train_cmd, wait_for
-
-pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
 PG_SCRIPT = ROOT / "scripts" / "pg_server.sh"
@@ -61,6 +60,31 @@ def slurm() -> Iterator[dict[str, str]]:
             assert all(f"{d}: stopped" in after for d in ("munged", "slurmctld", "slurmd")), after
 
 
+def test_queue_watcher_reads_squeue_and_ends_jobs_that_left_it() -> None:
+    """Without accounting, states come from `squeue --array --states=all -o %i|%T|%N` (this layout)."""
+    from losslab.slurm import QueueWatcher, run_status
+
+    watcher = QueueWatcher()
+    watcher.use_sacct = False
+    for job_id in ("7_0", "7_1", "7_2"):
+        watcher.register_job(job_id)
+    assert watcher._make_command()[:5] == ["squeue", "--array", "--states=all", "-o", "%i|%T|%N"]
+    first = watcher.read_info("JOBID|STATE|NODELIST\n7_0|RUNNING|vm\n7_1|CANCELLED|vm\n7_[2]|PENDING|\n")
+    states = {k: v["State"] for k, v in first.items()}
+    assert states == {"7_0": "RUNNING", "7_1": "CANCELLED", "7_2": "PENDING"}
+    # later, 7_0 has left squeue (MinJobAge passed): it is over; 7_2 still shows
+    later = watcher.read_info("JOBID|STATE|NODELIST\n7_2|RUNNING|vm\n")
+    assert later["7_0"]["State"] == "ENDED" and later["7_2"]["State"] == "RUNNING"
+    watcher._info_dict.update(later)
+    assert watcher.is_done("7_0", mode="cache") and not watcher.is_done("7_2", mode="cache")
+    assert [run_status(s) for s in ("CANCELLED by 0", "FAILED", "NODE_FAIL", "ENDED")] == [
+        "KILLED",
+        "FAILED",
+        "FAILED",
+        "FAILED",
+    ]
+
+
 def children_of(client, parent_id: str) -> list:
     return [r for r in all_runs(client) if r.data.tags.get("mlflow.parentRunId") == parent_id]
 
@@ -83,6 +107,7 @@ def assert_whole_curve(client, run_id: str, steps: int | None = None) -> None:
         assert len(got) == steps
 
 
+@pytest.mark.slow
 def test_sweep_finishes_under_one_parent_with_summary_report_and_compare(
     slurm: dict[str, str], store: str, client, tmp_path: Path
 ) -> None:
@@ -155,6 +180,7 @@ def team_server() -> Iterator[str]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_sweep_into_the_postgres_team_server(
     slurm: dict[str, str], team_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -188,6 +214,7 @@ def test_sweep_into_the_postgres_team_server(
     assert parent.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_time_limit_ends_the_run_killed_with_its_curve(
     slurm: dict[str, str], store: str, client, tmp_path: Path
 ) -> None:
@@ -231,6 +258,7 @@ def _running_with_points(client, steps: str, min_points: int = 20) -> str | None
     return None
 
 
+@pytest.mark.slow
 def test_scancel_and_a_killed_task_end_their_runs_and_the_sweep_goes_on(
     slurm: dict[str, str], store: str, client, tmp_path: Path
 ) -> None:

@@ -141,6 +141,12 @@ def run_interrupted_job(call: Callable[[], JobReturn], overrides: list[str], res
             return penalty_return(overrides)
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        return dict(json.loads(path.read_text()))
+    return {}
+
+
 def _set_error(result_json: Path, error: str) -> None:
     with contextlib.suppress(OSError, ValueError):
         row = json.loads(result_json.read_text())
@@ -159,6 +165,9 @@ def collect(job: Any, overrides: list[str], job_dir: Path, config: DictConfig) -
     """A job's return; for a job that ended without one, a result.json and its run closed."""
     try:
         returned = job.results()[0]
+        row = _read_json(job_dir / "result.json")
+        if row.get("status") in ("KILLED", "FAILED"):  # stopped between opening its run and training
+            close_running_child(overrides, row["status"], config)
         if isinstance(returned, JobReturn):
             return returned
     except Exception as exc:  # no result: SLURM ended the job, or it crashed outside training
@@ -183,10 +192,7 @@ def _why(exc: Exception) -> str:
 def record_lost_job(job_dir: Path, overrides: list[str], status: str, error: str, config: DictConfig) -> None:
     """result.json for the summary, unless the job wrote one; its run closed if left RUNNING."""
     path = job_dir / "result.json"
-    row: dict[str, Any] = {"status": status, "name": "-", "run_id": None}
-    if path.exists():
-        with contextlib.suppress(OSError, ValueError):
-            row = json.loads(path.read_text())
+    row: dict[str, Any] = _read_json(path) or {"status": status, "name": "-", "run_id": None}
     run_id = close_running_child(overrides, status, config)
     if not path.exists() or row.get("status") == "RUNNING":
         job_dir.mkdir(parents=True, exist_ok=True)
