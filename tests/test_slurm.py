@@ -218,13 +218,16 @@ def test_sweep_into_the_postgres_team_server(
 def test_time_limit_ends_the_run_killed_with_its_curve(
     slurm: dict[str, str], store: str, client, tmp_path: Path
 ) -> None:
-    """--time=1 min, SIGUSR2 30 s before it: the run stops, KILLED, curve kept, not requeued."""
+    """--time=2 min, SIGUSR2 30 s before it: the run stops, KILLED, curve kept, not requeued.
+
+    SLURM sends the signal up to 60 s early (its event resolution), so here between 30 and 90 s
+    after the start: after the run exists, even on a loaded machine."""
     sweep = tmp_path / "sweep"
     res = run_train(
         [
             "-m",
             *SMALL,
-            "hydra.launcher.timeout_min=1",
+            "hydra.launcher.timeout_min=2",
             "hydra.launcher.signal_delay_s=30",
             "trainer.max_steps=10000000",
             f"hydra.sweep.dir={sweep}",
