@@ -1,0 +1,155 @@
+"""Input validation shared by every built-in loss.
+
+A wrong shape or a label in the wrong domain does not crash autograd: it silently
+broadcasts or trains towards nonsense. Every built-in loss therefore goes through
+`LossBase.forward`, which checks shapes (free) and values (labels, weights) before
+the formula runs, and says in one sentence what was wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor, nn
+
+#: Label domains a loss can declare; `real` accepts any finite target.
+DOMAINS = {"real": "any finite real number", "pm1": "{-1, +1}", "01": "{0, 1}"}
+
+
+class LossInputError(ValueError):
+    """A loss was called with inputs it cannot accept (shape, label domain, weights)."""
+
+
+def _describe_values(t: Tensor, limit: int = 6) -> str:
+    vals = torch.unique(t.detach().flatten().cpu())
+    shown = ", ".join(f"{v:g}" for v in vals[:limit].tolist())
+    return "{" + shown + (", ..." if vals.numel() > limit else "") + "}"
+
+
+def match_shapes(y_pred: Tensor, y_true: Tensor, name: str) -> tuple[Tensor, Tensor]:
+    """Return (y_pred, y_true) with equal shapes, or raise.
+
+    The only reshape allowed is the explicit (N, 1) <-> (N,) squeeze; anything else that
+    differs would broadcast into an (N, N) matrix, the seed's weighted-MSE bug.
+    """
+    if y_pred.shape == y_true.shape:
+        return y_pred, y_true
+    n = y_pred.shape[0] if y_pred.dim() else None
+    squeezable = {tuple(y_pred.shape), tuple(y_true.shape)} == {(n,), (n, 1)}
+    if squeezable:
+        return y_pred.reshape(n), y_true.reshape(n)
+    raise LossInputError(
+        f"{name}: y_pred has shape {tuple(y_pred.shape)} but y_true has shape {tuple(y_true.shape)}. "
+        "Accepted: equal shapes, or (N, 1) against (N,). LossLab never broadcasts predictions "
+        "against targets; check the model's output size and the data's target shape."
+    )
+
+
+def check_domain(y_true: Tensor, domain: str, name: str, hint: str = "") -> None:
+    """Raise unless every target lies in the declared label domain."""
+    if domain == "real":
+        ok = bool(torch.isfinite(y_true).all())
+    elif domain == "pm1":
+        ok = bool(((y_true == 1) | (y_true == -1)).all())
+    elif domain == "01":
+        ok = bool(((y_true == 0) | (y_true == 1)).all())
+    else:  # programming error, not user input
+        raise ValueError(f"unknown label domain {domain!r}")
+    if not ok:
+        raise LossInputError(
+            f"{name}: labels {_describe_values(y_true)} are outside this loss's domain; "
+            f"accepted: {DOMAINS[domain]}.{(' ' + hint) if hint else ''}"
+        )
+
+
+def check_weights(weight: Tensor, n: int, name: str) -> Tensor:
+    """Per-sample weights: shape (n,) (or (n, 1)), finite and >= 0."""
+    if weight.dim() == 2 and weight.shape[1] == 1:
+        weight = weight.reshape(-1)
+    if weight.dim() != 1 or weight.shape[0] != n:
+        raise LossInputError(
+            f"{name}: got {weight.shape[0] if weight.dim() == 1 else tuple(weight.shape)} weights "
+            f"for a batch of {n} samples; accepted: exactly one weight per sample (shape ({n},))."
+        )
+    if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
+        bad = weight[~torch.isfinite(weight) | (weight < 0)]
+        raise LossInputError(f"{name}: weights must be finite and >= 0, got {_describe_values(bad)}.")
+    return weight
+
+
+class LossBase(nn.Module):
+    """Base class: validate, then compute per-sample losses and reduce them.
+
+    Subclasses set `domain` (see DOMAINS) and implement `pointwise(y_pred, y_true)`, which
+    returns the per-element loss. `map_labels=True` converts the other binary encoding
+    ({0,1} <-> {-1,+1}) before validation, for losses that declare a binary domain.
+    `check_values=False` skips the value checks (not the shape check) once the caller
+    has validated the whole dataset up front, so training steps never sync on them.
+    """
+
+    domain: str = "real"
+    #: whether the second derivative exists almost everywhere (checked by gradcheck)
+    twice_differentiable: bool = True
+
+    def __init__(self, map_labels: bool = False, check_values: bool = True) -> None:
+        super().__init__()
+        self.map_labels = map_labels
+        self.check_values = check_values
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def pointwise(self, y_pred: Tensor, y_true: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def kink_distance(self, y_pred: Tensor, y_true: Tensor) -> Tensor | None:
+        """Distance (in y_pred units) to the nearest point where the loss is not differentiable."""
+        return None
+
+    def prepare_targets(self, y_true: Tensor) -> Tensor:
+        """Map and validate targets; used per call and once over a whole dataset."""
+        if self.map_labels and self.domain == "pm1":
+            y_true = torch.where(y_true == 0, -torch.ones_like(y_true), y_true)
+        elif self.map_labels and self.domain == "01":
+            y_true = torch.where(y_true == -1, torch.zeros_like(y_true), y_true)
+        if self.check_values:
+            hint = ""
+            if self.domain in ("pm1", "01"):
+                other = "{0, 1}" if self.domain == "pm1" else "{-1, +1}"
+                hint = f"Labels in {other} can be converted with loss.map_labels=true."
+            check_domain(y_true, self.domain, self.name, hint)
+        return y_true
+
+    def forward(self, y_pred: Tensor, y_true: Tensor, weight: Tensor | None = None) -> Tensor:
+        y_pred, y_true = match_shapes(y_pred, y_true, self.name)
+        y_true = self.prepare_targets(y_true)
+        per_elem = self.pointwise(y_pred, y_true)
+        per_sample = per_elem.reshape(per_elem.shape[0], -1).mean(dim=1) if per_elem.dim() > 1 else per_elem
+        return self.reduce(per_sample, weight)
+
+    def reduce(self, per_sample: Tensor, weight: Tensor | None) -> Tensor:
+        if weight is None:
+            return per_sample.mean()
+        if self.check_values:
+            weight = check_weights(weight, per_sample.shape[0], self.name)
+        else:
+            weight = weight.reshape(-1)
+        return (weight.to(per_sample.dtype) * per_sample).mean()
+
+
+def accepts_weight(loss: nn.Module) -> bool:
+    """Whether `loss.forward` takes per-sample weights (a `weight` argument or **kwargs)."""
+    try:
+        params = inspect.signature(loss.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "weight" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def call_loss(loss: nn.Module, y_pred: Tensor, y_true: Tensor, weight: Tensor | None) -> Tensor:
+    """Call any loss; per-sample weights go only to losses that accept them (a user's may not)."""
+    if weight is not None and accepts_weight(loss):
+        return loss(y_pred, y_true, weight=weight)
+    return loss(y_pred, y_true)

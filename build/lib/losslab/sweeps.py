@@ -1,0 +1,198 @@
+"""Sweep-level work as a Hydra callback, run in the driver process of `-m`.
+
+- before any job: open the store once (creating its schema; parallel jobs racing on a
+  brand-new sqlite file crash), make the sweep's parent run, count the jobs;
+- after all jobs: print a summary table from the jobs' result.json files, close the
+  parent run, and exit non-zero when a job failed.
+If the driver dies first (Ctrl-C, SIGTERM), an atexit hook still closes the parent run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from .task import SIZE_ENV
+
+# tracking (MLflow, Lightning: seconds to import) is imported inside the hooks: Hydra builds this
+# callback for single runs too, and a bad config should fail before paying for it.
+
+
+def count_jobs(task_overrides: list[str], sweeper_params: dict[str, Any] | None) -> int | None:
+    """Number of jobs BasicSweeper will launch: product of the sweep sizes (CLI wins over params)."""
+    by_key: dict[str, str] = {}
+    for key, value in (sweeper_params or {}).items():
+        by_key[str(key)] = f"{key}={value}"
+    parser = OverridesParser.create()
+    for ov in parser.parse_overrides(list(task_overrides)):
+        by_key[ov.get_key_element()] = ov.input_line
+    total = 1
+    try:
+        for ov in parser.parse_overrides(list(by_key.values())):
+            if ov.is_sweep_override():
+                total *= len(list(ov.sweep_string_iterator()))
+    except Exception:  # a sweep kind we cannot enumerate (e.g. an Optuna interval): unknown size
+        return None
+    return total
+
+
+def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sweep_dir.glob("*/result.json"):
+        with contextlib.suppress(OSError, ValueError):
+            row = json.loads(path.read_text())
+            row["job"] = int(path.parent.name) if path.parent.name.isdigit() else path.parent.name
+            rows.append(row)
+    return sorted(rows, key=lambda r: (str(type(r["job"])), r["job"]))
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    head = ("job", "status", "outcome", "val/loss", "run", "overrides / error")
+    body = []
+    for r in rows:
+        v = r.get("val_loss")
+        val = f"{v:.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+        detail = r.get("error") or " ".join(r.get("overrides", []))
+        body.append(
+            (
+                str(r["job"]),
+                r.get("status", "?"),
+                r.get("outcome") or "-",
+                val,
+                r.get("name", "-"),
+                detail[:100],
+            )
+        )
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines)
+
+
+class SweepTracker(Callback):
+    """Hydra callback: one MLflow parent run per multirun, a summary at the end."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.parent_id: str | None = None
+        self.sweep_dir: Path | None = None
+        self._closed = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from . import tracking
+
+        # Hydra turns a callback's exception into a warning and carries on; a sweep without its
+        # parent run would scatter its jobs, so stop here instead.
+        try:
+            self._start(config)
+        except tracking.TrackingError as exc:
+            print(f"Error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
+        except Exception as exc:
+            print(f"Error: sweep set-up failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    def _start(self, config: DictConfig) -> None:
+        from . import tracking
+
+        uri = tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
+        self.client = tracking.open_store(uri)
+        exp_id = tracking.ensure_experiment(
+            self.client, tracking.resolve_experiment_name(OmegaConf.select(config, "tracking.experiment"))
+        )
+        hc = config.hydra
+        self.sweep_dir = Path(str(hc.sweep.dir)).resolve()
+        overrides = list(hc.overrides.task)
+        params = hc.sweeper.get("params")
+        size = count_jobs(overrides, OmegaConf.to_container(params) if params is not None else {})
+        os.environ[SIZE_ENV] = str(size) if size else "?"
+        choices = hc.runtime.choices
+        study = choices.get("experiment") or f"{choices.get('loss', 'sweep')}-sweep"
+        name = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = self.client.create_run(
+            exp_id,
+            run_name=name,
+            tags={
+                "losslab.sweep": "parent",
+                "sweep_dir": str(self.sweep_dir),
+                "overrides": " ".join(overrides),
+                "study": str(study),
+                "jobs": str(size or "?"),
+            },
+        )
+        self.parent_id = run.info.run_id
+        os.environ[tracking.PARENT_ENV] = self.parent_id
+        atexit.register(self._close_if_open)
+        # SIGTERM to the driver: exit normally so atexit closes the parent run (jobs in this process
+        # install their own handler while they train).
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        print(
+            f"sweep {name}: {size or '?'} jobs, parent run {self.parent_id} in {tracking.redact_uri(uri)}",
+            flush=True,
+        )
+
+    def _close_if_open(self, status: str = "KILLED") -> None:
+        if self._closed or self.client is None or self.parent_id is None:
+            return
+        from . import tracking
+
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self.client.set_terminated(self.parent_id, status=status)
+        os.environ.pop(tracking.PARENT_ENV, None)
+
+    def _report(self, config: DictConfig) -> None:
+        """The comparison report of this sweep, beside the runs; a failure here never fails the sweep."""
+        if not OmegaConf.select(config, "tracking.report_on_sweep_end", default=True):
+            return
+        try:
+            from .compare import build_report
+
+            html = build_report(self.client, None, self.parent_id, Path("reports"))
+            print(f"report: {html}", flush=True)
+        except Exception as exc:
+            print(f"warning: no report for this sweep ({type(exc).__name__}: {exc})", file=sys.stderr)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+
+        rows = read_results(self.sweep_dir) if self.sweep_dir else []
+        failed = [r for r in rows if r.get("status") not in ("FINISHED", "SKIPPED")]
+        counts: dict[str, int] = {}
+        for r in rows:
+            key = r.get("outcome") or str(r.get("status", "?")).lower()
+            counts[key] = counts.get(key, 0) + 1
+        table = summary_table(rows)
+        print("\nSweep summary\n" + table, flush=True)
+        if self.client is not None and self.parent_id is not None:
+            tags = {f"count.{k}": str(v) for k, v in counts.items()}
+            tags.update({"jobs_failed": str(len(failed)), "jobs_done": str(len(rows))})
+            with contextlib.suppress(Exception):
+                for k, v in tags.items():
+                    self.client.set_tag(self.parent_id, k, v)
+                # jobs refused before their run existed (bad config, no GPU) stay visible here
+                self.client.log_text(self.parent_id, table + "\n", "summary.txt")
+                self.client.log_dict(self.parent_id, rows, "summary.json")
+            self._close_if_open("FAILED" if failed else "FINISHED")
+            self._report(config)
+            print(
+                f"parent run {self.parent_id}; browse with `make ui`, report again with "
+                f"`python -m losslab.compare --sweep {self.parent_id}`",
+                flush=True,
+            )
+        if failed:
+            print(f"{len(failed)} of {len(rows)} jobs failed", file=sys.stderr, flush=True)
+            sys.exit(1)

@@ -1,0 +1,401 @@
+"""`train(cfg)`: one training job, from a composed config to a closed MLflow run.
+
+Order matters: `build` checks everything a user can get wrong before the MLflow run
+exists; once the run exists, every exit path (success, divergence, exception, Ctrl-C,
+SIGTERM) closes it with a final status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from .build import ConfigError, Job, build, user_error
+from .naming import choice_label, config_hash, loss_label, run_name
+
+if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once a config is valid
+    import pytorch_lightning as pl
+
+    from . import tracking
+    from .outcomes import DivergenceGuard, OutcomeRules
+
+#: value handed back to a sweeper for a run that diverged or failed: finite, so Optuna & co. keep going
+PENALTY = 1.0e12
+SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so a killed job still flushes and ends KILLED."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _progress_bar(cfg: DictConfig) -> bool:
+    setting = OmegaConf.select(cfg, "trainer.enable_progress_bar", default=None)
+    return sys.stderr.isatty() if setting is None else bool(setting)
+
+
+def _hydra_info() -> tuple[dict[str, str], list[str], Path | None, int | None]:
+    """Choices, overrides, output dir and job number of the current Hydra job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}, [], None, None
+    hc = HydraConfig.get()
+    choices = {
+        k: str(v) for k, v in hc.runtime.choices.items() if v is not None and not k.startswith("hydra/")
+    }
+    num = hc.job.get("num") if hc.mode is not None and hc.mode.name == "MULTIRUN" else None
+    return choices, list(hc.overrides.task), Path(hc.runtime.output_dir), num
+
+
+@dataclass
+class Result:
+    """What a job hands back: to the sweeper (objective) and to the sweep summary (result.json)."""
+
+    status: str
+    name: str
+    run_id: str | None = None
+    outcome: str | None = None
+    val_loss: float | None = None
+    error: str | None = None
+
+    @property
+    def objective(self) -> float:
+        ok = self.status in ("FINISHED", "SKIPPED") and self.outcome != "diverged"
+        v = self.val_loss
+        return v if ok and v is not None and math.isfinite(v) else PENALTY
+
+
+def _write_result(out_dir: Path | None, result: Result, overrides: list[str]) -> None:
+    if out_dir is None:
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**result.__dict__, "overrides": overrides}
+    (out_dir / "result.json").write_text(json.dumps(payload, indent=1))
+
+
+def train(cfg: DictConfig) -> Result:
+    """Run one job; raise on user errors before any run exists, close the run on any exit."""
+    choices, overrides, out_dir, job_num = _hydra_info()
+    size = os.environ.get(SIZE_ENV, "?")
+    prefix = f"[{job_num + 1}/{size}] " if job_num is not None else ""
+    if ddp_child():
+        out_dir, prefix = None, ""  # rank 0 prints and reports the job
+    if prefix:
+        print(f"{prefix}{' '.join(overrides) or '(defaults)'}", flush=True)
+    name = run_name(cfg, choices)
+    try:
+        result = _train(cfg, choices, overrides, name, prefix)
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        _write_result(out_dir, Result(status=status, name=name, error=_one_line(exc)), overrides)
+        raise
+    _write_result(out_dir, result, overrides)
+    return result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if isinstance(user_error(exc), BaseException) else f"{type(exc).__name__}: {text}"
+
+
+def ddp_child() -> bool:
+    """True in the extra processes Lightning's DDP launcher starts (they re-run this script)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 or int(os.environ.get("NODE_RANK", "0") or 0) > 0
+
+
+def _train_as_ddp_child(cfg: DictConfig, job: Job) -> Result:
+    """A non-zero rank: train in lockstep (collectives included) but record nothing; rank 0 owns the run."""
+    from .module import LossLabModule
+    from .outcomes import DivergenceGuard
+    from .recording import TrackingCallback
+
+    callbacks: list[Any] = [TrackingCallback(None)]
+    if cfg.outcome.get("stop_on_divergence", True):
+        callbacks.insert(0, DivergenceGuard(job.rules))
+    trainer = _trainer(cfg, callbacks)
+    trainer.fit(
+        LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
+    )
+    return Result("FINISHED", "ddp-child")
+
+
+@contextlib.contextmanager
+def _single_job_argv(overrides: list[str]) -> Iterator[None]:
+    """Inside a multirun, DDP's launcher re-runs sys.argv: make that this one job, not the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    saved = sys.argv[:]
+    if multirun:
+        sys.argv = [sys.argv[0], *overrides]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextlib.contextmanager
+def _fresh_process_group() -> Iterator[None]:
+    """Undo what a DDP job leaves behind, so the next job of a sweep in this process starts clean.
+
+    Lightning's launcher sets LOCAL_RANK, MASTER_PORT, ... in this process's environment and keeps
+    its process group; left there, the next job believes its ranks already exist and waits forever.
+    """
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name: str, prefix: str) -> Result:
+    job = build(cfg)
+    if ddp_child():
+        return _train_as_ddp_child(cfg, job)
+    from . import tracking
+    from .gradients import GradientStats
+    from .module import LossLabModule
+    from .outcomes import DivergenceGuard
+    from .recording import TrackingCallback
+
+    uri = tracking.resolve_tracking_uri(cfg.tracking.get("uri"))
+    client = tracking.open_store(uri)
+    exp_id = tracking.ensure_experiment(
+        client, tracking.resolve_experiment_name(cfg.tracking.get("experiment"))
+    )
+    chash = config_hash(cfg)
+    if not cfg.get("rerun", False):
+        done = tracking.find_finished(client, exp_id, chash)
+        if done is not None:
+            print(
+                f"{prefix}skip: {name} already FINISHED as run {done.run_id} (rerun=true forces)", flush=True
+            )
+            return Result("SKIPPED", name, done.run_id, done.outcome, done.val_loss)
+
+    gradcheck_tags = _maybe_gradcheck(cfg, job.loss)
+    rules = job.rules
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    tags = {
+        "loss": loss_label(cfg, choices),
+        "loss_target": str(cfg.loss.get("_target_")),
+        "model": choice_label(cfg, choices, "model"),
+        "data": job.data.name,
+        "optimizer": choice_label(cfg, choices, "optimizer"),
+        "overrides": " ".join(overrides),
+        "losslab.config_hash": chash,
+        "losslab.version": _version(),
+        **gradcheck_tags,
+    }
+    recorder = tracking.RunRecorder.start(
+        client,
+        exp_id,
+        name,
+        tracking.flatten(resolved),
+        tags,
+        parent_run_id=os.environ.get(tracking.PARENT_ENV) or None,
+        retry_seconds=float(cfg.tracking.get("retry_seconds", 60)),
+        flush_every=int(cfg.tracking.get("flush_every", 256)),
+    )
+    print(f"{prefix}run {name} ({recorder.run_id}) -> {tracking.redact_uri(uri)}", flush=True)
+    guard = DivergenceGuard(rules) if cfg.outcome.get("stop_on_divergence", True) else None
+    tracker = TrackingCallback(recorder)
+    gs = cfg.get("grad_stats") or {}
+    callbacks: list[Any] = [GradientStats(recorder.buffer, **gs)]
+    if guard is not None:
+        callbacks.append(guard)
+    callbacks.append(tracker)  # last: it flushes after the others recorded the step
+    trainer = _trainer(cfg, callbacks)
+    module = LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
+    started = time.perf_counter()
+    try:
+        with sigterm_as_interrupt(), _single_job_argv(overrides), _fresh_process_group():
+            trainer.fit(module)
+    except BaseException as exc:
+        interrupted = tracker.interrupted or isinstance(exc, KeyboardInterrupt)
+        status = "KILLED" if interrupted else "FAILED"
+        cause = tracker.exception if tracker.exception is not None else exc
+        recorder.close(status, error=None if interrupted else _one_line(cause))
+        if tracker.exception is not None and not interrupted and tracker.exception is not exc:
+            raise tracker.exception from None
+        raise
+    wall = time.perf_counter() - started
+    return _finish(cfg, recorder, trainer, module, guard, rules, wall, name, prefix, resolved)
+
+
+def _finish(
+    cfg: DictConfig,
+    recorder: tracking.RunRecorder,
+    trainer: pl.Trainer,
+    module: Any,
+    guard: DivergenceGuard | None,
+    rules: OutcomeRules,
+    wall: float,
+    name: str,
+    prefix: str,
+    resolved: dict[str, Any],
+) -> Result:
+    """Classify the curve, record final metrics, tags and artifacts, close the run FINISHED."""
+    from .outcomes import classify
+
+    try:
+        curve = recorder.history.get("train/loss", [])
+        values = [v for _, v in curve]
+        outcome = classify(values, rules) if values else None
+        val = module.val_loss
+        val_loss = float(val) if val is not None else None
+        vals = [v for _, v in recorder.history.get("val/loss", [])]
+        finite_vals = [v for v in vals if math.isfinite(v)]
+        steps = trainer.global_step
+        final = {
+            "final/steps": steps,
+            "final/wall_seconds": wall,
+            "final/steps_per_second": steps / max(wall, 1e-9),
+        }
+        if values:
+            final["final/train_loss"] = values[-1]
+        if val_loss is not None:
+            final["final/val_loss"] = val_loss
+        if finite_vals:
+            final["best/val_loss"] = min(finite_vals)
+        tags: dict[str, Any] = {}
+        if outcome is not None:
+            tags.update(outcome=outcome.label, outcome_reason=outcome.reason)
+            bad = outcome.first_bad_step
+            if bad is not None:
+                bad_step = curve[bad][0]
+                tags["first_bad_step"] = bad_step
+                final["outcome/first_bad_step"] = bad_step
+        stopped = guard.state() if guard is not None else {}
+        if stopped.get("diverged"):
+            tags["stopped_early"] = "diverged"
+            tags["stop_reason"] = stopped.get("reason", "")
+        recorder.log_metrics(final, step=steps)
+        recorder.set_tags(tags)
+        _log_artifacts(cfg, recorder, resolved, curve, recorder.history.get("val/loss", []), name)
+    except BaseException as exc:
+        recorder.close("FAILED", error=_one_line(exc))
+        raise
+    recorder.close("FINISHED")
+    label = outcome.label if outcome else "unknown"
+    shown = f"{val_loss:.4g}" if val_loss is not None else "n/a"
+    print(
+        f"{prefix}done: {name} outcome={label} val/loss={shown} steps={trainer.global_step} ({wall:.1f}s)",
+        flush=True,
+    )
+    return Result("FINISHED", name, recorder.run_id, label, val_loss)
+
+
+def _log_artifacts(
+    cfg: DictConfig,
+    recorder: tracking.RunRecorder,
+    resolved: dict[str, Any],
+    curve: list[tuple[int, float]],
+    val_curve: list[tuple[int, float]],
+    name: str,
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path = Path(tmp) / "config.yaml"
+        cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        recorder.log_artifact(cfg_path)
+        if cfg.tracking.get("log_curve_png", True) and curve:
+            from .plots import loss_curve_png
+
+            png = loss_curve_png(curve, val_curve, Path(tmp) / "loss_curve.png", title=name)
+            recorder.log_artifact(png)
+
+
+def _trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
+    warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 noise
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    kwargs = {
+        "callbacks": callbacks,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": _progress_bar(cfg),
+    }
+    try:
+        return instantiate(cfg.trainer, **kwargs)
+    except InstantiationException as exc:
+        raise ConfigError(f"trainer options rejected: {str(exc).strip().splitlines()[-1]}") from None
+
+
+def _maybe_gradcheck(cfg: DictConfig, loss: nn.Module) -> dict[str, str]:
+    if not cfg.get("check_grads", False):
+        return {}
+    from .gradcheck import check_configured_loss
+
+    report = check_configured_loss(loss)
+    if not report.passed and not cfg.get("check_grads_continue", False):
+        raise ConfigError(
+            f"the gradient check failed for loss {cfg.loss.get('_target_')}: {report.summary()}. "
+            "Fix the loss's backward, or pass check_grads_continue=true to train anyway."
+        )
+    return {"gradcheck": "passed" if report.passed else "failed"}
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(cfg: DictConfig) -> float:
+    """Entry point behind train.py: one paragraph for user errors, a finite objective for sweepers.
+
+    In a multirun, a failing job is recorded (result.json, MLflow FAILED) and the sweep goes
+    on; the sweep callback reports it and exits non-zero at the end.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    try:
+        return train(cfg).objective
+    except Exception as exc:
+        err = user_error(exc)
+        if not multirun and (err is None or os.environ.get("HYDRA_FULL_ERROR") == "1"):
+            raise  # a programming error (ours or a user's loss), or asked for: keep the traceback
+        print(f"Error: {_one_line(err or exc)}", file=sys.stderr, flush=True)
+        if not multirun:
+            sys.exit(2)
+        return PENALTY
