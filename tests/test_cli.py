@@ -5,6 +5,7 @@ the console scripts from a real wheel installed into a throwaway venv and run ou
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -59,10 +60,14 @@ def test_a_pip_installed_losslab_trains_from_any_directory(tmp_path: Path, store
     Dependencies come from the test's own environment (a .pth file), so nothing is downloaded; the
     LossLab code, configs and entry points are the wheel's only.
     """
-    wheels = tmp_path / "wheels"
+    wheels, source = tmp_path / "wheels", tmp_path / "source"
+    source.mkdir()  # a copy: setuptools writes build/ into the tree it builds
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     pip = [sys.executable, "-m", "pip"]
     build = subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(source)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,1 +1,0 @@
-"""LossLab's studies: `experiment/NAME.yaml`, found through `hydra.searchpath` (pkg://losslab.studies)."""
