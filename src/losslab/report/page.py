@@ -139,7 +139,15 @@ def warnings_of(a: Analysis) -> list[str]:
             "Every design has a failed, diverged or non-finite run (or no val value): none is "
             "highlighted as best."
         )
-    elif any(r.failed for r in a.ranked):
+    else:
+        tied = [r.label for r in a.ranked if r.clean and r.val.mean == a.best.val.mean]
+        if len(tied) > 1:
+            out.append(
+                f"{len(tied)} designs tie for the best mean val {m.name} ({a.best.val.mean:.4g}): "
+                f"{'; '.join(tied)}. The first in param order is highlighted; the val data cannot tell them "
+                "apart, so look at their test values and paired differences."
+            )
+    if a.best is not None and any(r.failed for r in a.ranked):
         n = sum(1 for r in a.ranked if r.failed)
         out.append(
             f"{n} design(s) have failed, diverged or non-finite runs: they rank below every design "
