@@ -100,6 +100,9 @@ SelectTypeParameters=CR_Core
 # finished jobs stay known to squeue/scontrol for 5 minutes
 MinJobAge=300
 KillWait=$SLURM_KILL_WAIT
+# a step whose processes outlive SIGKILL this long drains the node ("Kill task failed"); a loaded
+# machine was seen to need more than the default 60 s. \`start\` resumes a drained node.
+UnkillableStepTimeout=180
 ReturnToService=2
 MailProg=/bin/true
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN

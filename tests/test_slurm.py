@@ -39,7 +39,7 @@ def script(
 
 
 @pytest.fixture(scope="module")
-def slurm() -> Iterator[dict[str, str]]:
+def slurm_cluster() -> Iterator[dict[str, str]]:
     """Environment for sweeps on the local cluster (SLURM_CONF), starting it if needed."""
     status = script("status").stdout
     was_up = "slurmctld: running" in status and "slurmd: running" in status
@@ -83,6 +83,14 @@ def test_queue_watcher_reads_squeue_and_ends_jobs_that_left_it() -> None:
         "FAILED",
         "FAILED",
     ]
+
+
+@pytest.fixture
+def slurm(slurm_cluster: dict[str, str]) -> dict[str, str]:
+    """The cluster, its node idle: `start` again is quick, and resumes a node a test left drained."""
+    again = script("start", timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    return slurm_cluster
 
 
 def children_of(client, parent_id: str) -> list:
