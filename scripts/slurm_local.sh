@@ -163,8 +163,8 @@ start() {
     fi
     write_config
     start_munge
-    # -i: ignore state a previous, unclean stop may have left; each start is a fresh cluster
-    alive "$RUN/slurmctld.pid" || slurmctld -i -f "$CONF" || die "slurmctld did not start; see $LOGS/slurmctld.log"
+    # -c: each start is a fresh cluster; jobs left in the queue by the last run are dropped
+    alive "$RUN/slurmctld.pid" || slurmctld -c -f "$CONF" || die "slurmctld did not start; see $LOGS/slurmctld.log"
     alive "$RUN/slurmd.pid" || slurmd -f "$CONF" || die "slurmd did not start; see $LOGS/slurmd.log"
     link_etc_conf
     wait_idle

@@ -290,7 +290,7 @@ def test_scancel_and_a_killed_task_end_their_runs_and_the_sweep_goes_on(
     )
     try:
         job1 = wait_for(lambda: _running_with_points(client, steps[1]), timeout=120)
-        array = _array_id(env)
+        array = _array_id(env, sweep)
         subprocess.run(["scancel", f"{array}_1"], env=env, check=True, timeout=30)
         job2 = wait_for(lambda: _running_with_points(client, steps[2]), timeout=120)
         _kill_training_process(f"{array}_2", env)
@@ -299,6 +299,8 @@ def test_scancel_and_a_killed_task_end_their_runs_and_the_sweep_goes_on(
         if driver.poll() is None:
             driver.kill()
             driver.communicate()
+            with contextlib.suppress(AssertionError):
+                subprocess.run(["scancel", _array_id(env, sweep)], env=env, timeout=30)
     assert driver.returncode == 1, (out + err)[-4000:]
     status = {_steps_override(r): r.info.status for r in all_runs(client)}
     assert status[steps[0]] == "FINISHED"
@@ -314,12 +316,14 @@ def test_scancel_and_a_killed_task_end_their_runs_and_the_sweep_goes_on(
     assert parent.info.status == "FAILED" and parent.data.tags["jobs_failed"] == "2"
 
 
-def _array_id(env: dict[str, str]) -> str:
-    """The id of the one array job in the queue (this module's sweeps are its only jobs)."""
-    listed = subprocess.run(["squeue", "-h", "-o", "%F"], env=env, capture_output=True, text=True, timeout=30)
-    ids = sorted({line.strip() for line in listed.stdout.splitlines() if line.strip()})
+def _array_id(env: dict[str, str], sweep: Path) -> str:
+    """The id of this sweep's array job: the one whose submission script is in its .submitit/."""
+    listed = subprocess.run(
+        ["squeue", "-h", "-o", "%F|%o"], env=env, capture_output=True, text=True, timeout=30
+    )
+    ids = {line.split("|")[0] for line in listed.stdout.splitlines() if str(sweep) in line}
     assert len(ids) == 1, listed.stdout + listed.stderr
-    return ids[0]
+    return ids.pop()
 
 
 def _kill_training_process(task: str, env: dict[str, str]) -> None:
