@@ -128,11 +128,11 @@ def warnings_of(a: Analysis) -> list[str]:
             "split (tag heldout=false). Their val and test values are computed on the training data: "
             "they measure fit, not generalisation."
         )
-    sizes = [r.val.n for r in a.ranked]
-    if sizes and min(sizes) < MIN_SEEDS:
+    seeds = [len({s.run.seed for s in r.scores}) for r in a.ranked]
+    if seeds and min(seeds) < MIN_SEEDS:
         out.append(
-            f"Too few seeds: the smallest design has {min(sizes)} finished run(s). Below {MIN_SEEDS} seeds a "
-            "95% interval is too wide, or too unstable, to tell designs apart; add seeds (seed=0,1,2,3,4)."
+            f"Too few seeds: the smallest design has {min(seeds)} seed(s). Below {MIN_SEEDS} seeds a 95% "
+            "interval is too wide, or too unstable, to tell designs apart; add seeds (seed=0,1,2,3,4)."
         )
     if a.best is None:
         out.append(
