@@ -352,3 +352,15 @@ def test_a_tie_for_best_is_said_plainly() -> None:
     a.ranked[1].scores[0].val = 0.81  # no longer tied
     del a.ranked[1].val
     assert not [w for w in warnings_of(a) if "tie for the best" in w]
+
+
+def test_a_sweep_whose_runs_all_failed_still_gets_a_report_saying_so() -> None:
+    from losslab.report.page import warnings_of
+
+    runs = [_run(i, {"loss.margin": str(i % 2), "seed": str(i // 2)}, {}, task="binary") for i in range(4)]
+    for run in runs:
+        run.status, run.tags = "FAILED", {"task": "binary"}
+    a = ranking.analyse(runs, ranking.resolve_metric(runs, None))
+    assert a.best is None and all(r.failures == {"failed": 2} for r in a.ranked)
+    assert any("none is highlighted as best" in w for w in warnings_of(a))
+    assert "**best**" not in tables.markdown(a) and "| 2 of 2 |" in tables.markdown(a)
