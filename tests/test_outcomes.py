@@ -4,6 +4,7 @@ tag, the divergence guard in real Lightning runs, and the tags end to end in a r
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -421,3 +422,78 @@ def test_hinge_like_curve_that_hits_zero_and_jitters_is_not_diverged():
     tail = np.where(rng.random(400) < 0.15, rng.uniform(0.01, 0.4, 400), 0.0)
     outcome = classify(np.concatenate([falling, tail]))
     assert outcome.label != "diverged", outcome.reason
+
+
+# ----------------------------------------------------------------------------- end to end, real MLflow
+
+
+def _replay(case_name: str) -> list[str]:
+    path = DATA / f"real_{case_name}.json"
+    return ["loss._target_=tests.replay_loss.ReplayCurve", f"+loss.path={path}", "trainer.max_steps=200"]
+
+
+def test_replayed_rmsprop_spike_trains_to_the_end_and_is_not_diverged(store, client) -> None:
+    """The issue's done-when: MSE + RMSprop lr 0.01 (121x spike at step 2) trains to the end, guard on."""
+    from conftest import compose
+
+    from losslab import task
+
+    result = task.train(compose(_replay("mse_rmsprop_lr0.01_200")))
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["final/steps"] == 200
+    assert "stopped_early" not in run.data.tags
+    assert run.data.tags["outcome"] == "converged", run.data.tags["outcome_reason"]
+    assert "from 1.384 at the start" in run.data.tags["outcome_reason"]
+    assert run.data.tags["overfitting"] in ("true", "false") and "best_val_step" in run.data.tags
+
+
+def test_replayed_sustained_blowup_is_stopped_by_the_guard(store, client, tmp_path: Path) -> None:
+    from conftest import compose
+
+    from losslab import task
+
+    y = np.r_[np.linspace(1.0, 0.5, 50), np.full(150, 40.0)]
+    path = tmp_path / "blowup.json"
+    path.write_text(json.dumps({"train": [[i, float(v)] for i, v in enumerate(y)], "val": []}))
+    overrides = ["loss._target_=tests.replay_loss.ReplayCurve", f"+loss.path={path}", "trainer.max_steps=200"]
+    run = client.get_run(task.train(compose(overrides)).run_id)
+    assert run.data.tags["outcome"] == "diverged" and run.data.tags["stopped_early"] == "diverged"
+    assert run.data.tags["first_bad_step"] == "50"
+    assert run.data.metrics["final/steps"] == 50 + 10  # patience: max(10, 5% of 200)
+    # the same curve with the guard off trains to the end and is still diverged, at the same step
+    off = client.get_run(task.train(compose([*overrides, "outcome.stop_on_divergence=false"])).run_id)
+    assert off.data.metrics["final/steps"] == 200 and off.data.tags["outcome"] == "diverged"
+    assert off.data.tags["first_bad_step"] == "50"
+
+
+def test_replayed_val_rise_sets_the_overfitting_tags(store, client, tmp_path: Path) -> None:
+    """Train keeps falling, val bottoms out at step 60 and climbs: overfitting=true, best_val_step=60."""
+    from conftest import compose
+
+    from losslab import task
+
+    t = np.arange(200)
+    train = 0.1 + np.exp(-t / 40)
+    val_steps = np.arange(0, 201, 12)
+    val = 0.3 + np.exp(-val_steps / 30) + 0.004 * np.maximum(0, val_steps - 60)
+    doc = {
+        "train": [[int(i), float(v)] for i, v in zip(t, train)],
+        "val": [[int(s), float(v)] for s, v in zip(val_steps, val)],
+    }
+    path = tmp_path / "overfit.json"
+    path.write_text(json.dumps(doc))
+    overrides = ["loss._target_=tests.replay_loss.ReplayCurve", f"+loss.path={path}", "trainer.max_steps=200"]
+    run = client.get_run(task.train(compose(overrides)).run_id)
+    tags = run.data.tags
+    assert tags["overfitting"] == "true", tags["overfitting_reason"]
+    assert abs(int(tags["best_val_step"]) - 60) <= 13  # validations fall every 13 steps (800 rows / 64)
+    assert tags["outcome"] == "converged", tags["outcome_reason"]
+
+
+def test_outcome_keys_are_set_on_the_command_line_without_plus(tmp_path: Path) -> None:
+    from conftest import ROOT, run_train
+
+    proc = run_train(["outcome.blowup_factor=3", "outcome.hard_cap=1e9", "--cfg", "job"], cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "blowup_factor: 3" in proc.stdout and "hard_cap: 1000000000.0" in proc.stdout
