@@ -22,20 +22,61 @@ OUT = ROOT / "tests" / "data" / "outcome_curves"
 
 # name -> overrides (the cases first; the studies use 200 / 300 steps)
 CASES: dict[str, list[str]] = {
-    "bce_rmsprop_lr1e-3_200": ["loss=bce_with_logits", "optimizer=rmsprop", "optimizer.lr=0.001", "trainer.max_steps=200"],
-    "hinge_m0_breast_cancer_sgd_lr1e-3_300": ["loss=hinge", "loss.margin=0.0", "data=breast_cancer", "optimizer=sgd", "optimizer.lr=0.001", "trainer.max_steps=300"],
-    "hinge_m2_breast_cancer_sgd_lr1e-3_300": ["loss=hinge", "loss.margin=2.0", "data=breast_cancer", "optimizer=sgd", "optimizer.lr=0.001", "trainer.max_steps=300"],
-    "hinge_breast_cancer_sgd_lr1e-3_300": ["loss=hinge", "data=breast_cancer", "optimizer=sgd", "optimizer.lr=0.001", "trainer.max_steps=300"],
+    "bce_rmsprop_lr1e-3_200": [
+        "loss=bce_with_logits",
+        "optimizer=rmsprop",
+        "optimizer.lr=0.001",
+        "trainer.max_steps=200",
+    ],
+    "hinge_m0_breast_cancer_sgd_lr1e-3_300": [
+        "loss=hinge",
+        "loss.margin=0.0",
+        "data=breast_cancer",
+        "optimizer=sgd",
+        "optimizer.lr=0.001",
+        "trainer.max_steps=300",
+    ],
+    "hinge_m2_breast_cancer_sgd_lr1e-3_300": [
+        "loss=hinge",
+        "loss.margin=2.0",
+        "data=breast_cancer",
+        "optimizer=sgd",
+        "optimizer.lr=0.001",
+        "trainer.max_steps=300",
+    ],
+    "hinge_breast_cancer_sgd_lr1e-3_300": [
+        "loss=hinge",
+        "data=breast_cancer",
+        "optimizer=sgd",
+        "optimizer.lr=0.001",
+        "trainer.max_steps=300",
+    ],
     "focal_sgd_lr10_200": ["loss=focal", "optimizer=sgd", "optimizer.lr=10", "trainer.max_steps=200"],
     "log_cosh_sgd_lr1_200": ["loss=log_cosh", "optimizer=sgd", "optimizer.lr=1", "trainer.max_steps=200"],
     "mse_rmsprop_lr0.01_200": ["loss=mse", "optimizer=rmsprop", "optimizer.lr=0.01", "trainer.max_steps=200"],
     "mse_adam_lr0.01_2000": ["loss=mse", "optimizer=adam", "optimizer.lr=0.01", "trainer.max_steps=2000"],
     "mse_sgd_lr100_200": ["loss=mse", "optimizer=sgd", "optimizer.lr=100", "trainer.max_steps=200"],
-    "bce_rmsprop_lr0.1_200": ["loss=bce_with_logits", "optimizer=rmsprop", "optimizer.lr=0.1", "trainer.max_steps=200"],
+    "bce_rmsprop_lr0.1_200": [
+        "loss=bce_with_logits",
+        "optimizer=rmsprop",
+        "optimizer.lr=0.1",
+        "trainer.max_steps=200",
+    ],
     "mse_sgd_lr1e-3_200": ["loss=mse", "optimizer=sgd", "optimizer.lr=0.001", "trainer.max_steps=200"],
-    "hinge_adam_lr0.1_breast_cancer_300": ["loss=hinge", "data=breast_cancer", "optimizer=adam", "optimizer.lr=0.1", "trainer.max_steps=300"],
+    "hinge_adam_lr0.1_breast_cancer_300": [
+        "loss=hinge",
+        "data=breast_cancer",
+        "optimizer=adam",
+        "optimizer.lr=0.1",
+        "trainer.max_steps=300",
+    ],
     "huber_adam_lr0.01_500": ["loss=huber", "optimizer=adam", "optimizer.lr=0.01"],
-    "squared_hinge_sgd_lr1_200": ["loss=squared_hinge", "optimizer=sgd", "optimizer.lr=1", "trainer.max_steps=200"],
+    "squared_hinge_sgd_lr1_200": [
+        "loss=squared_hinge",
+        "optimizer=sgd",
+        "optimizer.lr=1",
+        "trainer.max_steps=200",
+    ],
 }
 
 
@@ -50,15 +91,24 @@ def record(name: str, overrides: list[str]) -> None:
         uri = f"sqlite:///{tmp}/mlflow.db"
         args = [*overrides, "outcome.stop_on_divergence=false", "tracking.log_curve_png=false"]
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "corpus"}
-        proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp, env=env,
-                              capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *args],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if proc.returncode != 0:
             raise SystemExit(f"{name}: train.py failed\n{proc.stderr[-3000:]}")
         client = MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name("corpus")
         (run,) = client.search_runs([exp.experiment_id])
         curves = {
-            key: [[m.step, _round(m.value)] for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+            key: [
+                [m.step, _round(m.value)]
+                for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+            ]
             for key in ("train/loss", "val/loss")
         }
     path = OUT / f"real_{name}.json"

@@ -13,11 +13,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
-from outcome_corpus import DATA, Spec, curve, real, stretched, synthetic
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from losslab.outcomes import LABELS, DivergenceGuard, Outcome, OutcomeRules, classify, overfitting
+from outcome_corpus import DATA, Spec, curve, real, stretched, synthetic
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
 
@@ -435,7 +435,6 @@ def _replay(case_name: str) -> list[str]:
 def test_replayed_rmsprop_spike_trains_to_the_end_and_is_not_diverged(store, client) -> None:
     """The issue's done-when: MSE + RMSprop lr 0.01 (121x spike at step 2) trains to the end, guard on."""
     from conftest import compose
-
     from losslab import task
 
     result = task.train(compose(_replay("mse_rmsprop_lr0.01_200")))
@@ -450,7 +449,6 @@ def test_replayed_rmsprop_spike_trains_to_the_end_and_is_not_diverged(store, cli
 
 def test_replayed_sustained_blowup_is_stopped_by_the_guard(store, client, tmp_path: Path) -> None:
     from conftest import compose
-
     from losslab import task
 
     y = np.r_[np.linspace(1.0, 0.5, 50), np.full(150, 40.0)]
@@ -470,7 +468,6 @@ def test_replayed_sustained_blowup_is_stopped_by_the_guard(store, client, tmp_pa
 def test_replayed_val_rise_sets_the_overfitting_tags(store, client, tmp_path: Path) -> None:
     """Train keeps falling, val bottoms out at step 60 and climbs: overfitting=true, best_val_step=60."""
     from conftest import compose
-
     from losslab import task
 
     t = np.arange(200)
@@ -478,8 +475,8 @@ def test_replayed_val_rise_sets_the_overfitting_tags(store, client, tmp_path: Pa
     val_steps = np.arange(0, 201, 12)
     val = 0.3 + np.exp(-val_steps / 30) + 0.004 * np.maximum(0, val_steps - 60)
     doc = {
-        "train": [[int(i), float(v)] for i, v in zip(t, train)],
-        "val": [[int(s), float(v)] for s, v in zip(val_steps, val)],
+        "train": [[int(i), float(v)] for i, v in zip(t, train, strict=True)],
+        "val": [[int(s), float(v)] for s, v in zip(val_steps, val, strict=True)],
     }
     path = tmp_path / "overfit.json"
     path.write_text(json.dumps(doc))

@@ -21,7 +21,8 @@ class Figures:
 
     Levels: `start` (median of the first points), `end` (median of the last window), `best` and
     `worst` (lowest / highest median over any window of the same length). `gain` = start - best (>= 0),
-    `drop` = start - end, `height` = max - min of the raw curve (the plot's height), `above_start` = share of the later points above the start, `noise` = a
+    `drop` = start - end, `height` = max - min of the raw curve (the plot's height),
+    `above_start` = share of the later points above the start, `noise` = a
     robust step-to-step standard deviation. `win_change` is the least-squares change across the last
     window, `win_t` its t statistic. `osc_*`: the strongest oscillation of the last half.
     """

@@ -89,8 +89,10 @@ class OutcomeRules:
             "blowup_patience must be in [0, 1]": 0 <= self.blowup_patience <= 1,
             "blowup_min_steps, start_points must be >= 1": min(self.blowup_min_steps, self.start_points) >= 1,
             "abs_floor, rel_resolution must be >= 0": min(self.abs_floor, self.rel_resolution) >= 0,
-            "window_fraction, trend_fraction must be in (0, 0.5]": 0
-            < min(self.window_fraction, self.trend_fraction)
+            "window_fraction, trend_fraction must be in (0, 0.5]": min(
+                self.window_fraction, self.trend_fraction
+            )
+            > 0
             and max(self.window_fraction, self.trend_fraction) <= 0.5,
             "min_window must be >= 3": self.min_window >= 3,
             "noise_z, trend_t, progress_tol must be >= 0": min(self.noise_z, self.trend_t, self.progress_tol)

@@ -39,10 +39,22 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from .outcome_figures import Figures, figures, robust_noise, rolling_median, window_size
+from .divergence import BLOWUP, NONFINITE, OVER_CAP, _reason, _Watch, first_divergence, limits
+from .outcome_figures import Figures, figures
 from .outcome_rules import OutcomeRules
+from .overfitting import Overfitting, overfitting
 
-__all__ = ["LABELS", "DivergenceGuard", "Outcome", "OutcomeRules", "Overfitting", "classify", "overfitting"]
+__all__ = [
+    "LABELS",
+    "DivergenceGuard",
+    "Outcome",
+    "OutcomeRules",
+    "Overfitting",
+    "classify",
+    "first_divergence",
+    "limits",
+    "overfitting",
+]
 
 LABELS = ("converged", "diverged", "oscillating", "plateaued", "still_improving")
 
@@ -56,84 +68,6 @@ class Outcome:
     first_bad_step: int | None
     n_steps: int
     figures: Figures | None = None
-
-
-# ----------------------------------------------------------------------------- divergence (magnitude)
-
-
-def _scale(first: float, rules: OutcomeRules) -> float:
-    return max(abs(first), rules.abs_floor)
-
-
-def limits(first: float, rules: OutcomeRules) -> tuple[float, float]:
-    """(blow-up limit, hard cap) for a run whose first loss is `first` (signed losses: first + k|first|)."""
-    s = _scale(first, rules)
-    return first + (rules.blowup_factor - 1.0) * s, first + (rules.hard_cap - 1.0) * s
-
-
-NONFINITE, OVER_CAP, BLOWUP = 1, 2, 3
-
-
-def _reason(kind: int, step: int, value: float, first: float, patience: int, rules: OutcomeRules) -> str:
-    if kind == NONFINITE:
-        return f"loss became {value} at step {step}"
-    if kind == OVER_CAP:
-        return f"loss reached {value:.4g} at step {step}, over the hard cap of {rules.hard_cap:g}x its first value {first:.4g}"
-    return (
-        f"loss stayed above {rules.blowup_factor:g}x its first value {first:.4g} for {patience} steps from "
-        f"step {step} (a blow-up that did not come back)"
-    )
-
-
-class _Watch:
-    """The divergence rule fed one loss at a time (shared by `first_divergence` and the guard's CPU path)."""
-
-    def __init__(self, rules: OutcomeRules, patience: int) -> None:
-        self.rules, self.patience = rules, patience
-        self.first = math.nan
-        self.limit = self.cap = math.nan
-        self.count = self.streak = 0
-        self.found: tuple[int, str] | None = None
-
-    def push(self, x: float) -> bool:
-        """Feed the loss of step `self.count`; True once the run has diverged."""
-        if self.found is not None:
-            return True
-        i = self.count
-        self.count += 1
-        if i == 0:
-            self.first = x
-            if math.isfinite(x):
-                self.limit, self.cap = limits(x, self.rules)
-        kind, at = 0, i
-        if not math.isfinite(x):
-            kind = NONFINITE
-        elif x > self.cap:
-            kind = OVER_CAP
-        else:
-            self.streak = self.streak + 1 if x > self.limit else 0
-            if self.streak >= self.patience:
-                kind, at = BLOWUP, i - self.patience + 1
-        if kind:
-            self.found = at, _reason(kind, at, x, self.first, self.patience, self.rules)
-        return self.found is not None
-
-
-def first_divergence(
-    y: np.ndarray | Sequence[float], rules: OutcomeRules, planned_steps: int | None = None
-) -> tuple[int, str] | None:
-    """(first bad index, reason) by the guard's rule, or None: the verdict `DivergenceGuard` reaches.
-
-    Non-finite, or over the hard cap: at that step. A blow-up (above `blowup_factor` x the first
-    value) once it has lasted the patience; the bad step is where it began. `planned_steps` sets the
-    patience (None: the curve's length).
-    """
-    values = list(map(float, y))
-    watch = _Watch(rules, rules.patience(planned_steps if planned_steps is not None else len(values)))
-    for x in values:
-        if watch.push(x):
-            break
-    return watch.found
 
 
 # ----------------------------------------------------------------------------- shape rules
@@ -172,8 +106,9 @@ def _shape(y: np.ndarray, rules: OutcomeRules) -> tuple[str, str, int | None, Fi
         return (
             "oscillating",
             (
-                f"the last {half} steps swing with a period of {f.osc_period:.3g} steps, {_g(f.osc_swing)} peak to "
-                f"peak ({100 * f.osc_swing / f.height:.3g}% of the curve's range, {100 * f.osc_share:.3g}% of the "
+                f"the last {half} steps swing with a period of {f.osc_period:.3g} steps, "
+                f"{_g(f.osc_swing)} peak to peak ({100 * f.osc_swing / f.height:.3g}% of the curve's range, "
+                f"{100 * f.osc_share:.3g}% of the "
                 f"variance around the trend); the loss went {moved}"
             ),
             None,
@@ -192,7 +127,8 @@ def _shape(y: np.ndarray, rules: OutcomeRules) -> tuple[str, str, int | None, Fi
             "diverged",
             (
                 f"{last}{share} and the loss is back {_g(f.end - f.best)} above its best {_g(f.best)} "
-                f"({'all' if not math.isfinite(giveback) else f'{100 * giveback:.3g}%'} of its gain given back); "
+                f"({'all' if not math.isfinite(giveback) else f'{100 * giveback:.3g}%'} of its gain "
+                "given back); "
                 f"it went {moved}"
             ),
             f.best_index,
@@ -207,7 +143,8 @@ def _shape(y: np.ndarray, rules: OutcomeRules) -> tuple[str, str, int | None, Fi
         return (
             "converged",
             (
-                f"the loss fell {moved} ({100 * f.drop / gain:.3g}% of the way to its best {_g(f.best)}, {noise}); "
+                f"the loss fell {moved} ({100 * f.drop / gain:.3g}% of the way to its best "
+                f"{_g(f.best)}, {noise}); "
                 f"{last}{share}, flat"
             ),
             None,
@@ -216,7 +153,10 @@ def _shape(y: np.ndarray, rules: OutcomeRules) -> tuple[str, str, int | None, Fi
     if not fell:
         why = f"no clear drop: the loss went {moved} ({noise}, under the {rules.noise_z:g}x needed)"
     elif trending:
-        why = f"the loss turned up: {last}{share}, {100 * giveback:.3g}% of its gain given back; it went {moved}"
+        why = (
+            f"the loss turned up: {last}{share}, {100 * giveback:.3g}% of its gain given back; "
+            f"it went {moved}"
+        )
     else:
         why = (
             f"the loss went {moved} but settled {100 * giveback:.3g}% of its gain above its best "
@@ -263,64 +203,6 @@ def classify(
         )
     label, reason, index, fig = _shape(y, rules)
     return Outcome(label, reason, index, n, fig)
-
-
-# ----------------------------------------------------------------------------- overfitting (val curve)
-
-
-@dataclass(frozen=True)
-class Overfitting:
-    """Tag `overfitting` (`flag`), tag `best_val_step` and the sentence `overfitting_reason`."""
-
-    flag: bool
-    best_val_step: int | None
-    reason: str
-
-
-def overfitting(
-    train: Sequence[tuple[int, float]], val: Sequence[tuple[int, float]], rules: OutcomeRules | None = None
-) -> Overfitting:
-    """Did val rise clearly above its best while the train loss kept improving?
-
-    `train` and `val` are (global step, value) pairs. Clearly: the mean of the last 10% of the
-    evaluations (at least one) is above the best by `overfit_rise` of the smaller of the best's
-    distance to the first evaluation and |best|. Kept improving: the train loss over its last window
-    (median) is below its level around the best val step by more than `noise_z` standard errors.
-    """
-    rules = rules or OutcomeRules()
-    vals = [(int(s), float(v)) for s, v in val if math.isfinite(v)]
-    if len(vals) < 3:
-        return Overfitting(
-            False,
-            vals[int(np.argmin([v for _, v in vals]))][0] if vals else None,
-            f"only {len(vals)} finite val evaluation(s), too few to judge",
-        )
-    steps = np.array([s for s, _ in vals])
-    v = np.array([x for _, x in vals])
-    b = int(np.argmin(v))
-    best_step, best = int(steps[b]), float(v[b])
-    k = max(1, math.ceil(0.1 * len(v)))
-    end = float(v[-k:].mean())
-    scale = min(max(float(v[0]) - best, 0.0), abs(best)) or max(float(v[0]) - best, abs(best))
-    rise = end - best
-    where = f"val loss best {_g(best)} at step {best_step}, last {k} evaluation(s) average {_g(end)}"
-    if b >= len(v) - k or rise <= max(rules.overfit_rise * scale, rules.abs_floor):
-        return Overfitting(False, best_step, f"{where}: not clearly above the best")
-    tr = np.array([x for _, x in train if math.isfinite(x)], dtype=np.float64)
-    tr_steps = np.array([s for s, x in train if math.isfinite(x)])
-    if len(tr) < 4:
-        return Overfitting(False, best_step, f"{where}; too few train points to compare")
-    w = window_size(len(tr), rules)
-    smooth, centres = rolling_median(tr, w)
-    at = int(np.argmin(np.abs(tr_steps[centres] - best_step)))
-    noise = robust_noise(tr) * math.sqrt(2.0 / w)  # standard error of a difference of two window levels
-    tr_fall = float(smooth[at] - smooth[-1])
-    if tr_fall <= max(rules.noise_z * noise, rules.abs_floor):
-        return Overfitting(False, best_step, f"{where}, but the train loss did not keep improving either")
-    fell = f"{tr_fall / noise:.3g} standard errors" if noise > 0 else "noise-free"
-    return Overfitting(
-        True, best_step, f"{where} (+{_g(rise)}); meanwhile the train loss fell {_g(tr_fall)} ({fell})"
-    )
 
 
 # ----------------------------------------------------------------------------- Lightning guard
