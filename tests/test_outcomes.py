@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from losslab import CONF_DIR
 from losslab.outcomes import LABELS, DivergenceGuard, Outcome, OutcomeRules, classify, overfitting
 from outcome_corpus import DATA, Spec, curve, real, stretched, synthetic
 
@@ -264,7 +265,7 @@ def test_rules_from_none_are_defaults() -> None:
 
 
 def test_train_yaml_lists_every_rule_with_its_default() -> None:
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "train.yaml")
+    cfg = OmegaConf.load(CONF_DIR / "train.yaml")
     section = dict(cfg.outcome)
     assert section.pop("stop_on_divergence") is True
     assert OutcomeRules.from_dict(section) == OutcomeRules()

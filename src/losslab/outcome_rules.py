@@ -1,6 +1,6 @@
 """Thresholds of the outcome classifier, the divergence guard and the overfitting tag.
 
-Every field is a config key: `outcome.NAME=VALUE` on the command line (conf/train.yaml lists them
+Every field is a config key: `outcome.NAME=VALUE` on the command line (src/losslab/conf/train.yaml lists them
 all, so no `+` is needed). The numbers are defaults chosen on the labelled corpus in
 tests/data/outcome_curves (synthetic families and recorded LossLab runs); the comment on each field
 says why it sits where it does.
