@@ -495,3 +495,29 @@ def test_outcome_keys_are_set_on_the_command_line_without_plus(tmp_path: Path) -
     proc = run_train(["outcome.blowup_factor=3", "outcome.hard_cap=1e9", "--cfg", "job"], cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "blowup_factor: 3" in proc.stdout and "hard_cap: 1000000000.0" in proc.stdout
+
+
+def test_relabel_rewrites_the_tags_of_stored_runs(store, client) -> None:
+    """Runs labelled by older rules get the current labels from their stored curves, no training."""
+    from losslab.relabel import main as relabel
+
+    exp = client.create_experiment("study")
+    rms = next(r for r in REAL if r.name == "mse_rmsprop_lr0.01_200")
+    run = client.create_run(exp, tags={"outcome": "diverged", "first_bad_step": "2"})
+    rid = run.info.run_id
+    client.log_param(rid, "trainer.max_steps", "200")
+    from mlflow.entities import Metric
+
+    metrics = [Metric("train/loss", v, 0, s) for s, v in rms.train] + [
+        Metric("val/loss", v, 0, s) for s, v in rms.val
+    ]
+    for i in range(0, len(metrics), 500):
+        client.log_batch(rid, metrics=metrics[i : i + 500])
+    client.set_terminated(rid, "FINISHED")
+    assert relabel(["--experiment", "study", "--uri", store, "--dry-run"]) == 0
+    assert client.get_run(rid).data.tags["outcome"] == "diverged"
+    assert relabel(["--experiment", "study", "--uri", store]) == 0
+    tags = client.get_run(rid).data.tags
+    assert tags["outcome"] == "converged" and tags["outcome_previous"] == "diverged"
+    assert "first_bad_step" not in tags and tags["overfitting"] == "false" and "best_val_step" in tags
+    assert relabel(["--experiment", "nope", "--uri", store]) == 2
