@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
+from .. import CONF_DIR
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-CONF_DIR = PROJECT_ROOT / "conf"
 TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "LOSSLAB_PARENT_RUN_ID")
 
 #: figure id -> (comparison, bound, unit, what). The issue-14 table; every row with an id here is met/MISSED.
