@@ -155,6 +155,7 @@ def build(cfg: DictConfig) -> Job:
     loss = _instantiate(cfg.loss, "loss")
     if not isinstance(loss, nn.Module):
         raise ConfigError(f"loss._target_ built a {type(loss).__name__}; accepted: a torch.nn.Module.")
+    data = for_loss(data, loss)
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     _check_compatible(data, model, loss, cfg)
@@ -168,6 +169,16 @@ def build(cfg: DictConfig) -> Job:
     return Job(data=data, model=model, loss=loss, optimizer=optimizer, scheduler=scheduler, rules=rules)
 
 
+def for_loss(data: TensorData, loss: nn.Module) -> TensorData:
+    """Binary labels given in the domain the loss declares (`domain`: 'pm1' or '01'), no flag needed.
+
+    A loss that declares no binary domain (mse, a user's loss without `domain`) gets the
+    encoding the data config names (`data.labels`).
+    """
+    domain = getattr(loss, "domain", None)
+    return data.with_labels(domain) if isinstance(domain, str) else data
+
+
 def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: DictConfig) -> None:
     """Labels in the loss's domain (whole dataset, once) and a real forward + loss on a small batch."""
     loss_name = str(OmegaConf.select(cfg, "loss._target_", default="loss")).rsplit(".", 1)[-1]
@@ -175,6 +186,7 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
         try:
             loss.prepare_targets(data.y_train)
             loss.prepare_targets(data.y_val)
+            loss.prepare_targets(data.y_test)
         except LossInputError as exc:
             raise LossInputError(f"{exc} (data={data.name} has labels '{data.labels}')") from None
     n = min(data.batch_size or data.n_train, data.n_train)  # a real batch's size; no RNG drawn

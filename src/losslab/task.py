@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from .build import ConfigError, Job, build, user_error
+from .metrics import primary_metric
 from .naming import choice_label, config_hash, loss_label, run_name
 
 if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once a config is valid
@@ -37,7 +38,8 @@ if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once 
     from . import tracking
     from .outcomes import DivergenceGuard, OutcomeRules
 
-#: value handed back to a sweeper for a run that diverged or failed: finite, so Optuna & co. keep going
+#: size of the value handed back to a sweeper for a run that diverged or failed, in the bad direction
+#: of the metric (-1e12 for accuracy, +1e12 for rmse): finite, so Optuna & co. keep going
 PENALTY = 1.0e12
 SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
 
@@ -90,12 +92,19 @@ class Result:
     outcome: str | None = None
     val_loss: float | None = None
     error: str | None = None
+    metric: str | None = None  # the selection metric, e.g. "accuracy"
+    metric_value: float | None = None  # its value at the selected validation (best/val_<metric>)
 
     @property
     def objective(self) -> float:
+        """The selected val task metric; a diverged, failed or unscored run gets the bad extreme."""
+        from .metrics import HIGHER_IS_BETTER
+
         ok = self.status in ("FINISHED", "SKIPPED") and self.outcome != "diverged"
-        v = self.val_loss
-        return v if ok and v is not None and math.isfinite(v) else PENALTY
+        v = self.metric_value
+        if ok and v is not None and math.isfinite(v):
+            return v
+        return -PENALTY if HIGHER_IS_BETTER.get(self.metric or "", False) else PENALTY
 
 
 def _write_result(out_dir: Path | None, result: Result, overrides: list[str]) -> None:
@@ -138,6 +147,7 @@ def ddp_child() -> bool:
 
 def _train_as_ddp_child(cfg: DictConfig, job: Job) -> Result:
     """A non-zero rank: train in lockstep (collectives included) but record nothing; rank 0 owns the run."""
+    from .datamodule import TensorDataModule
     from .module import LossLabModule
     from .outcomes import DivergenceGuard
     from .recording import TrackingCallback
@@ -146,9 +156,8 @@ def _train_as_ddp_child(cfg: DictConfig, job: Job) -> Result:
     if cfg.outcome.get("stop_on_divergence", True):
         callbacks.insert(0, DivergenceGuard(job.rules))
     trainer = _trainer(cfg, callbacks)
-    trainer.fit(
-        LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
-    )
+    module = LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
+    trainer.fit(module, datamodule=TensorDataModule(job.data))
     return Result("FINISHED", "ddp-child")
 
 
@@ -190,6 +199,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     if ddp_child():
         return _train_as_ddp_child(cfg, job)
     from . import tracking
+    from .datamodule import TensorDataModule
     from .gradients import GradientStats
     from .module import LossLabModule
     from .outcomes import DivergenceGuard
@@ -207,7 +217,9 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
             print(
                 f"{prefix}skip: {name} already FINISHED as run {done.run_id} (rerun=true forces)", flush=True
             )
-            return Result("SKIPPED", name, done.run_id, done.outcome, done.val_loss)
+            metric = primary_metric(job.data.task)
+            value = client.get_run(done.run_id).data.metrics.get(f"best/val_{metric}")
+            return Result("SKIPPED", name, done.run_id, done.outcome, done.val_loss, None, metric, value)
 
     gradcheck_tags = _maybe_gradcheck(cfg, job.loss)
     rules = job.rules
@@ -218,6 +230,8 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         "loss_target": str(cfg.loss.get("_target_")),
         "model": choice_label(cfg, choices, "model"),
         "data": job.data.name,
+        "task": job.data.task,
+        "heldout": "true" if job.data.heldout else "false",
         "optimizer": choice_label(cfg, choices, "optimizer"),
         "overrides": " ".join(overrides),
         "losslab.config_hash": chash,
@@ -247,7 +261,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     started = time.perf_counter()
     try:
         with sigterm_as_interrupt(), _single_job_argv(overrides), _fresh_process_group():
-            trainer.fit(module)
+            trainer.fit(module, datamodule=TensorDataModule(job.data))
     except BaseException as exc:
         interrupted = tracker.interrupted or isinstance(exc, KeyboardInterrupt)
         status = "KILLED" if interrupted else "FAILED"
@@ -295,6 +309,7 @@ def _finish(
             final["final/val_loss"] = val_loss
         if finite_vals:
             final["best/val_loss"] = min(finite_vals)
+        final.update(module.selection_metrics())  # best/val_<m>, best/step, test/<m> (selected on val)
         tags: dict[str, Any] = {}
         if outcome is not None:
             tags.update(outcome=outcome.label, outcome_reason=outcome.reason)
@@ -307,6 +322,8 @@ def _finish(
         if stopped.get("diverged"):
             tags["stopped_early"] = "diverged"
             tags["stop_reason"] = stopped.get("reason", "")
+        elif _early_stopped(trainer):
+            tags["stopped_early"] = "early_stopping"
         recorder.log_metrics(final, step=steps)
         recorder.set_tags(tags)
         _log_artifacts(cfg, recorder, resolved, curve, recorder.history.get("val/loss", []), name)
@@ -316,11 +333,22 @@ def _finish(
     recorder.close("FINISHED")
     label = outcome.label if outcome else "unknown"
     shown = f"{val_loss:.4g}" if val_loss is not None else "n/a"
+    metric = module.primary
+    chosen = final.get(f"best/val_{metric}")
+    shown_metric = f" best val/{metric}={chosen:.4g}" if chosen is not None else ""
     print(
-        f"{prefix}done: {name} outcome={label} val/loss={shown} steps={trainer.global_step} ({wall:.1f}s)",
+        f"{prefix}done: {name} outcome={label} val/loss={shown}{shown_metric} "
+        f"steps={trainer.global_step} ({wall:.1f}s)",
         flush=True,
     )
-    return Result("FINISHED", name, recorder.run_id, label, val_loss)
+    return Result("FINISHED", name, recorder.run_id, label, val_loss, None, metric, chosen)
+
+
+def _early_stopped(trainer: pl.Trainer) -> bool:
+    """Whether a configured Lightning EarlyStopping callback ended the run."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    return any(isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0 for cb in trainer.callbacks)
 
 
 def _log_artifacts(
@@ -343,21 +371,54 @@ def _log_artifacts(
 
 
 def _trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
+    """The configured Trainer; `callbacks`, `logger` and `enable_checkpointing` from the config are
+    merged with LossLab's (the user's callbacks after LossLab's), never dropped."""
     warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 noise
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    kwargs = {
-        "callbacks": callbacks,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "enable_progress_bar": _progress_bar(cfg),
-    }
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+    node = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
+    user = {k: node.pop(k) if k in node else None for k in ("callbacks", "logger", "enable_checkpointing")}
     try:
-        return instantiate(cfg.trainer, **kwargs)
-    except InstantiationException as exc:
-        raise ConfigError(f"trainer options rejected: {str(exc).strip().splitlines()[-1]}") from None
+        extra = _user_objects(user["callbacks"], "trainer.callbacks")
+        logger = user["logger"]
+        if isinstance(logger, (DictConfig, ListConfig)):
+            logger = _user_objects(logger, "trainer.logger")
+        checkpointing = user["enable_checkpointing"]
+        if checkpointing is None:  # a configured ModelCheckpoint needs it on; LossLab itself saves none
+            from pytorch_lightning.callbacks import ModelCheckpoint
+
+            checkpointing = any(isinstance(cb, ModelCheckpoint) for cb in extra)
+        kwargs = {
+            "callbacks": [*callbacks, *extra],
+            "logger": False if logger is None else logger,
+            "enable_checkpointing": checkpointing,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+            "enable_progress_bar": _progress_bar(cfg),
+        }
+        return instantiate(node, **kwargs)
+    except (InstantiationException, MisconfigurationException, TypeError, ValueError) as exc:
+        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"trainer options rejected: {text}") from None
+
+
+def _user_objects(node: Any, key: str) -> list[Any]:
+    """Instantiate a configured callback or logger (one node or a list of them)."""
+    if node is None:
+        return []
+    items = list(node) if isinstance(node, ListConfig) else [node]
+    out = []
+    for item in items:
+        if not isinstance(item, DictConfig) or "_target_" not in item:
+            raise ConfigError(
+                f"{key} entry {OmegaConf.to_yaml(item).strip()!r} is not valid; accepted: a config with "
+                f"_target_, e.g. {key}=[{{_target_:pytorch_lightning.callbacks.EarlyStopping,"
+                "monitor:val/loss}]."
+            )
+        out.append(instantiate(item))
+    return out
 
 
 def _maybe_gradcheck(cfg: DictConfig, loss: nn.Module) -> dict[str, str]:
