@@ -238,6 +238,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         "losslab.version": _version(),
         **gradcheck_tags,
     }
+    setup = trainer_setup(cfg)  # the user's callbacks and logger, built before the run exists
     recorder = tracking.RunRecorder.start(
         client,
         exp_id,
@@ -255,8 +256,8 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     callbacks: list[Any] = [GradientStats(recorder.buffer, **gs)]
     if guard is not None:
         callbacks.append(guard)
-    callbacks.append(tracker)  # last: it flushes after the others recorded the step
-    trainer = _trainer(cfg, callbacks)
+    callbacks.append(tracker)  # last of LossLab's: it flushes after the others recorded the step
+    trainer = _trainer(cfg, callbacks, setup)
     module = LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
     started = time.perf_counter()
     try:
@@ -370,36 +371,56 @@ def _log_artifacts(
             recorder.log_artifact(png)
 
 
-def _trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
-    """The configured Trainer; `callbacks`, `logger` and `enable_checkpointing` from the config are
-    merged with LossLab's (the user's callbacks after LossLab's), never dropped."""
+@dataclass
+class TrainerSetup:
+    """The trainer config with the user's callbacks, logger and checkpointing already built.
+
+    Built before the MLflow run exists, so a bad callback or logger leaves no run behind.
+    """
+
+    node: DictConfig
+    callbacks: list[Any]
+    logger: Any
+    checkpointing: bool
+
+
+def trainer_setup(cfg: DictConfig) -> TrainerSetup:
+    """Split `trainer.callbacks`, `trainer.logger`, `trainer.enable_checkpointing` off the config, built."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    node = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
+    assert isinstance(node, DictConfig)
+    user = {k: node.pop(k) if k in node else None for k in ("callbacks", "logger", "enable_checkpointing")}
+    extra = _user_objects(user["callbacks"], "trainer.callbacks")
+    logger = user["logger"]
+    if isinstance(logger, (DictConfig, ListConfig)):
+        logger = _user_objects(logger, "trainer.logger")
+    checkpointing = user["enable_checkpointing"]
+    if checkpointing is None:  # a configured ModelCheckpoint needs it on; LossLab itself saves none
+        checkpointing = any(isinstance(cb, ModelCheckpoint) for cb in extra)
+    return TrainerSetup(node, extra, False if logger is None else logger, bool(checkpointing))
+
+
+def _trainer(cfg: DictConfig, callbacks: list[Any], setup: TrainerSetup | None = None) -> pl.Trainer:
+    """The configured Trainer; the config's callbacks (after LossLab's), logger and
+    enable_checkpointing are merged with LossLab's settings, never dropped."""
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
     warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 noise
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    from pytorch_lightning.utilities.exceptions import MisconfigurationException
-
-    node = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
-    user = {k: node.pop(k) if k in node else None for k in ("callbacks", "logger", "enable_checkpointing")}
+    setup = setup or trainer_setup(cfg)
+    kwargs = {
+        "callbacks": [*callbacks, *setup.callbacks],
+        "logger": setup.logger,
+        "enable_checkpointing": setup.checkpointing,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "enable_progress_bar": _progress_bar(cfg),
+    }
     try:
-        extra = _user_objects(user["callbacks"], "trainer.callbacks")
-        logger = user["logger"]
-        if isinstance(logger, (DictConfig, ListConfig)):
-            logger = _user_objects(logger, "trainer.logger")
-        checkpointing = user["enable_checkpointing"]
-        if checkpointing is None:  # a configured ModelCheckpoint needs it on; LossLab itself saves none
-            from pytorch_lightning.callbacks import ModelCheckpoint
-
-            checkpointing = any(isinstance(cb, ModelCheckpoint) for cb in extra)
-        kwargs = {
-            "callbacks": [*callbacks, *extra],
-            "logger": False if logger is None else logger,
-            "enable_checkpointing": checkpointing,
-            "enable_model_summary": False,
-            "num_sanity_val_steps": 0,
-            "enable_progress_bar": _progress_bar(cfg),
-        }
-        return instantiate(node, **kwargs)
-    except (InstantiationException, MisconfigurationException, TypeError, ValueError) as exc:
+        return instantiate(setup.node, **kwargs)
+    except (InstantiationException, MisconfigurationException) as exc:
         text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"trainer options rejected: {text}") from None
 
@@ -412,12 +433,16 @@ def _user_objects(node: Any, key: str) -> list[Any]:
     out = []
     for item in items:
         if not isinstance(item, DictConfig) or "_target_" not in item:
+            shown = OmegaConf.to_container(item) if isinstance(item, (DictConfig, ListConfig)) else item
             raise ConfigError(
-                f"{key} entry {OmegaConf.to_yaml(item).strip()!r} is not valid; accepted: a config with "
-                f"_target_, e.g. {key}=[{{_target_:pytorch_lightning.callbacks.EarlyStopping,"
-                "monitor:val/loss}]."
+                f"{key} entry {shown!r} is not valid; accepted: a config with _target_, e.g. "
+                f"'+{key}=[{{_target_:pytorch_lightning.callbacks.EarlyStopping,monitor:val/loss}}]'."
             )
-        out.append(instantiate(item))
+        try:
+            out.append(instantiate(item))
+        except InstantiationException as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{key} entry {item.get('_target_')} rejected: {text}") from None
     return out
 
 
