@@ -55,8 +55,9 @@ CASES = [
         ["recipe=seed_weighted_mse", "loss.weights=[1,nan,1,1,3,1,1,2,1,1]"],
         ["nan", "finite and >= 0"],
     ),
-    Case("labels-outside-domain", ["loss=hinge", "data=binary01"], ["{0, 1}", "{-1, +1}", "map_labels"]),
-    Case("bce-with-pm1-labels", ["loss=bce_with_logits", "data=binary"], ["{-1, 1}", "{0, 1}"]),
+    # binary data of either encoding serve every binary loss; real-valued targets do not
+    Case("labels-outside-domain", ["loss=hinge", "data=regression"], ["{-1, +1}", "data=regression"]),
+    Case("bce-with-real-labels", ["loss=bce_with_logits", "data=diabetes"], ["{0, 1}", "data=diabetes"]),
     Case(
         "user-model-shape-mismatch",
         ["model._target_=tests.custom_losses.two_outputs"],
