@@ -8,8 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import CONF as CONF_DIR
-from losslab import models
+from losslab import CONF_DIR, models
 from losslab.data import (
     DataConfigError,
     TensorBatches,

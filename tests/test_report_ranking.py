@@ -292,7 +292,13 @@ def test_a_shootout_over_design_groups_is_named_by_the_group_choice() -> None:
                         "overrides": overrides,
                     }
                     run = client.create_run(exp, tags={**tags, "outcome": "converged"}).info.run_id
-                    params = {**loss_params, "optimizer.lr": lr, "seed": str(seed)}
+                    # data.split_seed defaults to the seed: pooled like it, never a design key
+                    params = {
+                        **loss_params,
+                        "optimizer.lr": lr,
+                        "seed": str(seed),
+                        "data.split_seed": str(seed),
+                    }
                     for k, v in params.items():
                         client.log_param(run, k, v)
                     client.log_metric(run, "best/val_accuracy", acc)
@@ -319,6 +325,7 @@ def test_the_page_highlights_the_best_design_and_flags_failures(study: tuple[str
     assert '<tr class="best"><td>1</td><td>0.5</td><td>0.01</td><td>10</td><td>0</td>' in page
     assert "5 of 10 failed (diverged 5)" in page and "1 of 10 failed (failed 1)" in page
     assert "rank below every design whose runs all finished" in page
+    assert "Too few seeds" not in page  # 10 seeds everywhere, even where all runs failed
     best_line = next(line for line in report.designs_markdown.splitlines() if "**best**" in line)
     assert best_line.startswith(f"| 1 | {_label(*synthetic.BEST)} **best** |")
     assert report.best["label"] == _label(*synthetic.BEST) and report.best["metric"] == "accuracy"
@@ -326,3 +333,34 @@ def test_the_page_highlights_the_best_design_and_flags_failures(study: tuple[str
     assert set(report.best) >= {"test_accuracy", "test_accuracy_ci95", "val_accuracy_ci95", "runs", "params"}
     with pytest.raises(ReportError, match="seeds are never tuned"):
         _analysis(uri, parent, tune=["seed"])
+
+
+def test_a_tie_for_best_is_said_plainly() -> None:
+    from losslab.report.page import warnings_of
+
+    runs = [
+        _run(i, {"loss.margin": m, "seed": str(s)}, {"best/val_accuracy": v}, task="binary")
+        for i, (m, s, v) in enumerate(
+            [("0", 0, 0.9), ("0", 1, 0.8), ("1", 0, 0.8), ("1", 1, 0.9), ("2", 0, 0.7), ("2", 1, 0.7)]
+        )
+    ]
+    a = ranking.analyse(runs, ranking.resolve_metric(runs, None))
+    assert a.best.label == "margin=0"
+    said = [w for w in warnings_of(a) if "tie for the best" in w]
+    assert len(said) == 1
+    assert said[0].startswith("2 designs tie for the best mean val accuracy (0.85): margin=0; margin=1.")
+    a.ranked[1].scores[0].val = 0.81  # no longer tied
+    del a.ranked[1].val
+    assert not [w for w in warnings_of(a) if "tie for the best" in w]
+
+
+def test_a_sweep_whose_runs_all_failed_still_gets_a_report_saying_so() -> None:
+    from losslab.report.page import warnings_of
+
+    runs = [_run(i, {"loss.margin": str(i % 2), "seed": str(i // 2)}, {}, task="binary") for i in range(4)]
+    for run in runs:
+        run.status, run.tags = "FAILED", {"task": "binary"}
+    a = ranking.analyse(runs, ranking.resolve_metric(runs, None))
+    assert a.best is None and all(r.failures == {"failed": 2} for r in a.ranked)
+    assert any("none is highlighted as best" in w for w in warnings_of(a))
+    assert "**best**" not in tables.markdown(a) and "| 2 of 2 |" in tables.markdown(a)

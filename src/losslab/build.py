@@ -188,7 +188,7 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
             loss.prepare_targets(data.y_val)
             loss.prepare_targets(data.y_test)
         except LossInputError as exc:
-            raise LossInputError(f"{exc} (data={data.name} has labels '{data.labels}')") from None
+            raise LossInputError(_domain_hint(exc, data, loss)) from None
     n = min(data.batch_size or data.n_train, data.n_train)  # a real batch's size; no RNG drawn
     x, y = data.x_train[:n], data.y_train[:n]
     w = None if data.w_train is None else data.w_train[:n]
@@ -207,6 +207,31 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
         )
     if isinstance(loss, LossBase):
         loss.check_values = False  # validated above for the whole dataset: no per-step host syncs
+
+
+def data_options(labels: str) -> list[str]:
+    """The shipped data configs a loss with this label domain can use (`task:` in conf/data/NAME.yaml).
+
+    Every binary set serves a {-1,+1} or a {0,1} loss (labels are re-encoded per loss, see
+    `for_loss`); a real-valued loss fits the regression sets.
+    """
+    from . import CONF_DIR
+
+    task = "binary" if labels in ("pm1", "01") else "regression"
+    return sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if OmegaConf.load(p).get("task") == task)
+
+
+def _domain_hint(exc: LossInputError, data: TensorData, loss: LossBase) -> str:
+    """The loss's message plus the data option that fits; real-valued labels cannot be mapped."""
+    fits = ", ".join(f"data={d}" for d in data_options(loss.domain)) or "a data set in this domain"
+    if data.labels == "real" and loss.domain in ("pm1", "01"):
+        from .losses.base import DOMAINS
+
+        return (
+            f"{loss.name} classifies: its labels must be in {DOMAINS[loss.domain]}, but data={data.name} "
+            f"has real-valued labels (a regression set). Pick a data set with such labels: {fits}."
+        )
+    return f"{exc} (data={data.name} has labels '{data.labels}'; data sets that fit: {fits})"
 
 
 # ----------------------------------------------------------------------------- identity

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from .store import RunData
 
-#: params that never define a design: `seed` is pooled over; the rest are bookkeeping
-#: (the same keys `naming.config_hash` ignores)
-NON_DESIGN_KEYS = ("seed", "rerun", "trainer.enable_progress_bar")
+#: params that never define a design: `seed` is pooled over, and so is `data.split_seed` (it
+#: defaults to the seed: runs with the same seed share their split); the rest are bookkeeping
+NON_DESIGN_KEYS = ("seed", "data.split_seed", "rerun", "trainer.enable_progress_bar")
 NON_DESIGN_PREFIXES = ("tracking.", "hydra.")
 
 

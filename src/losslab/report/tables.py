@@ -46,7 +46,7 @@ def fmt_paired(r: DesignResult) -> tuple[str, str]:
         text += " (1 seed: no interval)"
     else:
         text += f" [{d.lo:+.3g}, {d.hi:+.3g}]" + (" (too few seeds)" if p.seeds < MIN_SEEDS else "")
-    return text, f"{p.p_improve:.2f} ({p.seeds} seeds)"
+    return text, f"{p.p_improve:.2f} ({p.seeds} seed{'s' if p.seeds != 1 else ''})"
 
 
 def fmt_outcomes(runs: Iterable[RunData]) -> str:
