@@ -20,6 +20,9 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     try:
         main()
+    except KeyboardInterrupt as stop:  # a sweep stopped by a signal: its jobs already ended KILLED
+        print(f"interrupted ({stop}); runs in progress were closed as KILLED", file=sys.stderr)
+        sys.exit(130)
     except SystemExit as stop:
         if stop.code == 1:  # Hydra refused the command line: say which keys exist
             from losslab.cli import unknown_key_hint
