@@ -112,6 +112,10 @@ class SweepTracker(Callback):
         self._closed = False
         self._heartbeat: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """joblib pickles Hydra's callbacks into every job: leave the driver's heartbeat thread home."""
+        return {**self.__dict__, "_heartbeat": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from . import tracking
 

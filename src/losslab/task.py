@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -108,13 +109,16 @@ def train(cfg: DictConfig) -> Result:
             killed = isinstance(exc, (KeyboardInterrupt, SystemExit)) or signals.signum is not None
             with signals.deferred():
                 status = "KILLED" if killed else "FAILED"
-                _write_result(out_dir, Result(status=status, name=name, error=_one_line(exc)), overrides)
+                error = (
+                    f"killed by {signal.Signals(signals.signum).name}" if signals.signum else _one_line(exc)
+                )
+                _write_result(out_dir, Result(status=status, name=name, error=error), overrides)
                 if killed and signals.signum is not None and interrupts.in_worker():
                     if interrupts.sweep_stopping(wait=2.0):
                         interrupts.exit_worker(130)  # the sweep is stopping: take no further job
                     # only this job was signalled: a failed job, the sweep goes on and reports it
-                    print(f"{prefix}killed: {name} ({_one_line(exc)})", file=sys.stderr, flush=True)
-                    return Result("KILLED", name, error=_one_line(exc))
+                    print(f"{prefix}killed: {name} ({error})", file=sys.stderr, flush=True)
+                    return Result("KILLED", name, error=error)
             raise
         with signals.deferred():
             _write_result(out_dir, result, overrides)
