@@ -264,3 +264,13 @@ def test_a_config_claimed_by_a_live_run_is_not_started_again(store, client):
     assert result.status == "FINISHED" and result.run_id != holder.run_id
     assert client.get_run(holder.run_id).info.status == "KILLED"
     assert [r.info.status for r in all_runs(client)].count("RUNNING") == 0
+
+
+@pytest.mark.slow
+def test_chaos_round_ends_with_every_config_finished_once(tmp_path: Path):
+    from losslab.chaos import run_chaos
+
+    result = run_chaos(workdir=tmp_path, configs=4, n_jobs=2, steps=400, signals=2, kill9=True, seed=1)
+    print(result)
+    assert len(result["signals"]) >= 1
+    assert result["ok"], result
