@@ -1,13 +1,20 @@
 # LossLab. Every target creates the virtual environment (.venv) on first use.
-# Override the torch build for your machine, e.g. a CUDA wheel:  make install TORCH_SPEC="torch==2.5.1"
+# torch is installed first, as TORCH_SPEC from TORCH_INDEX (pip --index-url); empty TORCH_INDEX: whatever
+# pip finds (on PyPI, Linux: the CUDA build). Pick the build explicitly, e.g.
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu      # CPU only
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cu128    # CUDA 12.8
+# Changing TORCH_SPEC or TORCH_INDEX reinstalls torch on the next make.
 PYTHON      ?= python3
 VENV        ?= .venv
 PY          := $(VENV)/bin/python
 TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
 STUDY       ?= seed_losses
 ARGS        ?=
-HOST        ?= 127.0.0.1
-PORT        ?= 5000
+# The UI's address (RULES: LOSSLAB_UI_HOST/LOSSLAB_UI_PORT; plain HOST/PORT from the environment are ignored).
+LOSSLAB_UI_HOST ?= 127.0.0.1
+LOSSLAB_UI_PORT ?= 5000
+export LOSSLAB_UI_HOST LOSSLAB_UI_PORT
 STORE       ?= $(if $(MLFLOW_TRACKING_URI),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 PYTEST_ARGS ?=
 
@@ -16,29 +23,36 @@ PYTEST_ARGS ?=
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: STUDY=$(STUDY) ARGS='...' TORCH_SPEC='$(TORCH_SPEC)' HOST=$(HOST) PORT=$(PORT)"
+	@echo "  variables: STUDY=$(STUDY) ARGS='...' TORCH_SPEC='$(TORCH_SPEC)' TORCH_INDEX='$(TORCH_INDEX)'"
+	@echo "             LOSSLAB_UI_HOST=$(LOSSLAB_UI_HOST) LOSSLAB_UI_PORT=$(LOSSLAB_UI_PORT)"
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# one stamp per torch choice, so a new TORCH_SPEC/TORCH_INDEX reinstalls torch
+TORCH_STAMP := $(VENV)/.torch-$(shell printf '%s %s' '$(TORCH_SPEC)' '$(TORCH_INDEX)' | cksum | cut -d' ' -f1)
+
+$(TORCH_STAMP):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
+	rm -f $(VENV)/.torch-* && touch $@
+
+$(VENV)/.installed: pyproject.toml $(TORCH_STAMP)
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-install: $(VENV)/.installed  ## create .venv and install LossLab with its dev tools
+install: $(VENV)/.installed  ## .venv with torch, LossLab (losslab-train, -compare, -gradcheck) and dev tools
 
 train: install  ## one run: make train ARGS="loss=hinge optimizer.lr=0.01"
 	$(PY) train.py $(ARGS)
 
-sweep: install  ## run a study from experiments/ (default seed_losses): make sweep STUDY=hinge_margin
+sweep: install  ## run a study (src/losslab/studies/experiment/, default seed_losses): make sweep STUDY=hinge_margin
 	$(PY) train.py +experiment=$(STUDY) $(ARGS) -m
 
 report: install  ## HTML + PNG report of the latest sweep into reports/
 	$(PY) -m losslab.compare $(ARGS)
 
-ui: install  ## MLflow UI on http://$(HOST):$(PORT) over the project's store (no auth: keep it on 127.0.0.1)
-	@echo "runs table: http://$(HOST):$(PORT)/#/experiments/1/runs?workflowType=machine_learning"
-	$(VENV)/bin/mlflow ui --backend-store-uri "$(STORE)" --host $(HOST) --port $(PORT)
+ui: install  ## MLflow UI on LOSSLAB_UI_HOST:LOSSLAB_UI_PORT (127.0.0.1:5000; no auth: keep it local)
+	@$(PY) -m losslab.links --store "$(STORE)"
+	$(VENV)/bin/mlflow ui --backend-store-uri "$(STORE)" --host "$(LOSSLAB_UI_HOST)" --port "$(LOSSLAB_UI_PORT)"
 
 check-grads: install  ## finite-difference gradient check of every built-in loss
 	$(PY) -m losslab.gradcheck $(ARGS)

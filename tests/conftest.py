@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
+from losslab import CONF_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR  # the configs ship inside the package
 
 
 @pytest.fixture

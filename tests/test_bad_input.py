@@ -34,11 +34,17 @@ class Case:
 
 
 CASES = [
-    Case("unknown-loss", ["loss=nope"], ["loss/nope", "Available options", "hinge"]),
-    Case("unknown-model", ["model=nope"], ["model/nope", "mlp"]),
-    Case("unknown-data", ["data=nope"], ["data/nope", "breast_cancer"]),
-    Case("unknown-optimizer", ["optimizer=nope"], ["optimizer/nope", "adam"]),
-    Case("mistyped-param", ["loss=hinge", "loss.margni=1"], ["loss.margni", "accepts", "margin"]),
+    # config mistakes (losslab.configcheck): the bad value, the closest accepted one, what is accepted
+    Case("unknown-loss", ["loss=hinje"], ["loss=hinje", "Did you mean loss=hinge?", "bce_with_logits"]),
+    Case("unknown-model", ["model=nope"], ["model=nope", "mlp"]),
+    Case("unknown-data", ["data=nope"], ["data=nope", "breast_cancer"]),
+    Case("unknown-optimizer", ["optimizer=nope"], ["optimizer=nope", "adam"]),
+    Case("mistyped-group", ["optimzer=sgd"], ["optimzer", "Did you mean optimizer=sgd?"]),
+    Case("mistyped-param", ["loss=hinge", "loss.margni=1"], ["loss.margni", "accepts", "loss.margin?"]),
+    Case("mistyped-outcome", ["outcome.windw=5"], ["outcome.windw", "outcome.min_window?", "ema_alpha"]),
+    Case("study-without-plus", ["experiment=hinge_margin"], ["did you mean +experiment=hinge_margin?"]),
+    Case("unknown-study", ["+experiment=hinge_margn"], ["Did you mean +experiment=hinge_margin?"]),
+    Case("sweep-without-m", ["seed=0,1"], ["seed=0,1", "-m"]),
     Case("non-numeric-margin", ["loss=hinge", "loss.margin=abc"], ["margin", "'abc'", "finite number"]),
     Case(
         "weights-wrong-length",
@@ -56,6 +62,7 @@ CASES = [
         ["nan", "finite and >= 0"],
     ),
     Case("labels-outside-domain", ["loss=hinge", "data=binary01"], ["{0, 1}", "{-1, +1}", "map_labels"]),
+    Case("real-labels-for-a-classifier", ["loss=hinge", "data=regression"], ["real-valued", "data=binary"]),
     Case("bce-with-pm1-labels", ["loss=bce_with_logits", "data=binary"], ["{-1, 1}", "{0, 1}"]),
     Case(
         "user-model-shape-mismatch",
@@ -85,6 +92,8 @@ CASES = [
     Case("check-val-zero", ["trainer.check_val_every_n_epoch=0"], ["check_val_every_n_epoch=0", ">= 1"]),
     Case("retry-seconds-nan", ["tracking.retry_seconds=nan"], ["tracking.retry_seconds=nan", "finite"]),
 ]
+
+CONFIG_MISTAKES = {c.id for c in CASES[:10]}
 
 if __import__("torch").cuda.is_available():  # pragma: no cover - the GPU case is valid there
     CASES = [c for c in CASES if c.id != "gpu-without-gpu"]
@@ -142,6 +151,9 @@ def test_bad_input_gets_a_short_clear_error_and_leaves_no_trace(case: Case, outc
         assert text in output, f"{text!r} missing from:\n{output}"
     assert "Traceback" not in output
     assert len(output.strip().splitlines()) <= 25, output
+    if case.id in CONFIG_MISTAKES:  # refused before anything runs: one paragraph, exit 2, nothing else
+        assert proc.returncode == 2, output
+        assert proc.stdout == "" and proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1
     uri, run_id, _ = seeded_store
     from mlflow.tracking import MlflowClient
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import json
@@ -20,10 +21,13 @@ import numpy as np
 import pytest
 
 from losslab import compare, tracking
+from losslab.report.designs import design_params, group_designs, varying_params
+from losslab.report.plots import majority, plot_heatmap
+from losslab.report.store import CURVE_KEYS, RunData, histories_via_client
 from losslab.synthetic import synthetic_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-PLOTS = ("loss_curves.png", "grad_norm.png", "zero_grad_fraction.png", "outcome_heatmap.png")
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _uri(path: Path) -> str:
@@ -79,29 +83,50 @@ def _designs(index: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_sweep_report_has_table_plots_heatmap_and_artifacts(sweep: tuple[str, str], tmp_path: Path) -> None:
+def _images(page: str) -> list[bytes]:
+    """Every <img> of the page, decoded; fails on an image that is not an embedded PNG."""
+    srcs = re.findall(r'<img src="([^"]*)"', page)
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,"), src[:80]
+    return [base64.b64decode(src.split(",", 1)[1]) for src in srcs]
+
+
+def test_sweep_report_is_one_self_contained_page_logged_on_the_parent(
+    sweep: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uri, parent = sweep
-    index = compare.build_report(uri, None, parent, tmp_path / "reports")
+    monkeypatch.setenv("LOSSLAB_UI_PORT", "5123")
+    monkeypatch.delenv("LOSSLAB_UI_HOST", raising=False)
+    report = compare.build_report(uri, None, parent, tmp_path / "reports")
+    index = report.html_path
     assert index.name == "index.html" and index.parent.parent == tmp_path / "reports"
+    assert str(report) == str(index)  # callers that printed the old Path return still work
     assert index.parent.name.startswith("hinge-sweep-")  # named after the parent run
-    for name in PLOTS:
-        assert (index.parent / name).stat().st_size > 1000, name
+    assert sorted(p.name for p in index.parent.iterdir()) == ["designs.csv", "index.html"]
     page = index.read_text()
-    assert '<img src="outcome_heatmap.png"' in page and "Final val loss (mean ± 95% CI)" in page
+    images = _images(page)
+    assert len(images) >= 4 and all(img.startswith(PNG) and len(img) > 1000 for img in images)
+    assert not re.search(r'(src|href)="(?!data:|http://127\.0\.0\.1:5123/#/experiments/)', page)
+    run_links = re.findall(
+        r"http://127\.0\.0\.1:5123/#/experiments/\d+/runs/([0-9a-f]{32})\?workflowType=machine_learning", page
+    )
+    assert parent in run_links and len(set(run_links)) == 9  # the parent and its 8 runs
     assert re.search(r"#/experiments/\d+/runs\?workflowType=machine_learning", page)
     rows = _designs(index)
-    assert [(r["loss.margin"], r["optimizer.lr"]) for r in rows] == [
+    assert {(r["loss.margin"], r["optimizer.lr"]) for r in rows} == {
         ("0.5", "0.01"),
         ("0.5", "0.1"),
         ("1.0", "0.01"),
         ("1.0", "0.1"),
-    ]
+    }
+    assert [r["Rank"] for r in rows] == ["1", "2", "3", "4"]
     for row in rows:
-        assert row["Runs"] == "2"
-        assert "±" in row["Final val loss (mean ± 95% CI)"]
-        assert row["Outcomes"] and row["Median gradient norm"]
+        assert row["Runs"] == "2" and row["Outcomes"] and row["Median gradient norm"]
+    assert "too few" in page  # 2 seeds: said plainly
+    assert len(report.designs_markdown) < 4000 and report.designs_markdown.count("\n| ") == 5
+    assert report.best == {} or report.best["label"] in report.designs_markdown
     logged = {a.path for a in tracking.open_store(uri).list_artifacts(parent, "report")}
-    assert {f"report/{n}" for n in (*PLOTS, "index.html", "designs.csv")} <= logged
+    assert {"report/index.html", "report/designs.csv"} <= logged
 
 
 def test_no_arguments_reports_the_latest_sweep(
@@ -146,13 +171,13 @@ def test_bulk_sql_and_client_histories_agree(store: Path) -> None:
     synthetic_experiment(uri, n_runs=20, n_steps=40, experiment="slow", fast=False)
     fast, slow = compare.load_runs(uri, "fast"), compare.load_runs(uri, "slow")
     ids = [r.run_id for r in fast.runs]
-    via_client = compare.histories_via_client(fast.client, ids, compare.CURVE_KEYS)
+    via_client = histories_via_client(fast.client, ids, CURVE_KEYS)
     by_name = {r.name: r for r in slow.runs}
     assert any(r.outcome == "diverged" for r in fast.runs)  # exercises +inf round trips
     for run in fast.runs:
         other = by_name[run.name]
         assert run.metrics == pytest.approx(other.metrics, nan_ok=True)
-        for key in compare.CURVE_KEYS:
+        for key in CURVE_KEYS:
             for steps, values in (other.curves[key], via_client[key][run.run_id]):
                 assert np.array_equal(run.curves[key][0], steps)
                 assert np.array_equal(run.curves[key][1], values, equal_nan=True)
@@ -161,11 +186,13 @@ def test_bulk_sql_and_client_histories_agree(store: Path) -> None:
 def test_single_seed_designs_have_no_ci(store: Path, tmp_path: Path) -> None:
     uri = _uri(store / "mlflow.db")
     parent = synthetic_experiment(uri, n_runs=20, n_steps=200)
-    index = compare.build_report(uri, "losslab-bench", None, tmp_path / "reports")
-    rows = _designs(index)
+    report = compare.build_report(uri, "losslab-bench", None, tmp_path / "reports")
+    rows = _designs(report.html_path)
     assert len(rows) == 20 and {r["Runs"] for r in rows} == {"1"}
-    assert not any("±" in r["Final val loss (mean ± 95% CI)"] for r in rows)
+    val = [r["Val accuracy (mean ± 95% CI)"] for r in rows]
+    assert all(v.endswith("(1 run: no interval)") or v == "—" for v in val)
     assert any("diverged" in r["Outcomes"] for r in rows)
+    assert "Too few seeds" in report.html_path.read_text()
     assert compare.load_runs(uri, "losslab-bench").parent.info.run_id == parent
 
 
@@ -197,17 +224,17 @@ def test_synthetic_200_runs_x_1000_steps(store: Path, tmp_path: Path) -> None:
     started = time.perf_counter()
     synthetic_experiment(uri, n_runs=200, n_steps=1000)
     filled = time.perf_counter()
-    index = compare.build_report(uri, "losslab-bench", None, tmp_path / "reports")
+    report = compare.build_report(uri, "losslab-bench", None, tmp_path / "reports")
     done = time.perf_counter()
     print(f"\nfill 200x1000: {filled - started:.1f}s, report: {done - filled:.1f}s")
-    assert len(_designs(index)) == 20
+    assert len(_designs(report.html_path)) == 20
 
 
 # ----------------------------------------------------------------------------- no store needed
 
 
-def _run(i: int, **params: str) -> compare.RunData:
-    return compare.RunData(f"{i:032x}", f"r{i}", "FINISHED", params, {"outcome": "converged"}, {})
+def _run(i: int, **params: str) -> RunData:
+    return RunData(f"{i:032x}", f"r{i}", "FINISHED", params, {"outcome": "converged"}, {})
 
 
 def test_designs_pool_seeds_and_skip_the_heatmap_with_one_varying_param(tmp_path: Path) -> None:
@@ -215,29 +242,21 @@ def test_designs_pool_seeds_and_skip_the_heatmap_with_one_varying_param(tmp_path
         _run(i, **{"loss.margin": m, "seed": s, "tracking.uri": "x"})
         for i, (m, s) in enumerate([("0.5", "0"), ("0.5", "1"), ("1.0", "0")])
     ]
-    keys = compare.varying_params(runs)
+    keys = varying_params(runs)
     assert keys == ["loss.margin"]
-    designs = compare.group_designs(runs, keys)
+    designs = group_designs(runs, keys)
     assert [(d.label, len(d.runs)) for d in designs] == [("margin=0.5", 2), ("margin=1.0", 1)]
-    path, note = compare.plot_heatmap(runs, keys, tmp_path / "h.png")
-    assert path is None and "Fewer than two params" in note
+    image, note = plot_heatmap(runs, keys)
+    assert image is None and "Fewer than two params" in note
 
 
-def test_statistics() -> None:
-    mean, half, n, bad = compare.mean_ci([1.0, 3.0, float("nan")])
-    assert (mean, n, bad) == (2.0, 2, 1) and half == pytest.approx(12.706 * 1.0, rel=1e-3)
-    assert compare.mean_ci([1.0])[1] is None
-    steps = np.arange(1000)
-    curve = np.exp(-steps / 100.0)
-    at = compare.steps_to_fraction(steps, curve)
-    assert at is not None and 200 < at < 300  # exp decay: 90% of the drop near t = 100 ln 10
-    assert compare.steps_to_fraction(steps, np.ones(1000)) is None
-    assert compare.majority(Counter(converged=1, diverged=1)) == "diverged"
+def test_majority_ties_go_to_the_worse_outcome() -> None:
+    assert majority(Counter(converged=1, diverged=1)) == "diverged"
+    assert majority(Counter(converged=2, diverged=1)) == "converged"
 
 
 def test_design_params_drop_what_follows_from_the_swept_choices():
     """A sweep over losses: data.name and loss.margin vary only because each loss brings them."""
-    from losslab.compare import RunData, design_params
 
     def run(i: int, loss: str, lr: str, seed: str) -> RunData:
         params = {
@@ -277,3 +296,30 @@ def test_no_arguments_find_the_latest_sweep_in_any_experiment(tmp_path, monkeypa
     assert selection.parent.info.run_id == newest and selection.experiment.name == "newer_study"
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "older_study")
     assert compare.load_runs(uri).experiment.name == "older_study"
+
+
+def test_cli_metric_tune_and_baseline(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report options end to end; each mistake is one `Error:` line and exit 2."""
+    uri = _uri(store / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    synthetic_experiment(uri, n_runs=40, n_steps=30, experiment="cli")
+    out = ["--out", str(tmp_path / "reports")]
+    assert compare.main(["--tune", "optimizer.lr", "--metric", "auc", *out]) == 0
+    printed = capsys.readouterr().out
+    assert "best design: margin=0.5" in printed
+    page = next((tmp_path / "reports").glob("*/index.html")).read_text()
+    assert "Val auc" in page and "Budget: 4 configs of optimizer.lr tried per design" in page
+    assert compare.main(["--baseline", "margin=0.25,lr=0.01", *out]) == 0
+    row = next(r for r in _designs(next((tmp_path / "reports").glob("*/index.html"))) if r["Rank"] == "1")
+    assert row["Δ test accuracy vs baseline (paired, 95% CI)"].startswith("+")
+    for args, words in (
+        (["--metric", "rmse"], "--metric rmse is a regression metric but these runs are binary"),
+        (["--tune", "optimizer.momentum"], "--tune optimizer.momentum: this param does not vary"),
+        (["--baseline", "margin=9"], "--baseline 'margin=9' matches no design"),
+    ):
+        assert compare.main([*args, *out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("Error: ") and words in err and len(err.strip().splitlines()) == 1, err

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from losslab import models
+from losslab import CONF_DIR, models
 from losslab.data import (
     DataConfigError,
     TensorBatches,
@@ -21,7 +19,6 @@ from losslab.data import (
     teacher_regression,
 )
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DATA_NAMES = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
 
 # name -> (n_train + n_val, n_features, label encoding)

@@ -7,7 +7,6 @@ torch ops, never by calling the loss under test a second way.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from losslab import CONF_DIR
 from losslab.losses import (
     MSE,
     BCEWithLogits,
@@ -28,7 +28,6 @@ from losslab.losses import (
     WeightedMSE,
 )
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SEED_WEIGHTS = [1, 2, 1, 1, 3, 1, 1, 2, 1, 1]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, all_runs, run_train
-from losslab import migrate
+from losslab import CONF_DIR, migrate
 
 SCRIPT = ROOT / "scripts" / "pg_server.sh"
 
@@ -169,7 +169,7 @@ def test_migrate_sqlite_to_sqlite_is_faithful_and_idempotent(tmp_path: Path, mon
 def test_cluster_launcher_configs_compose() -> None:
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         slurm = compose(
             "train", ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
         ).hydra.launcher

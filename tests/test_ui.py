@@ -51,7 +51,8 @@ def ui(store, tmp_path: Path):
     """`make ui` over the test store on a free port; stopped (whole process group) at the end."""
     port = free_port()
     proc = subprocess.Popen(
-        ["make", "-s", "ui", f"PORT={port}", f"STORE={store}"],
+        ["make", "-s", "ui", f"STORE={store}"],
+        env={**os.environ, "LOSSLAB_UI_PORT": str(port), "HOST": "0.0.0.0"},  # HOST must not matter
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

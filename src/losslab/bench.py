@@ -50,8 +50,9 @@ from typing import Any
 
 import torch
 
+from . import CONF_DIR
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = PROJECT_ROOT / "conf"
 SECTIONS = ("1", "2", "3", "4", "5", "6")
 TARGETS = {  # figure id -> (comparison, bound, what)
     "1.small": ("<=", 1.3, "LossLab / raw loop, small MLP"),

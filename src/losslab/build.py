@@ -254,7 +254,7 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
             loss.prepare_targets(data.y_train)
             loss.prepare_targets(data.y_val)
         except LossInputError as exc:
-            raise LossInputError(f"{exc} (data={data.name} has labels '{data.labels}')") from None
+            raise LossInputError(_domain_hint(exc, data, loss)) from None
     n = min(data.batch_size or data.n_train, data.n_train)  # a real batch's size; no RNG drawn
     x, y = data.x_train[:n], data.y_train[:n]
     w = None if data.w_train is None else data.w_train[:n]
@@ -273,6 +273,30 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
         )
     if isinstance(loss, LossBase):
         loss.check_values = False  # validated above for the whole dataset: no per-step host syncs
+
+
+def data_options(labels: str) -> list[str]:
+    """The shipped data configs whose labels are in this encoding (`labels:` in conf/data/NAME.yaml)."""
+    from . import CONF_DIR
+
+    return sorted(
+        p.stem
+        for p in (CONF_DIR / "data").glob("*.yaml")
+        if str(OmegaConf.load(p).get("labels", "real")) == labels
+    )
+
+
+def _domain_hint(exc: LossInputError, data: TensorData, loss: LossBase) -> str:
+    """The loss's message plus the data option that fits; real-valued labels cannot be mapped."""
+    fits = ", ".join(f"data={d}" for d in data_options(loss.domain)) or "a data set in this domain"
+    if data.labels == "real" and loss.domain in ("pm1", "01"):
+        from .losses.base import DOMAINS
+
+        return (
+            f"{loss.name} classifies: its labels must be in {DOMAINS[loss.domain]}, but data={data.name} "
+            f"has real-valued labels (a regression set). Pick a data set with such labels: {fits}."
+        )
+    return f"{exc} (data={data.name} has labels '{data.labels}'; data sets that fit: {fits})"
 
 
 # ----------------------------------------------------------------------------- identity

@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-TRAIN = Path(__file__).resolve().parents[2] / "train.py"
-
 
 def _sweep_cmd(configs: int, n_jobs: int, steps: int, flush: int) -> list[str]:
     return [
         sys.executable,
-        str(TRAIN),
+        "-m",
+        "losslab",
         "hydra/launcher=joblib",
         f"hydra.launcher.n_jobs={n_jobs}",
         f"seed=range({configs})",

@@ -1,59 +1,58 @@
-"""Friendlier words for command-line mistakes that Hydra reports before LossLab runs.
+"""Console scripts: `losslab-train` (also `python train.py`), `losslab-compare`, `losslab-gradcheck`.
 
-Hydra says a mistyped key (`loss.margni=1`) "is not in struct" but not which keys exist.
-After Hydra has refused the command line, `unknown_key_hint` composes the config with
-just the group choices and names the keys the mistyped one could have been.
+`losslab-train` checks the command line first (`configcheck`: one `Error:` paragraph, exit 2, for
+a mistyped group, option or key), then hands it to Hydra with the configs shipped in the package,
+so it works the same from a checkout, from any directory and from a wheel.
 """
 
 from __future__ import annotations
 
-import difflib
-from pathlib import Path
+import logging
+import os
+import sys
 
-from omegaconf import DictConfig, OmegaConf
+import hydra
+from omegaconf import DictConfig
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+from . import CONF_DIR
 
-
-def _choices_only(overrides: list) -> list[str]:
-    """Group selections (`loss=hinge`, `+experiment=x`), first value of a sweep, nothing else."""
-    kept = []
-    for ov in overrides:
-        key = ov.get_key_element()
-        if "." in key.lstrip("+~") or key.startswith(("hydra", "~")):
-            continue
-        value = next(iter(ov.sweep_string_iterator()), None) if ov.is_sweep_override() else ov.value()
-        if isinstance(value, str):
-            kept.append(f"{key}={value}")
-    return kept
+log = logging.getLogger("losslab.cli")
 
 
-def unknown_key_hint(argv: list[str], config_dir: Path = CONF, config_name: str = "train") -> str | None:
-    """One paragraph naming each unknown `a.b=value` key and the keys `a` accepts, or None."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def error_handler() -> logging.Handler:
+    """`Error:` lines before Hydra has set up logging: plain text on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
 
-    args = [a for a in argv if "=" in a and not a.startswith("-")]
+
+@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+def _hydra_train(cfg: DictConfig) -> float:
+    from .task import main as run
+
+    return run(cfg)
+
+
+def train(argv: list[str] | None = None) -> None:
+    """`losslab-train [group=option ...] [key=value ...] [-m]`: one run, or a sweep with -m."""
+    from .configcheck import CommandLineError, check
+
+    # like `python -m` and `python train.py`: modules in the current directory import
+    # (a user's `loss._target_=my_loss.MyLoss`)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        overrides = OverridesParser.create().parse_overrides(args)
-        with initialize_config_dir(str(config_dir), version_base="1.3"):
-            cfg = compose(config_name, overrides=_choices_only(overrides))
-    except Exception:
-        return None  # the command line is broken in some other way; Hydra's message stands
-    hints = []
-    for ov in overrides:
-        key = ov.get_key_element()
-        if key.startswith(("+", "~", "hydra")) or "." not in key:
-            continue
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent, default=None)
-        if not isinstance(node, DictConfig) or leaf in node:
-            continue
-        accepted = sorted(str(k) for k in node)
-        close = difflib.get_close_matches(leaf, accepted, n=1)
-        maybe = f" Did you mean {parent}.{close[0]}?" if close else ""
-        hints.append(
-            f"Error: {key} is not a key of this config; {parent} accepts: {', '.join(accepted)}.{maybe} "
-            f"To add a new key (e.g. an argument of your own class), write +{key}=..."
-        )
-    return "\n".join(hints) or None
+        args = check(args)
+    except CommandLineError as exc:
+        if not log.handlers:
+            log.addHandler(error_handler())
+            log.propagate = False
+        log.error("Error: %s", exc)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *args]
+    try:
+        _hydra_train()
+    except KeyboardInterrupt as stop:  # a sweep stopped by a signal: its jobs already ended KILLED
+        print(f"interrupted ({stop}); runs in progress were closed as KILLED", file=sys.stderr)
+        sys.exit(130)

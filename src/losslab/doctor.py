@@ -13,7 +13,6 @@ import argparse
 import shlex
 import subprocess
 import sys
-from pathlib import Path
 
 from .liveness import STALE_AFTER
 
@@ -56,14 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         ids = [e.experiment_id for e in client.search_experiments()]
     reaped = liveness.reap(client, ids, args.stale_after, by="losslab.doctor")
     print(f"doctor: {len(reaped)} stale run(s) in {tracking.redact_uri(uri)} marked KILLED")
-    train = Path(__file__).resolve().parents[2] / "train.py"
     commands = []
     for run, reason in reaped:
         overrides = run.data.tags.get("overrides", "")
         print(f"  {run.info.run_id} {run.info.run_name}: {reason}")
         if run.data.tags.get("losslab.sweep") == "parent" or "***" in overrides:
             continue  # a sweep's parent is not a config; masked secrets cannot be replayed
-        commands.append([sys.executable, str(train), *shlex.split(overrides)])
+        commands.append([sys.executable, "-m", "losslab", *shlex.split(overrides)])
         print(f"    run again: python train.py {overrides}")
     if args.rerun:
         failed = sum(subprocess.run(cmd, check=False).returncode != 0 for cmd in commands)

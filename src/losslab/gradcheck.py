@@ -1,6 +1,6 @@
 """Check a loss's autograd derivatives against finite differences.
 
-    python -m losslab.gradcheck                       # every built-in loss (conf/loss/*.yaml)
+    python -m losslab.gradcheck                       # every built-in loss (losslab/conf/loss/*.yaml)
     python -m losslab.gradcheck loss=hinge loss.margin=0.5
     python -m losslab.gradcheck loss._target_=mypkg.mod.MyLoss gradcheck.targets=pm1
     python -m losslab.gradcheck loss=focal gradcheck.points=200 gradcheck.seed=3
@@ -14,7 +14,7 @@ non-differentiable point are moved off it first: there a finite difference retur
 the two slopes whatever the code does. Kinks come from the loss's `kink_distance` when it has one,
 and are otherwise found by comparing left and right one-sided differences.
 
-Settings live under `gradcheck.` (see conf/gradcheck.yaml). Exit status: 0 all checks pass,
+Settings live under `gradcheck.` (see losslab/conf/gradcheck.yaml). Exit status: 0 all checks pass,
 1 some check fails, 2 bad input (unknown loss, `_target_` that does not import, bad setting).
 Only torch, hydra and omegaconf are imported, so this stays quick to start.
 """
@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from . import CONF_DIR
 
 LossFn = Callable[..., Tensor]
 
@@ -548,13 +550,13 @@ def format_table(reports: Sequence[Report]) -> str:
 
 
 def config_dir() -> Path:
-    """conf/ at the repository root, or $LOSSLAB_CONFIG_DIR."""
+    """The configs shipped in the package (losslab/conf), or $LOSSLAB_CONFIG_DIR."""
     env = os.environ.get("LOSSLAB_CONFIG_DIR")
-    return Path(env).expanduser().resolve() if env else Path(__file__).resolve().parents[2] / "conf"
+    return Path(env).expanduser().resolve() if env else CONF_DIR
 
 
 def builtin_losses(conf: Path | None = None) -> list[str]:
-    """The loss config names, conf/loss/*.yaml."""
+    """The loss config names, <config dir>/loss/*.yaml."""
     return sorted(p.stem for p in ((conf or config_dir()) / "loss").glob("*.yaml"))
 
 

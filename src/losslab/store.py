@@ -38,7 +38,9 @@ class TrackingError(RuntimeError):
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+    """mlflow.db in the checkout LossLab runs from (any cwd), else in the current directory (pip install)."""
+    checkout = (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "src" / "losslab").is_dir()
+    return f"sqlite:///{(PROJECT_ROOT if checkout else Path.cwd()) / 'mlflow.db'}"
 
 
 def resolve_tracking_uri(configured: str | None) -> str:

@@ -1,0 +1,89 @@
+"""Links into the MLflow UI that open the runs view of the right experiment (or a run's page).
+
+MLflow 3 opens its GenAI layout unless a link asks for `workflowType=machine_learning`, and each
+study writes to its own experiment, so a bare `http://host:port` lands on the wrong page. Every link
+LossLab prints or writes comes from here, on the address `make ui` really binds:
+LOSSLAB_UI_HOST / LOSSLAB_UI_PORT (plain HOST/PORT are deliberately ignored), or the tracking
+server itself when runs go to one (its UI is the server).
+
+`python -m losslab.links [--store URI]` prints the runs-table link of the latest sweep's experiment
+(what `make ui` shows before starting the UI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+VIEW = "workflowType=machine_learning"
+WILDCARD = ("0.0.0.0", "::", "[::]", "")
+
+
+def ui_address() -> tuple[str, int]:
+    """(host, port) `make ui` binds: LOSSLAB_UI_HOST (127.0.0.1) and LOSSLAB_UI_PORT (5000)."""
+    host = os.environ.get("LOSSLAB_UI_HOST") or "127.0.0.1"
+    port = os.environ.get("LOSSLAB_UI_PORT") or "5000"
+    return host, int(port)
+
+
+def ui_base(tracking_uri: str | None = None) -> str:
+    """http://HOST:PORT of the UI that shows this store: the server for http(s) stores, else `make ui`'s."""
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
+        from .tracking import redact_uri
+
+        return redact_uri(tracking_uri).rstrip("/")
+    host, port = ui_address()
+    if host in WILDCARD:  # bound to every interface: this machine's browser reaches it on loopback
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def runs_url(experiment_id: str, tracking_uri: str | None = None) -> str:
+    """The experiment's runs table (parents with their children nested)."""
+    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{VIEW}"
+
+
+def run_url(experiment_id: str, run_id: str, tracking_uri: str | None = None) -> str:
+    """One run's page (its note, parameters, metrics, artifacts)."""
+    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}?{VIEW}"
+
+
+def latest_sweep(client) -> tuple[str, str] | None:
+    """(experiment id, parent run id) of the newest sweep in the store, in any experiment."""
+    experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    if not experiments:
+        return None
+    runs = client.search_runs(
+        experiments,
+        filter_string="tags.`losslab.sweep` = 'parent'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return (runs[0].info.experiment_id, runs[0].info.run_id) if runs else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m losslab.links", description=__doc__.splitlines()[0])
+    p.add_argument("--store", help="tracking URI (default: MLFLOW_TRACKING_URI or the project's mlflow.db)")
+    args = p.parse_args(argv)
+    from . import tracking
+
+    uri = tracking.resolve_tracking_uri(args.store)
+    try:
+        latest = latest_sweep(tracking.open_store(uri))
+    except Exception as exc:  # the UI still starts; the link just cannot name an experiment
+        print(f"MLflow UI: {ui_base()} (could not read {tracking.redact_uri(uri)}: {exc})", file=sys.stderr)
+        return 0
+    if latest is None:
+        print(f"MLflow UI: {ui_base()}/#/experiments (no sweep in the store yet)")
+    else:
+        print(f"latest sweep, runs table: {runs_url(latest[0])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""`build_report`: runs in, one self-contained HTML report (and designs.csv) out."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from . import page, plots, tables
+from .ranking import Analysis, DesignResult, analyse, resolve_metric
+from .store import CURVE_KEYS, attach_curves, select_runs
+
+
+@dataclass
+class Report:
+    """What `build_report` made. `str()` / `os.fspath()` give the HTML path, as the old return value did."""
+
+    html_path: Path
+    designs_markdown: str
+    best: dict[str, Any] = field(default_factory=dict)
+    csv_path: Path | None = None
+    analysis: Analysis | None = field(default=None, repr=False)
+
+    def __fspath__(self) -> str:
+        return str(self.html_path)
+
+    def __str__(self) -> str:
+        return str(self.html_path)
+
+
+def best_summary(a: Analysis) -> dict[str, Any]:
+    """The best design's label and key metrics (empty when no design has all its runs finished)."""
+    b: DesignResult | None = a.best
+    if b is None:
+        return {}
+    m = a.metric.name
+    out: dict[str, Any] = {
+        "label": b.label,
+        "params": dict(b.design.values),
+        "metric": m,
+        "direction": "max" if a.metric.maximize else "min",
+        f"val_{m}": b.val.mean,
+        f"val_{m}_ci95": b.val.half,
+        f"test_{m}": b.test.mean,
+        f"test_{m}_ci95": b.test.half,
+        "runs": b.n,
+    }
+    if b.tuned is not None:
+        out["tuned"] = dict(b.tuned)
+        out["configs_tried"] = len(b.configs)
+    return out
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"
+
+
+def _csv(head: Sequence[str], rows: Sequence[Sequence[str]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(head)
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def build_report(
+    client_or_uri: MlflowClient | str | None,
+    experiment: str | None,
+    sweep: str | None,
+    out: Path | str,
+    *,
+    metric: str | None = None,
+    baseline: str | None = None,
+    tune: Sequence[str] = (),
+    all_runs: bool = False,
+    log_artifacts: bool = True,
+) -> Report:
+    """Write <out>/<name>/index.html (self-contained) and designs.csv; return a `Report`.
+
+    `client_or_uri`: an MlflowClient, a tracking URI, or None for the current store. With no
+    sweep, the experiment's latest sweep is reported (or all its runs when it has none, or when
+    `all_runs`). `metric`: accuracy|auc|rmse|mae|r2 (default: the runs' task's primary metric);
+    `baseline`: the design the others are paired with (default: the best); `tune`: params chosen
+    per design on val (see tuning.py). A sweep's report is also logged to its parent run
+    under artifact path "report".
+    """
+    sel = select_runs(client_or_uri, experiment, sweep, all_runs)
+    yardstick = resolve_metric(sel.runs, metric)
+    keys = CURVE_KEYS if yardstick.task is None else (*CURVE_KEYS, yardstick.curve_key)
+    attach_curves(sel, keys)
+    a = analyse(sel.runs, yardstick, tune, baseline)
+    figs, notes = plots.figures(
+        [r.design for r in a.ranked],
+        sel.runs,
+        a.keys,
+        None if yardstick.task is None else yardstick.curve_key,
+        f"val {yardstick.name}",
+    )
+    head, rows = tables.headers(a), tables.rows(a)
+    csv_bytes = _csv(head, rows)
+    out_dir = Path(out) / _safe_name(sel.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = page.Context(f"LossLab report: {sel.name}", sel.uri, sel.experiment, sel.parent)
+    index = out_dir / "index.html"
+    index.write_text(page.render(ctx, a, (head, rows), csv_bytes, figs, notes), encoding="utf-8")
+    csv_path = out_dir / "designs.csv"
+    csv_path.write_bytes(csv_bytes)
+    if sel.parent is not None and log_artifacts:
+        _log_report(sel.client, sel.parent.info.run_id, [index, csv_path])
+    return Report(index, tables.markdown(a), best_summary(a), csv_path, a)
+
+
+def _log_report(client: MlflowClient, run_id: str, files: Sequence[Path]) -> None:
+    """Attach the report to the sweep's parent run; a failure leaves the local report usable."""
+    try:
+        for path in files:
+            client.log_artifact(run_id, os.fspath(path), "report")
+    except (MlflowException, OSError) as exc:
+        print(f"warning: could not log the report to run {run_id}: {exc}", file=sys.stderr)

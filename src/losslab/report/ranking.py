@@ -1,0 +1,248 @@
+"""Which design is best: task metrics, failed runs, ranking on val, pairing against a baseline.
+
+Designs are ranked on a loss-independent task metric read on validation data (`best/val_<m>`,
+the value at the checkpoint selected on val, else the last `val/<m>`); `test/<m>` is shown beside
+it and never used to choose. A run that did not finish, diverged, or has no finite val value
+counts as failed: a design with any failed run ranks below every design whose runs all finished,
+whatever its other runs scored, so a design cannot win by dropping its blow-ups from the mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from .designs import Design, design_params, group_designs, match_design
+from .stats import Interval, Paired, mean_ci, paired
+from .store import ReportError, RunData
+
+#: metric -> (higher is better, task it belongs to)
+METRICS: dict[str, tuple[bool, str]] = {
+    "accuracy": (True, "binary"),
+    "auc": (True, "binary"),
+    "rmse": (False, "regression"),
+    "mae": (False, "regression"),
+    "r2": (True, "regression"),
+}
+PRIMARY = {"binary": "accuracy", "regression": "rmse"}
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    """The yardstick: a task metric, or (runs without a `task` tag) each design's own val loss."""
+
+    name: str
+    maximize: bool
+    task: str | None  # None: the val-loss fallback for runs that log no task metrics
+
+    @property
+    def val_keys(self) -> tuple[str, str]:
+        """Where a run's val value is read: the selected checkpoint's value, else the last one."""
+        if self.task is None:
+            return "best/val_loss", "final/val_loss"
+        return f"best/val_{self.name}", f"val/{self.name}"
+
+    @property
+    def test_key(self) -> str:
+        return f"test/{self.name}"
+
+    @property
+    def curve_key(self) -> str:
+        return f"val/{self.name}"
+
+    @property
+    def direction(self) -> str:
+        return "higher is better" if self.maximize else "lower is better"
+
+
+LOSS_FALLBACK = TaskMetric("loss", False, None)
+
+
+def resolve_metric(runs: Sequence[RunData], name: str | None) -> TaskMetric:
+    """`name`, checked against the runs' `task` tag; None: the task's primary metric (even when no
+    run logged it: a sweep whose runs all failed still gets a report saying so)."""
+    tasks = Counter(r.tags["task"] for r in runs if r.tags.get("task"))
+    if len(tasks) > 1:
+        mix = ", ".join(f"{t} ({n} runs)" for t, n in sorted(tasks.items()))
+        raise ReportError(
+            f"These runs mix tasks ({mix}): their metrics cannot be ranked together. Report one study at a "
+            "time (--sweep PARENT_RUN_ID) or one experiment (--experiment NAME)."
+        )
+    task = next(iter(tasks), None)
+    if task is not None and task not in PRIMARY:
+        raise ReportError(f"Unknown task tag {task!r} on these runs; known tasks: {', '.join(PRIMARY)}.")
+    explicit = name is not None
+    if name is None:
+        if task is None:
+            return LOSS_FALLBACK
+        name = PRIMARY[task]
+    if name not in METRICS:
+        raise ReportError(f"Unknown metric {name!r}; accepted: {', '.join(METRICS)}.")
+    maximize, metric_task = METRICS[name]
+    if task is not None and metric_task != task:
+        fitting = ", ".join(m for m, (_, t) in METRICS.items() if t == task)
+        raise ReportError(
+            f"--metric {name} is a {metric_task} metric but these runs are {task} (tag task={task}); "
+            f"{task} metrics: {fitting}."
+        )
+    metric = TaskMetric(name, maximize, metric_task)
+    if explicit and not any(k in r.metrics for r in runs for k in metric.val_keys):
+        raise ReportError(
+            f"No run here logged {metric.val_keys[0]} or {metric.val_keys[1]}, so they cannot be ranked on "
+            f"{name}. Runs from before task metrics were logged carry no `task` tag: omit --metric to rank "
+            "them on their val loss."
+        )
+    return metric
+
+
+@dataclass
+class RunScore:
+    """One run on the yardstick: its val and test values, and why it failed (None when it did not)."""
+
+    run: RunData
+    val: float | None
+    test: float | None
+    failure: str | None
+
+
+def score_run(run: RunData, metric: TaskMetric) -> RunScore:
+    val = next((run.metrics[k] for k in metric.val_keys if k in run.metrics), None)
+    test = run.metrics.get(metric.test_key)
+    if test is not None and not math.isfinite(test):
+        test = None
+    failure = None
+    if run.status != "FINISHED":
+        failure = run.status.lower()
+    elif run.tags.get("outcome") == "diverged":
+        failure = "diverged"
+    elif val is None:
+        failure = f"no {metric.curve_key}"
+    elif not math.isfinite(val):
+        failure = f"non-finite {metric.curve_key}"
+    elif not math.isfinite(run.metrics.get("final/val_loss", 0.0)):
+        failure = "non-finite val loss"
+    return RunScore(run, None if failure else val, None if failure else test, failure)
+
+
+@dataclass
+class DesignResult:
+    """A design (or, with --tune, its chosen config) on the yardstick."""
+
+    design: Design
+    scores: list[RunScore]
+    tuned: dict[str, str | None] | None = None  # the chosen values of the tuned params
+    configs: list[DesignResult] = field(default_factory=list)  # every config tried, ranked
+    paired: Paired | None = None
+
+    @property
+    def label(self) -> str:
+        return self.design.label
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def failures(self) -> Counter[str]:
+        return Counter(s.failure for s in self.scores if s.failure)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    @cached_property
+    def val(self) -> Interval:
+        return mean_ci(s.val for s in self.scores)
+
+    @cached_property
+    def test(self) -> Interval:
+        return mean_ci(s.test for s in self.scores)
+
+    @property
+    def clean(self) -> bool:
+        """Every run finished with a finite val value: may be highlighted as best."""
+        return self.failed == 0 and self.val.mean is not None
+
+    def per_seed(self, which: str) -> dict[str, float]:
+        """{seed: value} over the runs that did not fail; reruns of a seed are averaged."""
+        by_seed: dict[str, list[float]] = {}
+        for s in self.scores:
+            value = s.val if which == "val" else s.test
+            if value is not None:
+                by_seed.setdefault(str(s.run.seed), []).append(value)
+        return {seed: float(np.mean(v)) for seed, v in by_seed.items()}
+
+
+def evaluate(design: Design, metric: TaskMetric) -> DesignResult:
+    return DesignResult(design, [score_run(r, metric) for r in design.runs])
+
+
+def rank(results: Sequence[DesignResult], metric: TaskMetric) -> list[DesignResult]:
+    """Clean designs first, by mean val value in the metric's direction; then designs with failed
+    runs (by the same mean over their other runs); designs with no val value at all last."""
+
+    def key(r: DesignResult) -> tuple[bool, bool, float]:
+        mean = r.val.mean
+        return (not r.clean, mean is None, 0.0 if mean is None else (-mean if metric.maximize else mean))
+
+    return sorted(results, key=key)
+
+
+@dataclass
+class Analysis:
+    """Everything the report says about which design is best, before formatting."""
+
+    metric: TaskMetric
+    keys: list[str]  # params that define a design
+    tune_keys: list[str]
+    ranked: list[DesignResult]
+    best: DesignResult | None  # None when no design has all its runs finished
+    baseline: DesignResult
+    paired_on: str  # "test" or "val": the value the paired differences compare
+    runs: list[RunData]
+
+    @property
+    def no_heldout(self) -> int:
+        """Runs on data with no held-out split (tag heldout=false): their val and test are the train set."""
+        return sum(r.tags.get("heldout") == "false" for r in self.runs)
+
+    @property
+    def budgets(self) -> dict[str, int]:
+        return {r.label: len(r.configs) for r in self.ranked} if self.tune_keys else {}
+
+
+def analyse(
+    runs: Sequence[RunData],
+    metric: TaskMetric,
+    tune: Sequence[str] = (),
+    baseline: str | None = None,
+) -> Analysis:
+    """Group, (tune,) rank, choose the best and pair every design with the baseline."""
+    from .tuning import check_tune_keys, tune_designs
+
+    tune_keys = check_tune_keys(runs, tune)
+    keys = design_params(runs, exclude=tune_keys)
+    designs = group_designs(runs, keys)
+    if tune_keys:
+        results = tune_designs(designs, tune_keys, metric)
+    else:
+        results = [evaluate(d, metric) for d in designs]
+    ranked = rank(results, metric)
+    best = ranked[0] if ranked and ranked[0].clean else None
+    if baseline is not None:
+        try:
+            chosen = match_design([r.design for r in ranked], baseline)
+        except ValueError as exc:
+            raise ReportError(str(exc)) from None
+        base = next(r for r in ranked if r.design is chosen)
+    else:
+        base = best or ranked[0]
+    on = "test" if base.per_seed("test") else "val"
+    for r in ranked:
+        r.paired = None if r is base else paired(r.per_seed(on), base.per_seed(on), metric.maximize)
+    return Analysis(metric, keys, list(tune_keys), ranked, best, base, on, list(runs))

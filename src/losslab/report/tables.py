@@ -1,0 +1,157 @@
+"""The ranked design table as rows of text: for the page, designs.csv and the markdown note."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from .designs import short_names, show_value
+from .plots import ordered_outcomes
+from .ranking import Analysis, DesignResult
+from .stats import MIN_SEEDS, Interval, mean_ci, median, steps_to_fraction
+from .store import RunData
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}g}"
+
+
+def fmt_interval(stat: Interval) -> str:
+    """`0.912 ± 0.013`, with the sample size said plainly when it is too small to rely on."""
+    if stat.mean is None:
+        return "—"
+    if stat.half is None:
+        return f"{fmt(stat.mean)} (1 run: no interval)"
+    text = f"{fmt(stat.mean)} ± {stat.half:.2g}"
+    return text + (f" (n={stat.n}: too few to rely on)" if stat.n < MIN_SEEDS else f" (n={stat.n})")
+
+
+def fmt_failed(r: DesignResult) -> str:
+    if not r.failed:
+        return "0"
+    why = ", ".join(f"{reason} {n}" for reason, n in sorted(r.failures.items()))
+    return f"{r.failed} of {r.n} failed ({why})"
+
+
+def fmt_paired(r: DesignResult) -> tuple[str, str]:
+    """(difference with its interval, probability of improvement) against the baseline."""
+    p = r.paired
+    if p is None:
+        return "baseline", ""
+    if p.seeds == 0:
+        return "no shared seeds", ""
+    d = p.diff
+    text = f"{d.mean:+.3g}"
+    if d.half is None:
+        text += " (1 seed: no interval)"
+    else:
+        text += f" [{d.lo:+.3g}, {d.hi:+.3g}]" + (" (too few seeds)" if p.seeds < MIN_SEEDS else "")
+    return text, f"{p.p_improve:.2f} ({p.seeds} seed{'s' if p.seeds != 1 else ''})"
+
+
+def fmt_outcomes(runs: Iterable[RunData]) -> str:
+    counts = Counter(r.outcome for r in runs)
+    return ", ".join(f"{o} {counts[o]}" for o in ordered_outcomes(counts))
+
+
+def fmt_overfitting(runs: Sequence[RunData]) -> str:
+    tagged = [r.tags["overfitting"] for r in runs if "overfitting" in r.tags]
+    if not tagged:
+        return "—"
+    return f"{sum(t == 'true' for t in tagged)} of {len(tagged)}"
+
+
+def _run_median(run: RunData, key: str) -> float | None:
+    curve = run.curves.get(key)
+    return None if curve is None else median(curve[1].tolist())
+
+
+def headers(a: Analysis) -> list[str]:
+    m, on = a.metric.name, a.paired_on
+    head = ["Rank", *a.keys]
+    if a.tune_keys:
+        head += [f"Chosen {k}" for k in a.tune_keys] + ["Configs tried"]
+    head += [
+        "Runs",
+        "Failed",
+        f"Val {m} (mean ± 95% CI)",
+        f"Test {m} (mean ± 95% CI)",
+        f"Δ {on} {m} vs baseline (paired, 95% CI)",
+        "P(improvement)",
+        "Outcomes",
+        "Overfitting",
+        "Best val loss (mean ± 95% CI)",
+        "Steps to 90% of train-loss drop (median)",
+        "Median gradient norm",
+    ]
+    return head
+
+
+def rows(a: Analysis) -> list[list[str]]:
+    out = []
+    for i, r in enumerate(a.ranked, 1):
+        runs = r.design.runs
+        row = [str(i), *(show_value(k, r.design.values[k]) for k in a.keys)]
+        if a.tune_keys:
+            row += [show_value(k, (r.tuned or {}).get(k)) for k in a.tune_keys] + [str(len(r.configs))]
+        diff, prob = fmt_paired(r)
+        steps90 = median(steps_to_fraction(*x.curves["train/loss"]) for x in runs if "train/loss" in x.curves)
+        row += [
+            str(r.n),
+            fmt_failed(r),
+            fmt_interval(r.val),
+            fmt_interval(r.test),
+            diff,
+            prob,
+            fmt_outcomes(runs),
+            fmt_overfitting(runs),
+            fmt_interval(mean_ci(x.metrics.get("best/val_loss") for x in runs)),
+            "" if steps90 is None else f"{steps90:.0f}",
+            fmt(median(_run_median(x, "grad/global_norm") for x in runs), 3),
+        ]
+        out.append(row)
+    return out
+
+
+MARKDOWN_LIMIT = 4000
+
+
+def _short(stat: Interval) -> str:
+    if stat.mean is None:
+        return "—"
+    return fmt(stat.mean) + ("" if stat.half is None else f" ± {stat.half:.2g}")
+
+
+def markdown(a: Analysis, limit: int = MARKDOWN_LIMIT) -> str:
+    """The ranked designs as a markdown table (MLflow renders it as the parent run's note).
+
+    Compact columns; rows past `limit` characters are cut with a line saying how many.
+    """
+    m = a.metric.name
+    names = short_names(a.keys)
+    intro = f"Designs ranked on val {m} ({a.metric.direction}); test {m} beside it is the honest estimate."
+    if a.tune_keys:
+        from .tuning import budget_sentence
+
+        intro += " " + budget_sentence(a.budgets, a.tune_keys)
+    head = f"| # | Design | Val {m} | Test {m} | Δ {a.paired_on} vs baseline | P(improve) | Failed |"
+    lines = [intro, "", head, "|" + "---|" * 7]
+    for i, r in enumerate(a.ranked, 1):
+        label = r.label
+        if r.tuned:
+            label += (
+                " (" + ", ".join(f"{names.get(k, k)}={show_value(k, v)}" for k, v in r.tuned.items()) + ")"
+            )
+        diff, prob = fmt_paired(r)
+        val, test = _short(r.val), _short(r.test)
+        failed = f"{r.failed} of {r.n}" if r.failed else "0"
+        mark = " **best**" if r is a.best else ""
+        lines.append(
+            f"| {i} | {label.replace('|', '/')}{mark} | {val} | {test} | {diff} | {prob} | {failed} |"
+        )
+    text = "\n".join(lines)
+    while len(text) > limit and len(lines) > 5:
+        lines.pop()
+        cut = len(a.ranked) - (len(lines) - 4)
+        text = "\n".join(lines) + f"\n\n… and {cut} more designs (see the report)."
+    return text

@@ -1,0 +1,366 @@
+"""Which design the report calls best: statistics against scipy, and synthetic studies whose answers
+are known by construction (losslab.synthetic: BEST, TRAP, ALL_DIVERGE, FAILED_RUN, best_lr)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from losslab import compare, synthetic, tracking
+from losslab.report import ranking, tables
+from losslab.report.stats import mean_ci, paired, steps_to_fraction
+from losslab.report.store import ReportError, RunData, select_runs
+from losslab.synthetic import synthetic_experiment
+
+
+@contextlib.contextmanager
+def _store_dir() -> Iterator[Path]:
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None, prefix="losslab-") as tmp:
+        yield Path(tmp)
+
+
+def _label(margin: float, lr: float) -> str:
+    return f"margin={margin}, lr={lr:g}"
+
+
+@pytest.fixture(scope="module")
+def study() -> Iterator[tuple[str, str, Path]]:
+    """200 runs: 20 designs (margin x lr) x 10 shared seeds, binary, with held-out data."""
+    with _store_dir() as tmp:
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        parent = synthetic_experiment(uri, n_runs=200, n_steps=40, experiment="study")
+        yield uri, parent, tmp
+
+
+def _analysis(uri: str, parent: str, **kw: object) -> ranking.Analysis:
+    sel = select_runs(uri, None, parent)
+    metric = ranking.resolve_metric(sel.runs, kw.pop("metric", None))  # type: ignore[arg-type]
+    return ranking.analyse(sel.runs, metric, **kw)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- statistics vs scipy
+
+
+def test_mean_ci_matches_scipy() -> None:
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 7, 30):
+        x = rng.normal(0.8, 0.05, n)
+        lo, hi = stats.t.interval(0.95, n - 1, loc=x.mean(), scale=stats.sem(x))
+        got = mean_ci([*x.tolist(), float("nan"), None])
+        assert got.n == n and got.mean == pytest.approx(x.mean())
+        assert (got.lo, got.hi) == pytest.approx((lo, hi))
+    assert mean_ci([0.5]).half is None and mean_ci([]).mean is None
+
+
+def test_paired_difference_matches_scipy_ttest_rel() -> None:
+    rng = np.random.default_rng(4)
+    seed_effect = rng.normal(0, 0.05, 8)
+    a = 0.80 + seed_effect + rng.normal(0, 0.005, 8)
+    b = 0.79 + seed_effect + rng.normal(0, 0.005, 8)
+    design = {str(i): v for i, v in enumerate(a)}
+    baseline = {str(i): v for i, v in enumerate(b)}
+    baseline["99"] = 0.1  # a seed the design lacks takes no part
+    got = paired(design, baseline, maximize=True)
+    ci = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert got.seeds == 8 and got.diff.mean == pytest.approx(float(np.mean(a - b)))
+    assert (got.diff.lo, got.diff.hi) == pytest.approx((ci.low, ci.high))
+    assert got.p_improve == pytest.approx(np.mean(a > b))
+    # lower is better: wins are where the design is smaller; a tie counts half
+    low = paired({"0": 1.0, "1": 2.0, "2": 3.0}, {"0": 2.0, "1": 2.0, "2": 1.0}, maximize=False)
+    assert low.p_improve == pytest.approx((1 + 0.5 + 0) / 3)
+    # the unpaired intervals overlap, the paired one excludes 0: pairing removes the seed effect
+    assert mean_ci(a.tolist()).lo < mean_ci(b.tolist()).hi and got.diff.lo > 0
+
+
+def test_steps_to_fraction() -> None:
+    steps = np.arange(1000)
+    at = steps_to_fraction(steps, np.exp(-steps / 100.0))
+    assert at is not None and 200 < at < 300  # exp decay: 90% of the drop near t = 100 ln 10
+    assert steps_to_fraction(steps, np.ones(1000)) is None
+
+
+# ----------------------------------------------------------------------------- known answers
+
+
+def test_best_is_chosen_on_val_and_a_design_with_failed_runs_never_wins(study: tuple[str, str, Path]) -> None:
+    a = _analysis(*study[:2])
+    by_label = {r.label: r for r in a.ranked}
+    best = _label(*synthetic.BEST)
+    assert a.metric.name == "accuracy" and a.metric.maximize
+    assert a.best is not None and a.best.label == best and a.ranked[0].label == best
+    trap = by_label[_label(*synthetic.TRAP)]
+    # its runs that did not diverge score higher than any design; ignoring failures it would win
+    assert trap.val.mean > max(r.val.mean for r in a.ranked if r is not trap and r.val.mean is not None)
+    assert trap.failed == 5 and trap.failures == {"diverged": 5}
+    assert tables.fmt_failed(trap) == "5 of 10 failed (diverged 5)"
+    clean = [r for r in a.ranked if r.clean]
+    assert a.ranked.index(trap) >= len(clean)
+    # the trap also has the smallest best val loss: ranking on the loss would have chosen it
+    assert (
+        trap.label
+        == min(a.ranked, key=lambda r: min(x.metrics.get("best/val_loss", 9) for x in r.design.runs)).label
+    )
+    every = by_label[_label(*synthetic.ALL_DIVERGE)]
+    assert every.val.mean is None and every.failed == 10 and a.ranked[-1] is every
+    failed = by_label[_label(*synthetic.FAILED_RUN[:2])]
+    assert failed.failures == {"failed": 1} and failed.val.n == 9
+
+
+def test_changing_test_values_changes_no_selection(study: tuple[str, str, Path]) -> None:
+    uri, parent, tmp = study
+    other_uri = f"sqlite:///{tmp / 'other-test-labels.db'}"
+    other = synthetic_experiment(other_uri, n_runs=200, n_steps=40, experiment="study", test_seed=123)
+    a, b = _analysis(uri, parent), _analysis(other_uri, other)
+    assert [r.label for r in a.ranked] == [r.label for r in b.ranked]
+    assert [r.val.mean for r in a.ranked] == pytest.approx([r.val.mean for r in b.ranked], nan_ok=True)
+    assert a.best.label == b.best.label
+    assert a.best.test.mean != pytest.approx(b.best.test.mean, abs=1e-6)
+    ta = _analysis(uri, parent, tune=["optimizer.lr"])
+    tb = _analysis(other_uri, other, tune=["optimizer.lr"])
+    assert [(r.label, r.tuned) for r in ta.ranked] == [(r.label, r.tuned) for r in tb.ranked]
+
+
+def test_paired_difference_uses_shared_seeds_against_the_baseline(study: tuple[str, str, Path]) -> None:
+    uri, parent, _ = study
+    second = _label(0.25, 1e-2)
+    a = _analysis(uri, parent, baseline=second)
+    assert a.baseline.label == second and a.baseline.paired is None and a.paired_on == "test"
+    best = next(r for r in a.ranked if r.label == _label(*synthetic.BEST))
+    # reference: per-seed test values straight from MLflow, paired with scipy
+    client = tracking.open_store(uri)
+    runs = client.search_runs(
+        [client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'"
+    )
+
+    def per_seed(margin: float, lr: float) -> dict[str, float]:
+        return {
+            r.data.params["seed"]: r.data.metrics["test/accuracy"]
+            for r in runs
+            if float(r.data.params["loss.margin"]) == margin and float(r.data.params["optimizer.lr"]) == lr
+        }
+
+    x, y = per_seed(*synthetic.BEST), per_seed(0.25, 1e-2)
+    seeds = sorted(x)
+    ref = stats.ttest_rel([x[s] for s in seeds], [y[s] for s in seeds]).confidence_interval(0.95)
+    assert best.paired.seeds == 10
+    assert (best.paired.diff.lo, best.paired.diff.hi) == pytest.approx((ref.low, ref.high))
+    assert best.paired.p_improve == pytest.approx(np.mean([x[s] > y[s] for s in seeds]))
+    # the design with a FAILED run is paired on the 9 seeds it has
+    failed = next(r for r in a.ranked if r.label == _label(*synthetic.FAILED_RUN[:2]))
+    assert failed.paired.seeds == 9
+    with pytest.raises(ReportError, match="matches several designs"):
+        _analysis(uri, parent, baseline="margin=0.25")
+    with pytest.raises(ReportError, match="matches no design"):
+        _analysis(uri, parent, baseline="margin=7")
+
+
+def test_tuning_picks_each_designs_lr_on_val_at_equal_budget(study: tuple[str, str, Path]) -> None:
+    uri, parent, _ = study
+    a = _analysis(uri, parent, tune=["optimizer.lr"])
+    assert a.keys == ["loss.margin"] and a.tune_keys == ["optimizer.lr"]
+    assert a.budgets == {f"margin={m}": 4 for m in synthetic.MARGINS}
+    for r in a.ranked:
+        margin = float(r.design.values["loss.margin"])
+        assert float(r.tuned["optimizer.lr"]) == synthetic.best_lr(margin), r.label
+        chosen = r.configs[0]
+        assert r.test.mean == chosen.test.mean and r.n == chosen.n
+        assert chosen.val.mean == max(c.val.mean for c in r.configs if c.clean)
+    # margin 2.0: lr 0.1 has the highest val of its configs but diverges; 1e-3 is chosen
+    assert a.best.label == "margin=0.5"
+    text = tables.markdown(a)
+    assert "Budget: 4 configs of optimizer.lr tried per design (equal budget)." in text
+    with pytest.raises(ReportError, match=r"--tune optimizer\.momentum.*Params that vary here: loss\.margin"):
+        _analysis(uri, parent, tune=["optimizer.momentum"])
+
+
+def test_regression_ranks_on_rmse_lower_is_better() -> None:
+    with _store_dir() as tmp:
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        parent = synthetic_experiment(uri, n_runs=60, n_steps=30, task="regression", heldout=False)
+        a = _analysis(uri, parent)
+        assert a.metric.name == "rmse" and not a.metric.maximize
+        assert a.best.label == "delta=0.5, lr=0.01"
+        means = [r.val.mean for r in a.ranked if r.clean]
+        assert means == sorted(means)
+        assert a.no_heldout == 60
+        mae = _analysis(uri, parent, metric="r2")
+        assert mae.metric.maximize and mae.best.label == "delta=0.5, lr=0.01"
+        with pytest.raises(
+            ReportError, match="--metric accuracy is a binary metric but these runs are regression"
+        ):
+            _analysis(uri, parent, metric="accuracy")
+        report = compare.build_report(uri, None, parent, tmp / "reports")
+        page = report.html_path.read_text()
+        assert "No held-out data: 60 of 60 runs" in page and "Val rmse" in page
+
+
+# ----------------------------------------------------------------------------- no store needed
+
+
+def _run(i: int, params: dict[str, str], metrics: dict[str, float], **tags: str) -> RunData:
+    return RunData(f"{i:032x}", f"r{i}", "FINISHED", params, {"outcome": "converged", **tags}, metrics)
+
+
+def test_metric_defaults_and_refusals() -> None:
+    binary = [_run(0, {"seed": "0"}, {"best/val_accuracy": 0.9}, task="binary")]
+    assert ranking.resolve_metric(binary, None).name == "accuracy"
+    untagged = [_run(0, {"seed": "0"}, {"best/val_loss": 0.3})]
+    assert ranking.resolve_metric(untagged, None) == ranking.LOSS_FALLBACK
+    mixed = [*binary, _run(1, {"seed": "0"}, {"best/val_rmse": 0.3}, task="regression")]
+    with pytest.raises(ReportError, match=r"mix tasks \(binary \(1 runs\), regression \(1 runs\)\)"):
+        ranking.resolve_metric(mixed, None)
+    with pytest.raises(ReportError, match="Unknown metric 'f1'; accepted: accuracy, auc, rmse, mae, r2"):
+        ranking.resolve_metric(binary, "f1")
+    with pytest.raises(ReportError, match="No run here logged best/val_auc or val/auc"):
+        ranking.resolve_metric(binary, "auc")
+
+
+def test_non_finite_and_unfinished_runs_count_as_failed() -> None:
+    metric = ranking.resolve_metric([_run(0, {}, {"best/val_accuracy": 0.9}, task="binary")], None)
+    cases = {
+        "finished": (_run(0, {}, {"best/val_accuracy": 0.9, "test/accuracy": 0.8}), None),
+        "nan": (_run(1, {}, {"val/accuracy": float("nan")}), "non-finite val/accuracy"),
+        "inf loss": (
+            _run(2, {}, {"best/val_accuracy": 0.9, "final/val_loss": float("inf")}),
+            "non-finite val loss",
+        ),
+        "diverged": (_run(3, {}, {"best/val_accuracy": 0.99}, outcome="diverged"), "diverged"),
+        "missing": (_run(4, {}, {}), "no val/accuracy"),
+    }
+    for name, (run, failure) in cases.items():
+        assert ranking.score_run(run, metric).failure == failure, name
+    killed = _run(5, {}, {"best/val_accuracy": 0.9})
+    killed.status = "KILLED"
+    assert ranking.score_run(killed, metric).failure == "killed"
+    assert ranking.score_run(cases["finished"][0], metric).test == 0.8
+
+
+def test_markdown_stays_under_4000_characters_and_overfitting_is_optional() -> None:
+    runs = [
+        _run(
+            i,
+            {"loss.margin": str(m), "optimizer.lr": "0.01", "model.hidden": "256-256-256", "seed": str(s)},
+            {"best/val_accuracy": 0.8 + 0.001 * m, "test/accuracy": 0.79},
+            task="binary",
+            **({"overfitting": "true"} if m == 0 else {}),
+        )
+        for i, (m, s) in enumerate((m, s) for m in range(120) for s in range(2))
+    ]
+    a = ranking.analyse(runs, ranking.resolve_metric(runs, None))
+    text = tables.markdown(a)
+    assert len(text) < 4000 and re.search(r"… and \d+ more designs \(see the report\)\.$", text)
+    assert "| 1 | margin=119 **best** |" in text
+    rows = {row[1]: row for row in tables.rows(a)}
+    col = tables.headers(a).index("Overfitting")
+    assert rows["0"][col] == "2 of 2" and rows["5"][col] == "—"
+
+
+def test_a_shootout_over_design_groups_is_named_by_the_group_choice() -> None:
+    """The shootout studies sweep `+design=NAME` (a global-package group: no `design` param, only the
+    loss settings it implies); designs are named after the choice, and --tune works over them."""
+    designs = {
+        "hinge_m0": {"loss._target_": "losslab.losses.Hinge", "loss.margin": "0.0"},
+        "hinge_m1": {"loss._target_": "losslab.losses.Hinge", "loss.margin": "1.0"},
+        "bce_with_logits": {"loss._target_": "torch.nn.BCEWithLogitsLoss"},
+        "focal": {"loss._target_": "losslab.losses.Focal", "loss.gamma": "2.0"},
+    }
+    quality = {"hinge_m0": 0.90, "hinge_m1": 0.93, "bce_with_logits": 0.95, "focal": 0.92}
+    with _store_dir() as tmp:
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        client = tracking.open_store(uri)
+        exp = tracking.ensure_experiment(client, "classification_shootout")
+        parent = client.create_run(exp, tags={"losslab.sweep": "parent"}).info.run_id
+        for name, loss_params in designs.items():
+            for lr in ("0.001", "0.01"):
+                for seed in range(3):
+                    acc = quality[name] - (0.05 if lr == "0.001" else 0.0) + 0.01 * seed
+                    overrides = (
+                        f"+experiment=classification_shootout +design={name} optimizer.lr={lr} seed={seed}"
+                    )
+                    tags = {
+                        "mlflow.parentRunId": parent,
+                        "task": "binary",
+                        "heldout": "true",
+                        "overrides": overrides,
+                    }
+                    run = client.create_run(exp, tags={**tags, "outcome": "converged"}).info.run_id
+                    # data.split_seed defaults to the seed: pooled like it, never a design key
+                    params = {
+                        **loss_params,
+                        "optimizer.lr": lr,
+                        "seed": str(seed),
+                        "data.split_seed": str(seed),
+                    }
+                    for k, v in params.items():
+                        client.log_param(run, k, v)
+                    client.log_metric(run, "best/val_accuracy", acc)
+                    client.log_metric(run, "test/accuracy", acc - 0.02)
+                    client.log_metric(run, "final/val_loss", 0.3)
+                    client.set_terminated(run)
+        a = _analysis(uri, parent, tune=["optimizer.lr"])
+    assert a.keys == ["design"]
+    assert [r.label for r in a.ranked] == [
+        "design=bce_with_logits",
+        "design=hinge_m1",
+        "design=focal",
+        "design=hinge_m0",
+    ]
+    assert all(r.tuned == {"optimizer.lr": "0.01"} and len(r.configs) == 2 for r in a.ranked)
+    assert a.best.test.mean == pytest.approx(0.95 + 0.01 - 0.02)
+
+
+def test_the_page_highlights_the_best_design_and_flags_failures(study: tuple[str, str, Path]) -> None:
+    uri, parent, tmp = study
+    report = compare.build_report(uri, None, parent, tmp / "reports", log_artifacts=False)
+    page = report.html_path.read_text()
+    assert page.count('<tr class="best">') == 1
+    assert '<tr class="best"><td>1</td><td>0.5</td><td>0.01</td><td>10</td><td>0</td>' in page
+    assert "5 of 10 failed (diverged 5)" in page and "1 of 10 failed (failed 1)" in page
+    assert "rank below every design whose runs all finished" in page
+    assert "Too few seeds" not in page  # 10 seeds everywhere, even where all runs failed
+    best_line = next(line for line in report.designs_markdown.splitlines() if "**best**" in line)
+    assert best_line.startswith(f"| 1 | {_label(*synthetic.BEST)} **best** |")
+    assert report.best["label"] == _label(*synthetic.BEST) and report.best["metric"] == "accuracy"
+    assert report.best["val_accuracy"] == pytest.approx(_analysis(uri, parent).best.val.mean)
+    assert set(report.best) >= {"test_accuracy", "test_accuracy_ci95", "val_accuracy_ci95", "runs", "params"}
+    with pytest.raises(ReportError, match="seeds are never tuned"):
+        _analysis(uri, parent, tune=["seed"])
+
+
+def test_a_tie_for_best_is_said_plainly() -> None:
+    from losslab.report.page import warnings_of
+
+    runs = [
+        _run(i, {"loss.margin": m, "seed": str(s)}, {"best/val_accuracy": v}, task="binary")
+        for i, (m, s, v) in enumerate(
+            [("0", 0, 0.9), ("0", 1, 0.8), ("1", 0, 0.8), ("1", 1, 0.9), ("2", 0, 0.7), ("2", 1, 0.7)]
+        )
+    ]
+    a = ranking.analyse(runs, ranking.resolve_metric(runs, None))
+    assert a.best.label == "margin=0"
+    said = [w for w in warnings_of(a) if "tie for the best" in w]
+    assert len(said) == 1
+    assert said[0].startswith("2 designs tie for the best mean val accuracy (0.85): margin=0; margin=1.")
+    a.ranked[1].scores[0].val = 0.81  # no longer tied
+    del a.ranked[1].val
+    assert not [w for w in warnings_of(a) if "tie for the best" in w]
+
+
+def test_a_sweep_whose_runs_all_failed_still_gets_a_report_saying_so() -> None:
+    from losslab.report.page import warnings_of
+
+    runs = [_run(i, {"loss.margin": str(i % 2), "seed": str(i // 2)}, {}, task="binary") for i in range(4)]
+    for run in runs:
+        run.status, run.tags = "FAILED", {"task": "binary"}
+    a = ranking.analyse(runs, ranking.resolve_metric(runs, None))
+    assert a.best is None and all(r.failures == {"failed": 2} for r in a.ranked)
+    assert any("none is highlighted as best" in w for w in warnings_of(a))
+    assert "**best**" not in tables.markdown(a) and "| 2 of 2 |" in tables.markdown(a)
