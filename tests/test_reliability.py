@@ -132,6 +132,12 @@ def test_no_secret_in_anything_a_sweep_writes(store, client, tmp_path: Path):
             p.read_text(errors="replace") for p in art.rglob("*") if p.is_file() and p.suffix != ".png"
         ]
     recorded += [p.read_text() for p in (tmp_path / "multirun").rglob("result.json")]
+    hydra_files = [p for p in (tmp_path / "multirun").rglob("*.yaml")]  # Hydra's copies, scrubbed
+    assert len(hydra_files) >= 7
+    recorded += [p.read_text() for p in hydra_files]
+    import yaml
+
+    assert all(yaml.safe_load(p.read_text()) is not None for p in hydra_files)  # still valid YAML
     assert len(recorded) > 8
     child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
     assert child.data.params["extra.db_uri"] == "postgresql://carol:***@host/x"

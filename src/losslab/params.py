@@ -129,3 +129,34 @@ def bad_param_key(keys: Iterable[str]) -> str | None:
                 "_ - . / : or spaces, no leading '/' and no '..' or '//'."
             )
     return None
+
+
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?P<key>[\w.+~/-]*(?:password|passwd|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
+    r"|credential)[\w.-]*)(?P<sep>=|:[ \t]*)(?P<value>'[^'\n]*'|\"[^\"\n]*\"|[^,\s\]]+)",
+    re.IGNORECASE,
+)
+
+
+def scrub_text(text: str) -> str:
+    """Secret assignments (`db_password: x`, `+a.api_token=x`) and URI passwords masked in YAML text."""
+
+    def mask(m: re.Match[str]) -> str:  # YAML reads a bare *** as an alias: quote it there
+        return f"{m['key']}{m['sep']}{MASK if m['sep'] == '=' else repr(MASK)}"
+
+    return redact_text(_SECRET_ASSIGNMENT.sub(mask, text))
+
+
+def scrub_files(paths: Iterable[Any]) -> None:
+    """Rewrite files (Hydra's .hydra/*.yaml, multirun.yaml) with secrets masked; missing ones skipped."""
+    from pathlib import Path
+
+    for path in paths:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        clean = scrub_text(text)
+        if clean != text:
+            p.write_text(clean)

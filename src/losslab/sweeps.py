@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from . import interrupts
-from .params import redact_overrides
+from .params import redact_overrides, scrub_files
 from .task import SIZE_ENV
 
 # tracking (MLflow, Lightning: seconds to import) is imported inside the hooks: Hydra builds this
@@ -189,6 +189,9 @@ class SweepTracker(Callback):
         from . import tracking
 
         self._closed = True
+        if self.sweep_dir is not None:
+            with contextlib.suppress(Exception):
+                scrub_files([self.sweep_dir / "multirun.yaml"])
         if self._heartbeat is not None:
             self._heartbeat.stop()
         with contextlib.suppress(Exception):
@@ -209,6 +212,8 @@ class SweepTracker(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
 
+        if self.sweep_dir is not None:  # the launcher's copy of the sweep config, secrets included
+            scrub_files([self.sweep_dir / "multirun.yaml"])
         rows = read_results(self.sweep_dir) if self.sweep_dir else []
         failed = [r for r in rows if r.get("status") not in ("FINISHED", "SKIPPED")]
         counts: dict[str, int] = {}

@@ -31,7 +31,7 @@ from torch import nn
 from . import interrupts
 from .build import ConfigError, Job, build, trainer_error, user_error
 from .naming import choice_label, config_hash, loss_label, run_name
-from .params import redact_overrides, redact_text, redact_tree
+from .params import redact_overrides, redact_text, redact_tree, scrub_files
 
 if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once a config is valid
     import pytorch_lightning as pl
@@ -101,6 +101,8 @@ def train(cfg: DictConfig) -> Result:
     if prefix:
         print(f"{prefix}{' '.join(overrides) or '(defaults)'}", flush=True)
     name = run_name(cfg, choices)
+    if out_dir is not None:  # Hydra wrote the config as given, secrets included, before this job ran
+        scrub_files(out_dir / ".hydra" / f for f in ("config.yaml", "overrides.yaml", "hydra.yaml"))
     interrupts.watch_driver()  # a worker exits when its sweep's driver is gone (even kill -9)
     with interrupts.JobSignals() as signals:
         try:
