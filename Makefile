@@ -103,3 +103,17 @@ server-stop:  ## stop the team MLflow server and its private PostgreSQL
 
 server-status:  ## is the team server up, and where
 	$(SERVER_ENV) scripts/pg_server.sh status
+
+# ----------------------------------------------------------------------------- local SLURM cluster
+# A one-node cluster (munged, slurmctld, slurmd as root) to rehearse `hydra/launcher=slurm` sweeps
+# before a real cluster; config and state in .slurm/ (git-ignored). See scripts/slurm_local.sh.
+.PHONY: slurm-local slurm-local-stop slurm-local-status
+
+slurm-local:  ## one-node SLURM cluster on this machine (installs slurm-wlm + munge if missing; root)
+	scripts/slurm_local.sh start
+
+slurm-local-stop:  ## stop the daemons `make slurm-local` started
+	scripts/slurm_local.sh stop
+
+slurm-local-status:  ## is the local SLURM cluster up
+	scripts/slurm_local.sh status

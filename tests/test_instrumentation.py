@@ -104,3 +104,40 @@ def test_check_grads_refuses_a_wrong_backward(store, client, tmp_path: Path):
     assert go_on.returncode == 0, go_on.stderr[-2000:]
     (run,) = all_runs(client, "gc")
     assert run.data.tags["gradcheck"] == "failed"
+
+
+def test_noise_scale_is_unbiased_on_gradients_with_a_known_noise_scale():
+    """Per-sample gradients G + N(0, sigma^2 I) in d dims: B = d sigma^2 / |G|^2, here 320 = 10x the probe."""
+    import torch
+
+    from losslab.gradients import unbiased_noise_scale
+
+    gen = torch.Generator().manual_seed(0)
+    d, probe, sigma = 400, 32, 1.0
+    g = torch.full((d,), (d * sigma**2 / 320) ** 0.5 / d**0.5)  # |G|^2 = d sigma^2 / 320
+    true_b = d * sigma**2 / float(g @ g)
+    estimates, biased = [], []
+    for _ in range(400):
+        flat = g + sigma * torch.randn(probe, d, generator=gen)
+        b, snr = unbiased_noise_scale(flat)
+        estimates.append((float(b), float(snr)))
+        mean = flat.mean(0)
+        biased.append(float(((flat - mean) ** 2).sum(1).mean() / (mean**2).sum()))
+    finite = [b for b, _ in estimates if b == b]
+    assert len(finite) > 300
+    median_b = sorted(finite)[len(finite) // 2]
+    assert abs(median_b - true_b) / true_b < 0.25, (median_b, true_b)
+    assert max(biased) < 1.2 * probe < true_b  # the old estimator could not exceed about the probe size
+    snr = sum(s for _, s in estimates) / len(estimates)
+    assert abs(snr - probe / true_b) < 0.05  # SNR = |G|^2 / (tr Sigma / P) = P / B, unbiased numerator
+
+
+def test_pred_gradient_is_per_sample_so_the_short_batch_does_not_double_it(store, client):
+    # regression data: 800 train rows, batches of 64: every 13th step is a short batch of 32
+    result = task.train(compose(["loss=mse", "trainer.max_steps=40", "optimizer.lr=1e-9"]))
+    mean_abs = [m.value for m in client.get_metric_history(result.run_id, "grad/pred/mean_abs")]
+    short = [mean_abs[i] for i in (12, 25, 38)]
+    full = [v for i, v in enumerate(mean_abs) if i not in (12, 25, 38)]
+    # lr 1e-9: the model barely moves, so every batch shows the same per-sample |dL/dy_hat| up to sampling
+    assert max(short) < 1.5 * max(full) and min(short) > 0.5 * min(full)
+    assert 0.5 < (sum(short) / 3) / (sum(full) / len(full)) < 1.5

@@ -6,11 +6,12 @@ computes, with foreach kernels and no host reads, per step:
 - `grad/global_norm`, `grad/max_abs`, `grad/nonfinite` (count of non-finite values);
 - `grad/norm/<layer>` per module (all of a module's tensors together);
 - `grad/update_ratio/<layer>` = ||w_after - w_before|| / ||w_before||;
-- `grad/pred/mean_abs`, `grad/pred/max_abs`, `grad/pred/zero_frac`: dL/dy_hat captured by a
-  tensor hook during the normal backward (zero_frac = share of samples whose gradient is
-  exactly zero: hinge's inactive margin, a saturated weight);
+- `grad/pred/mean_abs`, `grad/pred/max_abs`, `grad/pred/zero_frac`: the per-sample dL/dy_hat
+  (the batch-mean loss's gradient times the batch size), captured by a tensor hook during the
+  normal backward (zero_frac = share of samples whose gradient is exactly zero: hinge's inactive
+  margin, a saturated weight);
 - optionally every K steps, `grad/noise_scale` and `grad/snr` from per-sample gradients
-  (torch.func vmap) on a fixed probe batch.
+  (torch.func vmap) on a fixed probe batch, with unbiased estimators (`unbiased_noise_scale`).
 
 Rows go into the run's `StepBuffer`, which reaches the host once per flush.
 """
@@ -131,7 +132,9 @@ class GradientStats(pl.Callback):
             pred.register_hook(self._on_pred_grad)
 
     def _on_pred_grad(self, grad: Tensor) -> None:
-        a = grad.detach().reshape(grad.shape[0], -1).abs()
+        # dL/dy_hat of the batch-mean loss is (1/B) x each sample's derivative: times B it is the
+        # per-sample derivative, so the last short batch of an epoch does not double the curve
+        a = grad.detach().reshape(grad.shape[0], -1).abs() * grad.shape[0]
         per_sample = a.amax(dim=1)  # 0 exactly when all of a sample's gradient is 0 (NaN is not 0)
         zero_frac = (per_sample == 0).to(a.dtype).mean()
         self._pred_stats = torch.stack([a.mean(), per_sample.amax(), zero_frac]).float()
@@ -198,7 +201,7 @@ class GradientStats(pl.Callback):
     # -------------------------------------------------------------- gradient noise scale
 
     def _noise_scale(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
-        """Simple noise scale B = tr(Sigma) / |G|^2 and SNR = |G|^2 / (tr(Sigma) / B_probe)."""
+        """`grad/noise_scale` and `grad/snr` from per-sample gradients of the probe batch."""
         from torch.func import functional_call, grad, vmap
 
         data = getattr(pl_module, "data", None)
@@ -225,9 +228,29 @@ class GradientStats(pl.Callback):
             if checked is not None:
                 loss_fn.check_values = checked
         flat = torch.cat([g.reshape(g.shape[0], -1) for g in per_sample.values()], dim=1)
-        mean = flat.mean(0)
-        g2 = (mean**2).sum()
-        tr_sigma = ((flat - mean) ** 2).sum(1).mean()
-        noise_scale = tr_sigma / g2.clamp_min(1e-30)
-        snr = g2 / (tr_sigma / flat.shape[0]).clamp_min(1e-30)
+        noise_scale, snr = unbiased_noise_scale(flat)
         self.buffer.record(step, ("grad/noise_scale", "grad/snr"), torch.stack([noise_scale, snr]).float())
+
+
+def unbiased_noise_scale(per_sample: Tensor) -> tuple[Tensor, Tensor]:
+    """Simple noise scale B = tr(Sigma) / |G|^2 and SNR = |G|^2 / (tr(Sigma) / P) from P per-sample gradients.
+
+    |mean|^2 over P samples overestimates |G|^2 by tr(Sigma) / P, which capped the old estimate at about
+    P. The unbiased estimators of McCandlish et al. (2018, "An Empirical Model of Large-Batch Training",
+    appendix A), with batch sizes 1 and P, are S = sum |g_i - mean|^2 / (P - 1) for tr(Sigma) and
+    |mean|^2 - S / P for |G|^2; B is their ratio. When the |G|^2 estimate is not positive the gradient
+    is indistinguishable from noise at this probe size: B is undefined (nan) and the SNR 0.
+    """
+    p = per_sample.shape[0]
+    if p < 2:
+        nan = torch.full((), math.nan, device=per_sample.device)
+        return nan, nan
+    per_sample = per_sample.double()
+    mean = per_sample.mean(0)
+    tr_sigma = ((per_sample - mean) ** 2).sum() / (p - 1)
+    g2 = (mean**2).sum() - tr_sigma / p
+    positive = g2 > 0
+    nan = torch.full((), math.nan, dtype=g2.dtype, device=g2.device)
+    noise_scale = torch.where(positive, tr_sigma / g2.clamp_min(1e-300), nan)
+    snr = torch.where(positive, g2 / (tr_sigma / p).clamp_min(1e-300), torch.zeros_like(g2))
+    return noise_scale, snr

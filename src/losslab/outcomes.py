@@ -1,20 +1,37 @@
-"""What happened to a training run, read off its loss curve.
+"""What happened to a training run, read off its loss curves.
 
-Two consumers need the same judgement: the report, which labels a finished curve, and
-the trainer, which should stop a run that has already blown up instead of burning the
-rest of its budget on nan. `classify` does the first and `DivergenceGuard` the second;
-both use one blow-up rule (non-finite loss, or a smoothed loss far above its best
-value) so a run the guard stopped is always labelled `diverged`, at the same step.
+`classify` labels the train-loss curve, `overfitting` reads the val curve against it, and
+`DivergenceGuard` (a Lightning callback) stops a run whose loss has truly diverged. The guard and
+the classifier share one divergence rule (`first_divergence`), so a run the guard stopped is always
+labelled `diverged`, at the same step.
 
-Labels (public contract, stored in the tracker): `converged`, `diverged`,
-`oscillating`, `plateaued`, `still_improving`.
+Labels (public contract, stored as the run tag `outcome`), decided in this order:
+
+- `diverged`: the loss became non-finite; or one value went over the hard cap (`hard_cap` x its
+  first value); or it stayed above `blowup_factor` x its first value for `blowup_patience` of the
+  run (a blow-up that did not come back); or, as a matter of shape, the run ended clearly higher
+  than it started, or it is still clearly rising and has given back at least half of what it had
+  gained. A curve that gets steadily worse is therefore never labelled as fine.
+- `oscillating`: in the last half of the run one period (from 2 steps to a quarter of the run)
+  carries most of the variance around the trend, with a swing of at least 5% of the curve's height.
+- `still_improving`: the last window (10% of the run) still falls clearly, by at least 2% of the
+  run's gain.
+- `converged`: the loss fell clearly (beyond the noise), ended within 25% of its gain above its best
+  level, and the last window is flat.
+- `plateaued`: everything else: no clear drop, or it settled well above its best, or it turned up
+  without giving back half its gain.
+
+The shape rules use differences only, so a label does not change when a constant is added to the
+loss, when it is multiplied by a positive number, when the same shape is recorded over a different
+number of steps, or under noise well below the drop. The magnitude rules (cap, blow-up) compare with
+the first value on purpose: a blow-up is a statement about size. Thresholds: `OutcomeRules`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,248 +39,130 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from .divergence import BLOWUP, NONFINITE, OVER_CAP, _reason, _Watch, first_divergence, limits
+from .outcome_figures import Figures, figures
+from .outcome_rules import OutcomeRules
+from .overfitting import Overfitting, overfitting
+
+__all__ = [
+    "LABELS",
+    "DivergenceGuard",
+    "Outcome",
+    "OutcomeRules",
+    "Overfitting",
+    "classify",
+    "first_divergence",
+    "limits",
+    "overfitting",
+]
+
 LABELS = ("converged", "diverged", "oscillating", "plateaued", "still_improving")
 
 
 @dataclass(frozen=True)
-class OutcomeRules:
-    """Thresholds of the classifier and the guard (Hydra: the `outcome:` config section).
-
-    Windows: the trend is read from the last `window` points, where
-    `window = max(min_window, window_fraction * steps)`; the start level is the mean
-    of the first `window` points. Curves shorter than `2 * min_window` use halves.
-    """
-
-    #: Weight of the newest loss in the smoothed loss (EMA). 0.1 averages ~10 steps,
-    #: enough to ignore one bad minibatch but react within a few dozen steps.
-    ema_alpha: float = 0.1
-    #: Blow-up: the EMA exceeds this multiple of its running minimum. SGD noise moves
-    #: the EMA by tens of percent, never by 10x.
-    blowup_factor: float = 10.0
-    #: The running minimum is clamped from below at this fraction (5%) of the starting
-    #: loss, so a loss that falls to ~0 and then jitters (hinge on separable data reaches
-    #: exactly 0 on most batches) is not a "10x" blow-up: diverging means climbing back
-    #: to at least half the starting level.
-    min_floor: float = 0.05
-    #: Absolute floor under every scale (losses below it count as zero); keeps a curve
-    #: that starts at exactly 0 from dividing by zero.
-    abs_floor: float = 1e-8
-    #: Slow divergence: the last window's mean ends this many times above the first
-    #: window's mean (a run that ends worse than it started, without a sudden jump).
-    slow_divergence_factor: float = 2.0
-    #: Fewest points in a window: below ~10 a slope or an autocorrelation is noise.
-    min_window: int = 10
-    #: Window length as a fraction of the curve: the last 10% is "where it ended up".
-    window_fraction: float = 0.1
-    #: Flat: the least-squares change across the last window is below this fraction of
-    #: the window's level (5%). Smaller would call minibatch noise a trend.
-    slope_tol: float = 0.05
-    #: A trend must also be clear of the noise: |slope| >= trend_t standard errors.
-    trend_t: float = 3.0
-    #: Converged although still falling: the last window's decrease is below this share
-    #: (1%) of the whole decrease. A 1/t or exponential tail keeps falling in relative
-    #: terms forever; what matters is that it no longer adds to the total.
-    progress_tol: float = 0.01
-    #: Converged although rising a little: after a large drop, a last-window rise under
-    #: this share (5%) of the whole decrease is minibatch noise around a small level
-    #: (e.g. a regression that reached its noise floor), not a trend worth a label.
-    settle_tol: float = 0.05
-    #: Converged needs the loss to have fallen by this fraction of its start (50%);
-    #: less is a plateau (or a run that never learned).
-    min_drop: float = 0.5
-    #: Oscillating: lag-1 autocorrelation of the last window's residuals around its
-    #: linear fit below this (-0.5): the loss alternates up/down step after step.
-    osc_autocorr: float = -0.5
-    #: ... and below -osc_z / sqrt(window): white noise has autocorrelation ~N(0, 1/w),
-    #: so short windows need a stronger signal (matters only for windows under 36;
-    #: at the minimum window of 10 it asks for -0.95).
-    osc_z: float = 3.0
-    #: ... and the residual std is at least this fraction (1%) of the level, so float
-    #: rounding on a flat curve does not count as oscillation.
-    osc_amplitude: float = 0.01
-
-    def __post_init__(self) -> None:
-        checks = {
-            "ema_alpha must be in (0, 1]": 0 < self.ema_alpha <= 1,
-            "blowup_factor must be > 1": self.blowup_factor > 1,
-            "slow_divergence_factor must be > 1": self.slow_divergence_factor > 1,
-            "min_floor and abs_floor must be >= 0": self.min_floor >= 0 and self.abs_floor >= 0,
-            "min_window must be >= 3": self.min_window >= 3,
-            "window_fraction must be in (0, 0.5]": 0 < self.window_fraction <= 0.5,
-            "slope_tol, trend_t, progress_tol, settle_tol must be >= 0": min(
-                self.slope_tol, self.trend_t, self.progress_tol, self.settle_tol
-            )
-            >= 0,
-            "min_drop must be in [0, 1]": 0 <= self.min_drop <= 1,
-            "osc_autocorr must be in [-1, 0]": -1 <= self.osc_autocorr <= 0,
-            "osc_z and osc_amplitude must be >= 0": self.osc_z >= 0 and self.osc_amplitude >= 0,
-        }
-        bad = [msg for msg, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("invalid OutcomeRules: " + "; ".join(bad))
-
-    @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any] | None) -> OutcomeRules:
-        """Build from a config mapping (e.g. Hydra's `outcome:` DictConfig); missing keys keep defaults.
-
-        Unknown keys raise, so a typo in the config does not silently fall back to a default.
-        """
-        if cfg is None:
-            return cls()
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(cfg) - set(known))
-        if unknown:
-            raise ValueError(f"unknown outcome rule(s) {unknown}; accepted: {sorted(known)}")
-        kwargs = {k: int(v) if known[k] == "int" else float(v) for k, v in cfg.items()}
-        return cls(**kwargs)
-
-
-@dataclass(frozen=True)
 class Outcome:
-    """The verdict on one loss curve.
-
-    `first_bad_step` indexes the curve (the caller maps it to a global step); it is set
-    for `diverged` only. The figures are nan when the curve is too short to compute them.
-    """
+    """The verdict on one loss curve. `first_bad_step` indexes the curve; set for `diverged` only."""
 
     label: str
     reason: str
     first_bad_step: int | None
-    #: (first-window mean - last-window mean) / |first-window mean|; 0.97 = fell 97%.
-    drop: float
-    #: Least-squares change across the last window / its level; -0.1 = still falling 10%.
-    rel_slope: float
-    #: Lag-1 autocorrelation of the last window's residuals around its linear fit.
-    autocorr: float
-    #: Number of points in the curve and in each window.
     n_steps: int
-    window: int
+    figures: Figures | None = None
 
 
-# ----------------------------------------------------------------------------- blow-up rule
+# ----------------------------------------------------------------------------- shape rules
 
 
-def _floor(start: float, rules: OutcomeRules) -> float:
-    """Smallest scale a loss that started at `start` is measured against."""
-    return max(abs(start) * rules.min_floor, rules.abs_floor)
+def _g(x: float) -> str:
+    return f"{x:.4g}"
 
 
-def _blowup_limit(run_min: float, floor: float, factor: float) -> float:
-    """EMA above this is a blow-up. For losses >= 0 it is exactly factor x max(run_min, floor).
-
-    For signed losses (e.g. Gaussian NLL) the margin scales with |run_min|, so a loss
-    moving from -1 to -0.5 is not called a blow-up.
-    """
-    return max(run_min, floor) + (factor - 1.0) * max(abs(run_min), floor)
-
-
-def _blowup_reason(ema: float, reference: float, step: int, factor: float) -> str:
-    return (
-        f"smoothed loss reached {ema:.4g} at step {step}, "
-        f"over {factor:g}x its running minimum {reference:.4g}"
-    )
-
-
-def _first_blowup(y: np.ndarray, rules: OutcomeRules) -> tuple[int, float, float] | None:
-    """First index where the EMA exceeds the blow-up limit, with the EMA and running min there.
-
-    Same recurrence, in the same order, as `DivergenceGuard._update`.
-    """
-    ema = run_min = float(y[0])
-    floor = _floor(ema, rules)
-    a = rules.ema_alpha
-    for i, x in enumerate(y.tolist()):
-        ema = ema + a * (x - ema)
-        run_min = min(run_min, ema)
-        if ema > _blowup_limit(run_min, floor, rules.blowup_factor):
-            return i, ema, run_min
-    return None
-
-
-# ----------------------------------------------------------------------------- window figures
-
-
-@dataclass(frozen=True)
-class _Figures:
-    window: int
-    first_mean: float
-    last_mean: float
-    drop: float
-    rel_slope: float
-    t_stat: float
-    share: float
-    autocorr: float
-    amplitude: float
-
-
-def _window_size(n: int, rules: OutcomeRules) -> int:
-    if n < 2 * rules.min_window:
-        return max(1, n // 2)
-    return max(rules.min_window, math.ceil(rules.window_fraction * n))
-
-
-def _trend(last: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """Least-squares slope per step, its t statistic, and the residuals."""
-    w = len(last)
-    if w < 3:
-        slope = float(last[-1] - last[0]) / max(w - 1, 1)
-        return slope, math.inf if slope else 0.0, np.zeros(w)
-    x = np.arange(w, dtype=np.float64) - (w - 1) / 2.0
-    sxx = float(x @ x)
-    slope = float(x @ (last - last.mean())) / sxx
-    resid = last - last.mean() - slope * x
-    se = math.sqrt(float(resid @ resid) / (w - 2) / sxx)
-    t_stat = abs(slope) / se if se > 0 else (math.inf if slope else 0.0)
-    return slope, t_stat, resid
-
-
-def _lag1(resid: np.ndarray) -> float:
-    """Lag-1 autocorrelation, normalised per pair so a perfect +/- alternation gives -1 at any length."""
-    w, ss = len(resid), float(resid @ resid)
-    if ss <= 0 or w < 3:
-        return 0.0
-    return float(resid[:-1] @ resid[1:]) / ss * w / (w - 1)
-
-
-def _figures(y: np.ndarray, rules: OutcomeRules) -> _Figures:
-    w = _window_size(len(y), rules)
-    first_mean, last_mean = float(y[:w].mean()), float(y[-w:].mean())
-    floor = _floor(first_mean, rules)
-    slope, t_stat, resid = _trend(y[-w:])
-    level = max(abs(last_mean), floor)
-    total = first_mean - last_mean
-    return _Figures(
-        window=w,
-        first_mean=first_mean,
-        last_mean=last_mean,
-        drop=total / max(abs(first_mean), rules.abs_floor),
-        rel_slope=slope * w / level,
-        t_stat=t_stat,
-        share=(-slope * w) / total if total > 0 else math.inf,
-        autocorr=_lag1(resid),
-        amplitude=float(resid.std()) / level,
-    )
-
-
-# ----------------------------------------------------------------------------- classifier
-
-
-def _pct(x: float) -> str:
-    return f"{100 * abs(x):.3g}%"
-
-
-def _verdict(label: str, reason: str, fig: _Figures | None, n: int, bad: int | None = None) -> Outcome:
-    nan = math.nan
-    return Outcome(
-        label=label,
-        reason=reason,
-        first_bad_step=bad,
-        drop=fig.drop if fig else nan,
-        rel_slope=fig.rel_slope if fig else nan,
-        autocorr=fig.autocorr if fig else nan,
-        n_steps=n,
-        window=fig.window if fig else 0,
-    )
+def _shape(y: np.ndarray, rules: OutcomeRules) -> tuple[str, str, int | None, Figures]:
+    """Label, reason and (for diverged) bad index of a finite curve of at least 4 points."""
+    f = figures(y, rules)
+    w = f.window
+    eps = max(rules.abs_floor, rules.rel_resolution * max(abs(f.start), abs(f.end), abs(f.best)))
+    # a difference of levels is clear beyond noise_z standard errors of start (k0 points) minus end (w)
+    clear = max(rules.noise_z * f.noise * math.sqrt(1.0 / f.start_points + 1.0 / w), eps)
+    gain = f.gain
+    moved = f"from {_g(f.start)} at the start to {_g(f.end)} over the last {w} of {f.n} steps"
+    noise = f"{abs(f.drop) / clear * rules.noise_z:.3g} standard errors" if clear > eps else "noise-free"
+    # 1. ended worse than it started
+    rise = -f.drop
+    if rise > eps and (rise > clear or f.above_start >= rules.worse_share):
+        return (
+            "diverged",
+            (
+                f"the loss rose {moved} ({noise}; {100 * f.above_start:.3g}% of the steps above the start): "
+                "it ended worse than it started"
+            ),
+            f.best_index,
+            f,
+        )
+    # 2. oscillating in the last half
+    half = f.n - f.n // 2
+    share_needed = max(rules.osc_share, 40.0 / half)
+    if f.osc_share >= share_needed and f.osc_swing >= rules.osc_amplitude * f.height:
+        return (
+            "oscillating",
+            (
+                f"the last {half} steps swing with a period of {f.osc_period:.3g} steps, "
+                f"{_g(f.osc_swing)} peak to peak ({100 * f.osc_swing / f.height:.3g}% of the curve's range, "
+                f"{100 * f.osc_share:.3g}% of the "
+                f"variance around the trend); the loss went {moved}"
+            ),
+            None,
+            f,
+        )
+    giveback = (f.end - f.best) / gain if gain > eps else math.inf if f.end - f.best > eps else 0.0
+    change = f.win_change
+    tw = f.trend_window
+    needed = rules.progress_tol * gain * tw / f.n  # progress_tol x the average rate, over tw steps
+    trending = f.win_t >= rules.trend_t and abs(change) > max(eps, needed)
+    last = f"the last {tw} steps {'rose' if change > 0 else 'fell'} {_g(abs(change))}"
+    share = f" ({100 * abs(change) / gain:.3g}% of the gain {_g(gain)})" if gain > eps else ""
+    # 3. rising and has given back half of its gain
+    if trending and change > 0 and giveback >= rules.giveback_tol:
+        return (
+            "diverged",
+            (
+                f"{last}{share} and the loss is back {_g(f.end - f.best)} above its best {_g(f.best)} "
+                f"({'all' if not math.isfinite(giveback) else f'{100 * giveback:.3g}%'} of its gain "
+                "given back); "
+                f"it went {moved}"
+            ),
+            f.best_index,
+            f,
+        )
+    # 4. still falling
+    if trending and change < 0:
+        return "still_improving", f"{last}{share}; the loss went {moved} ({noise})", None, f
+    fell = f.drop > clear
+    near = f.end - f.best <= rules.near_tol * gain
+    if fell and near and not trending:
+        return (
+            "converged",
+            (
+                f"the loss fell {moved} ({100 * f.drop / gain:.3g}% of the way to its best "
+                f"{_g(f.best)}, {noise}); "
+                f"{last}{share}, flat"
+            ),
+            None,
+            f,
+        )
+    if not fell:
+        why = f"no clear drop: the loss went {moved} ({noise}, under the {rules.noise_z:g}x needed)"
+    elif trending:
+        why = (
+            f"the loss turned up: {last}{share}, {100 * giveback:.3g}% of its gain given back; "
+            f"it went {moved}"
+        )
+    else:
+        why = (
+            f"the loss went {moved} but settled {100 * giveback:.3g}% of its gain above its best "
+            f"{_g(f.best)} (converged needs {100 * rules.near_tol:g}%)"
+        )
+    return "plateaued", why, None, f
 
 
 def _as_curve(curve: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
@@ -277,115 +176,33 @@ def _as_curve(curve: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
     return y
 
 
-def _divergence(y: np.ndarray, rules: OutcomeRules) -> Outcome | None:
-    """`diverged` verdict from non-finite values or the EMA blow-up rule, else None."""
-    n = len(y)
-    nonfinite = np.flatnonzero(~np.isfinite(y))
-    stop = int(nonfinite[0]) if nonfinite.size else n
-    blow = _first_blowup(y[:stop], rules) if stop else None
-    fig = _figures(y[:stop], rules) if stop else None
-    if blow is not None:
-        i, ema, run_min = blow
-        reference = max(run_min, _floor(float(y[0]), rules))
-        reason = _blowup_reason(ema, reference, i, rules.blowup_factor)
-        return _verdict("diverged", reason, fig, n, i)
-    if stop < n:
-        return _verdict("diverged", f"loss became {y[stop]} at step {stop}", fig, n, stop)
-    return None
-
-
-def _slow_divergence(y: np.ndarray, fig: _Figures, rules: OutcomeRules) -> Outcome | None:
-    """`diverged` when the curve ends `slow_divergence_factor` times above where it started."""
-    floor = _floor(fig.first_mean, rules)
-    limit = _blowup_limit(fig.first_mean, floor, rules.slow_divergence_factor)
-    if fig.last_mean <= limit:
-        return None
-    ema, a, first = float(y[0]), rules.ema_alpha, len(y) - 1
-    for i, x in enumerate(y.tolist()):
-        ema = ema + a * (x - ema)
-        if ema > limit:
-            first = i
-            break
-    reason = (
-        f"slow divergence: the last {fig.window} steps average {fig.last_mean:.4g}, over "
-        f"{rules.slow_divergence_factor:g}x the first {fig.window} steps ({fig.first_mean:.4g})"
-    )
-    return _verdict("diverged", reason, fig, len(y), first)
-
-
-def _oscillation(fig: _Figures, rules: OutcomeRules) -> bool:
-    limit = min(rules.osc_autocorr, -rules.osc_z / math.sqrt(fig.window))
-    return fig.window >= 3 and fig.autocorr < limit and fig.amplitude > rules.osc_amplitude
-
-
-def _trend_label(fig: _Figures, rules: OutcomeRules) -> tuple[str, str]:
-    """Label and reason for a finite, non-oscillating curve, from drop and last-window trend."""
-    w, fell = fig.window, f"loss fell {_pct(fig.drop)}" if fig.drop >= 0 else f"loss rose {_pct(fig.drop)}"
-    clear = fig.t_stat >= rules.trend_t
-    if fig.rel_slope < -rules.slope_tol and clear:
-        if fig.drop >= rules.min_drop and fig.share < rules.progress_tol:
-            return "converged", (
-                f"{fell}; the last {w} steps still fell {_pct(fig.rel_slope)}, but that is "
-                f"only {_pct(fig.share)} of the total decrease"
-            )
-        return "still_improving", f"{fell} and the last {w} steps still fell {_pct(fig.rel_slope)}"
-    if fig.rel_slope > rules.slope_tol and clear:
-        if fig.drop >= rules.min_drop and fig.share < rules.settle_tol:
-            return "converged", (
-                f"{fell}; the last {w} steps rose {_pct(fig.rel_slope)} of a small level, only "
-                f"{_pct(fig.share)} of the total decrease (settled at its noise floor)"
-            )
-        return "plateaued", (
-            f"{fell} but the last {w} steps rose {_pct(fig.rel_slope)} (not enough to call diverged)"
-        )
-    noise = " (within the noise)" if abs(fig.rel_slope) >= rules.slope_tol else ""
-    changed = f"the last {w} steps changed {_pct(fig.rel_slope)}{noise}"
-    if fig.drop >= rules.min_drop:
-        return "converged", f"{fell} and {changed}"
-    direction = " (rising slightly)" if fig.rel_slope > 0 and clear else ""
-    return "plateaued", (
-        f"{fell} (under the {_pct(rules.min_drop)} drop needed to count as converged) "
-        f"and {changed}{direction}"
-    )
-
-
-def _tiny_curve(y: np.ndarray, fig: _Figures, rules: OutcomeRules) -> Outcome:
-    """Curves under 6 points: no trend or autocorrelation can be estimated, only a direction."""
-    n = len(y)
-    if n == 1:
-        return _verdict("plateaued", "a single point cannot show progress", fig, n)
-    label = "still_improving" if fig.drop > rules.slope_tol else "plateaued"
-    verb = "fell" if fig.drop >= 0 else "rose"
-    return _verdict(label, f"only {n} points, too few for a trend; the loss {verb} {_pct(fig.drop)}", fig, n)
-
-
-def classify(curve: Sequence[float] | np.ndarray | Tensor, rules: OutcomeRules | None = None) -> Outcome:
+def classify(
+    curve: Sequence[float] | np.ndarray | Tensor,
+    rules: OutcomeRules | None = None,
+    planned_steps: int | None = None,
+) -> Outcome:
     """Label a training-loss curve (one value per optimizer step) with one of `LABELS`.
 
-    Order of the rules: diverged (non-finite, EMA blow-up, slow divergence), then
-    oscillating, then the trend of the last window (still_improving / converged /
-    plateaued). Raises ValueError for an empty or non-1-D curve.
+    `planned_steps` is the run's configured length (the blow-up patience is a share of it); None
+    means the curve's length. Raises ValueError for an empty or non-1-D curve.
     """
     rules = rules or OutcomeRules()
     y = _as_curve(curve)
-    verdict = _divergence(y, rules)
-    if verdict is not None:
-        return verdict
-    fig = _figures(y, rules)
-    if fig.window < 3:
-        return _tiny_curve(y, fig, rules)
-    verdict = _slow_divergence(y, fig, rules)
-    if verdict is not None:
-        return verdict
-    short = f"short curve ({len(y)} points, judged on halves): " if len(y) < 2 * rules.min_window else ""
-    if _oscillation(fig, rules):
-        reason = (
-            f"the last {fig.window} steps alternate around their trend (lag-1 autocorrelation "
-            f"{fig.autocorr:.2f}, amplitude {_pct(fig.amplitude)} of the level)"
+    n = len(y)
+    bad = first_divergence(y, rules, planned_steps)
+    if bad is not None:
+        return Outcome("diverged", bad[1], bad[0], n)
+    if n < 4:
+        fell = n > 1 and y[-1] < y[0]
+        label = "still_improving" if fell else "plateaued"
+        return Outcome(
+            label,
+            f"only {n} point(s), too few for a trend; the loss went from {_g(y[0])} to {_g(y[-1])}",
+            None,
+            n,
         )
-        return _verdict("oscillating", short + reason, fig, len(y))
-    label, reason = _trend_label(fig, rules)
-    return _verdict(label, short + reason, fig, len(y))
+    label, reason, index, fig = _shape(y, rules)
+    return Outcome(label, reason, index, n, fig)
 
 
 # ----------------------------------------------------------------------------- Lightning guard
@@ -402,39 +219,36 @@ def _loss_of(outputs: Any) -> Tensor | None:
     return None
 
 
-@dataclass
-class _HostState:
-    """DivergenceGuard's state on the host (CPU training): EMA, running min, first bad step."""
-
-    ema: float
-    run_min: float
-    floor: float
-    bad_step: int | None = None
-    loss: float = math.nan
-    bad_ema: float = math.nan
-    bad_min: float = math.nan
+def _planned(trainer: pl.Trainer) -> int:
+    """The run's configured length in optimizer steps (0 when unknown, e.g. an infinite run)."""
+    if trainer.max_steps is not None and trainer.max_steps > 0:
+        return int(trainer.max_steps)
+    try:
+        est = trainer.estimated_stepping_batches
+    except Exception:  # no dataloader length yet: the patience falls back to its minimum
+        return 0
+    return int(est) if math.isfinite(est) else 0
 
 
 class DivergenceGuard(pl.Callback):
-    """Stop training as soon as the training loss diverges (same blow-up rule as `classify`).
+    """Stop training when the loss has diverged by `first_divergence`'s rule, and only then.
 
-    On an accelerator the EMA, running minimum, "bad" flag and first bad step live on the
-    loss's device and are updated with tensor ops, so a step costs a handful of tiny kernels
-    and no host sync; the flag is read to the host only every `check_every` batches (default
-    50). The first bad step is tracked on the device, so it is exact whatever `check_every` is.
-    On CPU, reading the loss is free and a dozen eager tensor ops cost more than the rule
-    itself, so the same recurrence runs on Python floats (float64, exactly as `classify` runs
-    it) and is checked every batch unless `check_every` says otherwise. Stopping sets
-    `trainer.should_stop`, so the run ends normally (Lightning honours it only after
-    `min_steps` / `min_epochs`).
+    A spike that comes back within the patience is left alone: the run trains to the end and gets
+    the label its whole curve earns. The patience is a share of the planned run
+    (`trainer.max_steps`), so the guard and `classify(curve, planned_steps=max_steps)` agree.
 
-    The step recorded is `trainer.global_step - 1` at the bad batch, i.e. the index of
-    the optimizer step whose loss was bad. Slow divergence needs the whole curve and is
-    left to `classify`.
+    On CPU the rule runs on Python floats and is checked every batch. On an accelerator it runs in
+    tensor ops on the loss's device (no host sync per step) and the flag is read every `check_every`
+    batches (default 50); the first bad step is tracked on the device, so it is exact either way.
+    Stopping sets `trainer.should_stop` (Lightning honours it after `min_steps` / `min_epochs`).
     """
 
     def __init__(
-        self, rules: OutcomeRules | None = None, check_every: int | None = None, on_device: bool | None = None
+        self,
+        rules: OutcomeRules | None = None,
+        check_every: int | None = None,
+        on_device: bool | None = None,
+        planned_steps: int | None = None,
     ) -> None:
         """`on_device`: None = tensor ops on accelerators, floats on CPU; True = tensor ops everywhere."""
         if check_every is not None and check_every < 1:
@@ -442,60 +256,48 @@ class DivergenceGuard(pl.Callback):
         self.rules = rules or OutcomeRules()
         self.check_every = check_every
         self.on_device = on_device
-        self._reset()
+        self.planned_steps = planned_steps
+        self._reset(planned_steps or 0)
 
-    def _reset(self) -> None:
+    def _reset(self, planned: int) -> None:
+        self.patience = self.rules.patience(planned)
         self.stopped_step: int | None = None
-        self.reason: str = ""
+        self.reason = ""
         self.stopped = False
         self._every = self.check_every
         self._seen = 0
         self._t: dict[str, Tensor] = {}
-        self._host: _HostState | None = None
+        self._host: _Watch | None = None  # the CPU path: the rule on Python floats
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._reset()
-
-    def _init_state(self, x: Tensor) -> None:
-        """Start the EMA at the first loss, like `classify` does."""
-        if self._every is None:
-            self._every = 1 if x.device.type == "cpu" else 50
-        floor = torch.clamp(x.abs() * self.rules.min_floor, min=self.rules.abs_floor)
-        minus_one = torch.full((), -1, dtype=torch.int64, device=x.device)
-        self._t = {
-            "ema": x.clone(),
-            "min": x.clone(),
-            "floor": floor,
-            "bad": torch.zeros_like(x, dtype=bool),
-            "step": minus_one,
-            "loss": x.clone(),
-            "bad_ema": x.clone(),
-            "bad_min": x.clone(),
-        }
+        self._reset(self.planned_steps if self.planned_steps is not None else _planned(trainer))
 
     def _update(self, x: Tensor, step: int) -> None:
-        """One step of the blow-up rule in tensor ops (mirrors `_first_blowup`)."""
-        t, a, f = self._t, self.rules.ema_alpha, self.rules.blowup_factor
-        t["ema"] = t["ema"] + a * (x - t["ema"])
-        t["min"] = torch.minimum(t["min"], t["ema"])
-        limit = torch.maximum(t["min"], t["floor"]) + (f - 1.0) * torch.maximum(t["min"].abs(), t["floor"])
-        new = (~torch.isfinite(x) | (t["ema"] > limit)) & ~t["bad"]
-        t["step"] = torch.where(new, step, t["step"])
-        for key, value in (("loss", x), ("bad_ema", t["ema"]), ("bad_min", t["min"])):
-            t[key] = torch.where(new, value, t[key])
+        """One step of the rule in tensor ops (mirrors `first_divergence`)."""
+        t = self._t
+        if not t:
+            s = x.abs().clamp_min(self.rules.abs_floor)
+            lim, cap = x + (self.rules.blowup_factor - 1.0) * s, x + (self.rules.hard_cap - 1.0) * s
+            zero = torch.zeros((), dtype=torch.int64, device=x.device)
+            t.update(
+                first=x.clone(),
+                limit=lim,
+                cap=cap,
+                streak=zero,
+                step=zero - 1,
+                kind=zero.clone(),
+                value=x.clone(),
+                bad=torch.zeros((), dtype=torch.bool, device=x.device),
+            )
+        nonfinite, over = ~torch.isfinite(x), x > t["cap"]
+        t["streak"] = torch.where(x > t["limit"], t["streak"] + 1, 0)
+        new = (nonfinite | over | (t["streak"] >= self.patience)) & ~t["bad"]
+        at = torch.where(nonfinite | over, step, step - self.patience + 1)
+        kind = torch.where(nonfinite, NONFINITE, torch.where(over, OVER_CAP, BLOWUP))
+        t["step"] = torch.where(new, at, t["step"])
+        t["kind"] = torch.where(new, kind, t["kind"])
+        t["value"] = torch.where(new, x, t["value"])
         t["bad"] = t["bad"] | new
-
-    def _update_host(self, x: float, step: int) -> None:
-        """The blow-up rule on Python floats: `_first_blowup`'s recurrence, one step at a time."""
-        h = self._host
-        if h is None:
-            h = self._host = _HostState(ema=x, run_min=x, floor=_floor(x, self.rules))
-        if h.bad_step is not None:
-            return
-        h.ema = h.ema + self.rules.ema_alpha * (x - h.ema)
-        h.run_min = min(h.run_min, h.ema)
-        if not math.isfinite(x) or h.ema > _blowup_limit(h.run_min, h.floor, self.rules.blowup_factor):
-            h.bad_step, h.loss, h.bad_ema, h.bad_min = step, x, h.ema, h.run_min
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -505,14 +307,15 @@ class DivergenceGuard(pl.Callback):
             return
         step = max(trainer.global_step - 1, 0)
         if loss.device.type == "cpu" and not self.on_device:
-            self._update_host(float(loss) if loss.numel() == 1 else float(loss.detach().float().mean()), step)
-            if self._every is None:
-                self._every = 1
+            value = float(loss) if loss.numel() == 1 else float(loss.detach().double().mean())
+            if self._host is None:
+                self._host = _Watch(self.rules, self.patience)
+            if self._host.push(value) and self.stopped_step is None:
+                self.stopped_step, self.reason = self._host.found  # type: ignore[misc]
+            self._every = self._every or 1
         else:
-            x = loss.detach().to(torch.float32).mean()
-            if not self._t:
-                self._init_state(x)
-            self._update(x, step)
+            self._update(loss.detach().to(torch.float32).mean(), step)
+            self._every = self._every or (1 if loss.device.type == "cpu" else 50)
         self._seen += 1
         if self._seen % self._every == 0:
             self._check(trainer)
@@ -527,27 +330,15 @@ class DivergenceGuard(pl.Callback):
                 self.reason = self.reason or "the loss diverged on another process"
 
     def _sync(self) -> bool:
-        """Copy the guard's state to `stopped_step` / `reason`; True when the loss is bad."""
-        h = self._host
-        if h is not None:
-            if h.bad_step is None:
-                return False
-        elif not self._t or not bool(self._t["bad"]):
+        """Copy the device state to `stopped_step` / `reason` once; True when the loss diverged."""
+        if self.stopped_step is not None:
+            return True
+        t = self._t
+        if not t or not bool(t["bad"]):
             return False
-        if self.stopped_step is None:
-            if h is not None:
-                assert h.bad_step is not None
-                step, loss, bad_ema, bad_min, floor = h.bad_step, h.loss, h.bad_ema, h.bad_min, h.floor
-            else:  # read from the device once, at the first check that sees the flag
-                t = self._t
-                step, loss = int(t["step"]), float(t["loss"])
-                bad_ema, bad_min, floor = float(t["bad_ema"]), float(t["bad_min"]), float(t["floor"])
-            self.stopped_step = step
-            if math.isfinite(loss):
-                reference = max(bad_min, floor)
-                self.reason = _blowup_reason(bad_ema, reference, step, self.rules.blowup_factor)
-            else:
-                self.reason = f"loss became {loss} at step {step}"
+        step, kind, value, first = int(t["step"]), int(t["kind"]), float(t["value"]), float(t["first"])
+        self.stopped_step = step
+        self.reason = _reason(kind, step, value, first, self.patience, self.rules)
         return True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

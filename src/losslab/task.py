@@ -303,12 +303,13 @@ def _finish(
     resolved: dict[str, Any],
 ) -> Result:
     """Classify the curve, record final metrics, tags and artifacts, close the run FINISHED."""
-    from .outcomes import classify
+    from .outcomes import classify, overfitting
 
     try:
         curve = recorder.history.get("train/loss", [])
         values = [v for _, v in curve]
-        outcome = classify(values, rules) if values else None
+        planned = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else len(values)
+        outcome = classify(values, rules, planned_steps=planned) if values else None
         val = module.val_loss
         val_loss = float(val) if val is not None else None
         vals = [v for _, v in recorder.history.get("val/loss", [])]
@@ -333,6 +334,10 @@ def _finish(
                 bad_step = curve[bad][0]
                 tags["first_bad_step"] = bad_step
                 final["outcome/first_bad_step"] = bad_step
+        over = overfitting(curve, recorder.history.get("val/loss", []), rules)
+        tags.update(overfitting=str(over.flag).lower(), overfitting_reason=over.reason)
+        if over.best_val_step is not None:
+            tags["best_val_step"] = over.best_val_step
         stopped = guard.state() if guard is not None else {}
         if stopped.get("diverged"):
             tags["stopped_early"] = "diverged"

@@ -1,0 +1,1 @@
+"""LossLab's Hydra launcher plugin (Hydra accepts launchers only from the hydra_plugins package)."""
