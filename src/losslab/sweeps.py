@@ -152,7 +152,9 @@ class SweepTracker(Callback):
             print(f"marked run {run.info.run_id} ({run.info.run_name}) KILLED: {reason}", flush=True)
         overrides = redact_overrides(hc.overrides.task)
         params = hc.sweeper.get("params")
-        size = count_jobs(list(hc.overrides.task), OmegaConf.to_container(params) if params is not None else {})
+        size = count_jobs(
+            list(hc.overrides.task), OmegaConf.to_container(params) if params is not None else {}
+        )
         os.environ[SIZE_ENV] = str(size) if size else "?"
         choices = hc.runtime.choices
         study = choices.get("experiment") or f"{choices.get('loss', 'sweep')}-sweep"
