@@ -28,9 +28,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from .build import ConfigError, Job, build, user_error
+from . import interrupts
+from .build import ConfigError, Job, build, trainer_error, user_error
 from .metrics import primary_metric
 from .naming import choice_label, config_hash, loss_label, run_name
+from .params import redact_overrides, redact_text, redact_tree, scrub_files
 
 if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once a config is valid
     import pytorch_lightning as pl
@@ -42,25 +44,6 @@ if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once 
 #: of the metric (-1e12 for accuracy, +1e12 for rmse): finite, so Optuna & co. keep going
 PENALTY = 1.0e12
 SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C so a killed job still flushes and ends KILLED."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _progress_bar(cfg: DictConfig) -> bool:
@@ -111,7 +94,9 @@ def _write_result(out_dir: Path | None, result: Result, overrides: list[str]) ->
     if out_dir is None:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {**result.__dict__, "overrides": overrides}
+    payload = {**result.__dict__, "overrides": redact_overrides(overrides)}
+    if payload.get("error"):
+        payload["error"] = redact_text(str(payload["error"]))
     (out_dir / "result.json").write_text(json.dumps(payload, indent=1))
 
 
@@ -125,13 +110,34 @@ def train(cfg: DictConfig) -> Result:
     if prefix:
         print(f"{prefix}{' '.join(overrides) or '(defaults)'}", flush=True)
     name = run_name(cfg, choices)
-    try:
-        result = _train(cfg, choices, overrides, name, prefix)
-    except BaseException as exc:
-        status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
-        _write_result(out_dir, Result(status=status, name=name, error=_one_line(exc)), overrides)
-        raise
-    _write_result(out_dir, result, overrides)
+    if out_dir is not None:  # Hydra wrote the config as given, secrets included, before this job ran
+        scrub_files(out_dir / ".hydra" / f for f in ("config.yaml", "overrides.yaml", "hydra.yaml"))
+    interrupts.watch_driver()  # a worker exits when its sweep's driver is gone (even kill -9)
+    with interrupts.JobSignals() as signals:
+        try:
+            result = _train(cfg, choices, overrides, name, prefix)
+        except BaseException as exc:
+            killed = isinstance(exc, (KeyboardInterrupt, SystemExit)) or signals.signum is not None
+            with signals.deferred():
+                status = "KILLED" if killed else "FAILED"
+                error = (
+                    f"killed by {signal.Signals(signals.signum).name}" if signals.signum else _one_line(exc)
+                )
+                _write_result(out_dir, Result(status=status, name=name, error=error), overrides)
+                if killed and signals.signum is not None and interrupts.in_worker():
+                    if interrupts.sweep_stopping(wait=2.0):
+                        interrupts.exit_worker(130)  # the sweep is stopping: take no further job
+                    # only this job was signalled: a failed job, the sweep goes on and reports it
+                    print(f"{prefix}killed: {name} ({error})", file=sys.stderr, flush=True)
+                    return Result("KILLED", name, error=error)
+            raise
+        with signals.deferred():
+            _write_result(out_dir, result, overrides)
+            if signals.signum is not None:  # arrived while the run closed: it is complete, now stop
+                if not interrupts.in_worker():
+                    raise KeyboardInterrupt(f"signal {signals.signum}")
+                if interrupts.sweep_stopping(wait=2.0):
+                    interrupts.exit_worker(130)
     return result
 
 
@@ -223,8 +229,22 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
 
     gradcheck_tags = _maybe_gradcheck(cfg, job.loss)
     rules = job.rules
+    # Everything Lightning can refuse is refused here, before the run exists.
+    from .steplog import StepBuffer
+
+    buffer = StepBuffer(capacity=int(cfg.tracking.get("flush_every", 256)))
+    guard = DivergenceGuard(rules) if cfg.outcome.get("stop_on_divergence", True) else None
+    tracker = TrackingCallback(None)  # gets its recorder once the run exists
+    gs = cfg.get("grad_stats") or {}
+    callbacks: list[Any] = [GradientStats(buffer, **gs)]
+    if guard is not None:
+        callbacks.append(guard)
+    callbacks.append(tracker)  # last: it flushes after the others recorded the step
+    trainer = _trainer(cfg, callbacks)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
+    params = tracking.flatten(resolved)
+    precision_tags = _precision(cfg, trainer, params, prefix)
     tags = {
         "loss": loss_label(cfg, choices),
         "loss_target": str(cfg.loss.get("_target_")),
@@ -233,46 +253,58 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         "task": job.data.task,
         "heldout": "true" if job.data.heldout else "false",
         "optimizer": choice_label(cfg, choices, "optimizer"),
-        "overrides": " ".join(overrides),
+        "overrides": " ".join(redact_overrides(overrides)),
         "losslab.config_hash": chash,
         "losslab.version": _version(),
         **gradcheck_tags,
+        **precision_tags,
     }
-    setup = trainer_setup(cfg)  # the user's callbacks and logger, built before the run exists
-    recorder = tracking.RunRecorder.start(
-        client,
-        exp_id,
-        name,
-        tracking.flatten(resolved),
-        tags,
-        parent_run_id=os.environ.get(tracking.PARENT_ENV) or None,
-        retry_seconds=float(cfg.tracking.get("retry_seconds", 60)),
-        flush_every=int(cfg.tracking.get("flush_every", 256)),
-    )
-    print(f"{prefix}run {name} ({recorder.run_id}) -> {tracking.redact_uri(uri)}", flush=True)
-    guard = DivergenceGuard(rules) if cfg.outcome.get("stop_on_divergence", True) else None
-    tracker = TrackingCallback(recorder)
-    gs = cfg.get("grad_stats") or {}
-    callbacks: list[Any] = [GradientStats(recorder.buffer, **gs)]
-    if guard is not None:
-        callbacks.append(guard)
-    callbacks.append(tracker)  # last of LossLab's: it flushes after the others recorded the step
-    trainer = _trainer(cfg, callbacks, setup)
-    module = LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
+    try:
+        recorder = tracking.RunRecorder.start(
+            client,
+            exp_id,
+            name,
+            params,
+            tags,
+            parent_run_id=os.environ.get(tracking.PARENT_ENV) or None,
+            retry_seconds=float(cfg.tracking.get("retry_seconds", 60)),
+            flush_every=int(cfg.tracking.get("flush_every", 256)),
+            buffer=buffer,
+            claim_hash=chash,
+            finished_counts=not cfg.get("rerun", False),
+            heartbeat_seconds=float(cfg.tracking.get("heartbeat_seconds", 30)),
+            stale_after=float(cfg.tracking.get("stale_after", 600)),
+        )
+    except tracking.ConfigClaimed as claimed:
+        holder = claimed.holder
+        state = "already FINISHED" if holder.info.status == "FINISHED" else "running now"
+        print(f"{prefix}skip: {name} is {state} as run {holder.info.run_id} (claimed first)", flush=True)
+        metric = holder.data.metrics.get("final/val_loss")
+        task_metric = primary_metric(job.data.task)
+        chosen = holder.data.metrics.get(f"best/val_{task_metric}")
+        outcome = holder.data.tags.get("outcome")
+        return Result("SKIPPED", name, holder.info.run_id, outcome, metric, None, task_metric, chosen)
+    tracker.recorder = recorder
     started = time.perf_counter()
     try:
-        with sigterm_as_interrupt(), _single_job_argv(overrides), _fresh_process_group():
+        print(f"{prefix}run {name} ({recorder.run_id}) -> {tracking.redact_uri(uri)}", flush=True)
+        module = LossLabModule(
+            job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler
+        )
+        with _single_job_argv(overrides), _fresh_process_group():
             trainer.fit(module, datamodule=TensorDataModule(job.data))
     except BaseException as exc:
         interrupted = tracker.interrupted or isinstance(exc, KeyboardInterrupt)
         status = "KILLED" if interrupted else "FAILED"
         cause = tracker.exception if tracker.exception is not None else exc
-        recorder.close(status, error=None if interrupted else _one_line(cause))
+        with interrupts.closing():
+            recorder.close(status, error=None if interrupted else _one_line(cause))
         if tracker.exception is not None and not interrupted and tracker.exception is not exc:
             raise tracker.exception from None
         raise
     wall = time.perf_counter() - started
-    return _finish(cfg, recorder, trainer, module, guard, rules, wall, name, prefix, resolved)
+    with interrupts.closing():  # a signal now waits until the run is closed complete
+        return _finish(cfg, recorder, trainer, module, guard, rules, wall, name, prefix, resolved)
 
 
 def _finish(
@@ -334,7 +366,8 @@ def _finish(
         recorder.set_tags(tags)
         _log_artifacts(cfg, recorder, resolved, curve, recorder.history.get("val/loss", []), name)
     except BaseException as exc:
-        recorder.close("FAILED", error=_one_line(exc))
+        killed = isinstance(exc, KeyboardInterrupt)
+        recorder.close("KILLED" if killed else "FAILED", error=None if killed else _one_line(exc))
         raise
     recorder.close("FINISHED")
     label = outcome.label if outcome else "unknown"
@@ -367,7 +400,7 @@ def _log_artifacts(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = Path(tmp) / "config.yaml"
-        cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(redact_tree(resolved))))
         recorder.log_artifact(cfg_path)
         if cfg.tracking.get("log_curve_png", True) and curve:
             from .plots import loss_curve_png
@@ -425,9 +458,10 @@ def _trainer(cfg: DictConfig, callbacks: list[Any], setup: TrainerSetup | None =
     }
     try:
         return instantiate(setup.node, **kwargs)
-    except (InstantiationException, MisconfigurationException) as exc:
-        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"trainer options rejected: {text}") from None
+    except InstantiationException as exc:
+        raise trainer_error(exc, cfg) from None
+    except MisconfigurationException as exc:  # e.g. a ModelCheckpoint with enable_checkpointing=false
+        raise ConfigError(f"Lightning refused the trainer callbacks: {' '.join(str(exc).split())}") from None
 
 
 def _user_objects(node: Any, key: str) -> list[Any]:
@@ -449,6 +483,17 @@ def _user_objects(node: Any, key: str) -> list[Any]:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"{key} entry {item.get('_target_')} rejected: {text}") from None
     return out
+
+
+def _precision(cfg: DictConfig, trainer: pl.Trainer, params: dict[str, str], prefix: str) -> dict[str, str]:
+    """Record the precision Lightning really uses (16 on a CPU becomes bf16-mixed), not the one asked."""
+    asked = str(OmegaConf.select(cfg, "trainer.precision", default=""))
+    used = str(trainer.precision)
+    params["trainer.precision"] = used
+    if asked in ("", used):
+        return {"precision": used}
+    print(f"{prefix}note: trainer.precision={asked} runs as {used} here (recorded as {used})", flush=True)
+    return {"precision": used, "precision_requested": asked}
 
 
 def _maybe_gradcheck(cfg: DictConfig, loss: nn.Module) -> dict[str, str]:
