@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from losslab.bench import ceiling, cli, harness, http_store, sweep
+from losslab.bench import ceiling, cli, harness, http_store, soak, sweep
 
 SECTION_KEYS = {"1", "2", "3", "4", "5", "6", "syncs"}
 #: what the issue-14 table needs from one run
@@ -91,6 +91,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(http_store, "mlflow_server", local_store)
     monkeypatch.setattr(sweep, "run_sweep", canned_sweep)
     monkeypatch.setattr(ceiling, "_loops", canned_loops)
+    monkeypatch.setattr(soak, "chaos_round", lambda ctx: None)  # real in the slow test below
     for key in harness.TRACKING_ENV:
         monkeypatch.delenv(key, raising=False)
     sizes = cli.sizes_from(cli._parser().parse_args(["--quick"]))
@@ -129,6 +130,7 @@ def test_make_bench_quick_end_to_end(tmp_path: Path) -> None:
     assert "LossLab / raw loop" in proc.stdout
     doc = json.loads(out.read_text())
     _check_document(doc)
-    soak = doc["sections"]["6"]  # a real joblib sweep here: every point counted
-    assert soak["finished"] == soak["jobs"] == soak["runs_with_exactly_one_point_per_step"]
-    assert soak["points"] == soak["points_expected"]
+    soaked = doc["sections"]["6"]  # a real joblib sweep here: every point counted
+    assert soaked["finished"] == soaked["jobs"] == soaked["runs_with_exactly_one_point_per_step"]
+    assert soaked["points"] == soaked["points_expected"]
+    assert soaked["chaos"]["ok"], soaked["chaos"]  # and a real chaos round

@@ -1,7 +1,9 @@
-"""Section 6: soak, many short jobs on 2 reused joblib workers into one sqlite store.
+"""Section 6: soak, many short jobs on 2 reused joblib workers into one sqlite store, then chaos.
 
 Counts what reached the store, point by point: every job's run FINISHED with exactly one
-`train/loss` point per step.
+`train/loss` point per step. Then one chaos round (`losslab.chaos.run_chaos`): signals to random
+workers of a parallel sweep, a resume, and the books (every config FINISHED once, nothing RUNNING,
+every point there).
 
 Run alone: `python -m losslab.bench --only 6` (or `python -m losslab.bench.soak`).
 """
@@ -46,6 +48,28 @@ def run(ctx: Context) -> None:
         "points",
         f"{finished}/{s.soak_jobs} FINISHED, {exact} runs with exactly one point per step, "
         f"{sum(counts)} of {s.soak_jobs * s.soak_steps} points, {figures['total_s']:.0f}s",
+    )
+
+
+    chaos_round(ctx)
+
+
+def chaos_round(ctx: Context) -> None:
+    from ..chaos import run_chaos
+
+    s = ctx.sizes
+    folder = ctx.tmp / "chaos"
+    folder.mkdir(exist_ok=True)
+    quick = dict(configs=3, steps=60, signals=1, kill9=False) if s.quick else {}
+    out = run_chaos(workdir=folder, **quick)
+    ctx.results["6"]["chaos"] = out
+    ctx.row(
+        "6.chaos",
+        f"chaos: {len(out['signals'])} signals to a {out['configs']}-config joblib sweep, then a resume",
+        None,
+        "",
+        f"{'ok' if out['ok'] else 'FAILED'}: every config FINISHED once {out['finished_once']}, "
+        f"RUNNING left {out['running']}, all points {out['complete_points']}, {out['seconds']:.0f}s",
     )
 
 
