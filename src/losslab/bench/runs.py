@@ -109,6 +109,7 @@ def lightning_run(cfg: Any) -> Sample:
     what LossLab adds (gradient statistics, the metric buffer, the divergence guard, the run).
     """
     from .. import task
+    from ..datamodule import TensorDataModule
     from ..module import LossLabModule
 
     with quiet():
@@ -119,7 +120,7 @@ def lightning_run(cfg: Any) -> Sample:
             job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler
         )
         fit_started = time.perf_counter()
-        trainer.fit(module)
+        trainer.fit(module, datamodule=TensorDataModule(job.data))
         done = time.perf_counter()
     return Sample(done - started, fit_seconds=done - fit_started, info={"steps": trainer.global_step})
 

@@ -50,7 +50,6 @@ def run(ctx: Context) -> None:
         f"{sum(counts)} of {s.soak_jobs * s.soak_steps} points, {figures['total_s']:.0f}s",
     )
 
-
     chaos_round(ctx)
 
 
