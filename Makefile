@@ -19,7 +19,7 @@ STORE       ?= $(if $(MLFLOW_TRACKING_URI),$(MLFLOW_TRACKING_URI),sqlite:///$(CU
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep report ui check-grads test test-all lint format bench clean
+.PHONY: help install train sweep report ui check-grads test test-all lint format bench clean doctor
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ format: install  ## apply ruff's formatting and safe fixes
 
 bench: install  ## tracking-overhead benchmark: prints ratios measured side by side
 	$(PY) -m losslab.bench $(ARGS)
+
+doctor: install  ## mark runs whose process died (kill -9, power loss) KILLED: make doctor ARGS="--rerun"
+	$(PY) -m losslab.doctor $(ARGS)
 
 clean:  ## remove outputs, reports and caches (keeps .venv and mlflow.db)
 	rm -rf outputs multirun reports bench-results .pytest_cache .ruff_cache

@@ -61,9 +61,9 @@ CASES = [
         ["recipe=seed_weighted_mse", "loss.weights=[1,nan,1,1,3,1,1,2,1,1]"],
         ["nan", "finite and >= 0"],
     ),
-    Case("labels-outside-domain", ["loss=hinge", "data=binary01"], ["{0, 1}", "{-1, +1}", "map_labels"]),
+    # binary data of either encoding serve every binary loss; real-valued targets do not
     Case("real-labels-for-a-classifier", ["loss=hinge", "data=regression"], ["real-valued", "data=binary"]),
-    Case("bce-with-pm1-labels", ["loss=bce_with_logits", "data=binary"], ["{-1, 1}", "{0, 1}"]),
+    Case("bce-with-real-labels", ["loss=bce_with_logits", "data=diabetes"], ["{0, 1}", "data=diabetes"]),
     Case(
         "user-model-shape-mismatch",
         ["model._target_=tests.custom_losses.two_outputs"],
@@ -81,6 +81,16 @@ CASES = [
     Case("missing-folder", [], ["/nonexistent-dir", "does not exist"], uri="sqlite:////nonexistent-dir/m.db"),
     Case("corrupt-sqlite", [], ["not a SQLite database"], uri="sqlite:///{tmp}/corrupt.db"),
     Case("foreign-sqlite", [], ["users", "not an MLflow store"], uri="sqlite:///{tmp}/foreign.db"),
+    # errors that used to surface after the run existed (issue 13): refused before it exists
+    Case("devices-zero", ["trainer.devices=0"], ["trainer.devices=0", "integer >= 1", "auto"]),
+    Case("strategy-unknown", ["trainer.strategy=nope"], ["trainer.strategy='nope'", "ddp", "auto"]),
+    Case("trainer-unknown-key", ["+trainer.bogus=1"], ["trainer.bogus", "max_steps", "precision"]),
+    Case("flush-every-zero", ["tracking.flush_every=0"], ["tracking.flush_every=0", "integer >= 1"]),
+    Case("grad-every-zero", ["grad_stats.every_n_steps=0"], ["grad_stats.every_n_steps=0", "integer >= 1"]),
+    Case("param-key-too-long", ["+extra={" + "k" * 260 + ":1}"], ["266 characters", "at most 250"]),
+    Case("lr-overflows-float32", ["optimizer.lr=1e300"], ["optimizer.lr=1e+300", "at most 3.4e+38"]),
+    Case("check-val-zero", ["trainer.check_val_every_n_epoch=0"], ["check_val_every_n_epoch=0", ">= 1"]),
+    Case("retry-seconds-nan", ["tracking.retry_seconds=nan"], ["tracking.retry_seconds=nan", "finite"]),
 ]
 
 CONFIG_MISTAKES = {c.id for c in CASES[:10]}

@@ -21,7 +21,7 @@ from losslab.data import (
 
 DATA_NAMES = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
 
-# name -> (n_train + n_val, n_features, label encoding)
+# name -> (n_train + n_val + n_test, n_features, label encoding)
 EXPECTED = {
     "seed_10x1": (10, 1, "real"),
     "seed_binary_10x10": (10, 10, "pm1"),
@@ -39,14 +39,15 @@ SEED_SETS = {"seed_10x1", "seed_binary_10x10", "seed_100x10"}
 
 
 def _build(name: str, seed: int = 0, **overrides) -> TensorData:
+    """The data config as the task builds it: `${seed}` (the split seed's default) resolved."""
     cfg = OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml")
-    cfg = OmegaConf.merge(cfg, overrides)
+    root = OmegaConf.create({"seed": seed, "data": OmegaConf.merge(cfg, overrides)})
     torch.manual_seed(seed)
-    return instantiate(cfg)
+    return instantiate(root.data)
 
 
 def _tensors(d: TensorData) -> list[torch.Tensor | None]:
-    return [d.x_train, d.y_train, d.x_val, d.y_val, d.w_train, d.w_val]
+    return [d.x_train, d.y_train, d.x_val, d.y_val, d.x_test, d.y_test, d.w_train]
 
 
 def test_every_data_config_is_covered():
@@ -64,18 +65,22 @@ def test_data_config_builds_with_right_shapes(name):
     assert d.name == name
     assert d.labels == labels
     assert d.in_features == n_feat and d.out_features == 1
-    assert d.x_train.shape[1] == d.x_val.shape[1] == n_feat
+    assert d.x_train.shape[1] == d.x_val.shape[1] == d.x_test.shape[1] == n_feat
     assert d.y_train.shape == (d.n_train, 1) and d.y_val.shape == (d.x_val.shape[0], 1)
+    assert d.y_test.shape == (d.x_test.shape[0], 1)
+    assert d.task == ("regression" if labels == "real" else "binary")
     for t in _tensors(d):
         assert t is None or (t.dtype == torch.float32 and torch.isfinite(t).all())
     if name in SEED_SETS:
         # full batch, no split: validation reports the training set
-        assert d.n_train == n_total and d.batch_size is None
+        assert d.n_train == n_total and d.batch_size is None and not d.heldout
         assert torch.equal(d.x_val, d.x_train) and torch.equal(d.y_val, d.y_train)
+        assert torch.equal(d.x_test, d.x_train) and torch.equal(d.y_test, d.y_train)
     else:
-        assert d.n_train + d.x_val.shape[0] == n_total
-        assert d.x_val.shape[0] == round(0.2 * n_total)
-    y = torch.cat([d.y_train, d.y_val])
+        assert d.heldout
+        assert d.n_train + d.x_val.shape[0] + d.x_test.shape[0] == n_total
+        assert abs(d.x_val.shape[0] - 0.2 * n_total) <= 2 and abs(d.x_test.shape[0] - 0.2 * n_total) <= 2
+    y = torch.cat([d.y_train, d.y_val, d.y_test])
     if labels == "pm1":
         assert set(y.unique().tolist()) == {-1.0, 1.0}
     elif labels == "01":
@@ -109,12 +114,13 @@ def test_seed_set_reproduces_the_seed_recipe():
 
 def test_sklearn_sets():
     bc = _build("breast_cancer")
-    assert bc.n_train + bc.x_val.shape[0] == 569 and bc.in_features == 30
-    assert bc.n_train == 455
+    assert bc.n_train + bc.x_val.shape[0] + bc.x_test.shape[0] == 569 and bc.in_features == 30
+    assert (bc.n_train, bc.x_val.shape[0], bc.x_test.shape[0]) == (343, 113, 113)  # stratified: per class
     dia = _build("diabetes")
-    assert dia.n_train + dia.x_val.shape[0] == 442 and dia.in_features == 10
-    y = torch.cat([dia.y_train, dia.y_val])
-    assert abs(float(y.mean())) < 1e-4 and float(y.std()) == pytest.approx(1.0, abs=1e-4)
+    assert dia.n_train + dia.x_val.shape[0] + dia.x_test.shape[0] == 442 and dia.in_features == 10
+    # the target is standardised with train statistics only
+    assert abs(float(dia.y_train.mean())) < 1e-4 and float(dia.y_train.std()) == pytest.approx(1.0, abs=1e-4)
+    assert abs(float(dia.y_val.mean())) > 1e-4
     raw = _build("diabetes", standardize_target=False)
     assert float(torch.cat([raw.y_train, raw.y_val]).mean()) > 100  # disease progression scale
     bc01 = _build("breast_cancer", labels="01")
@@ -137,21 +143,23 @@ def test_same_seed_same_tensors_different_seed_different(name):
 
 @pytest.mark.parametrize(
     ("builder", "n"),
-    [(teacher_regression, 1000), (teacher_binary, 1000), (seed_noise, 100), (teacher_regression, 37)],
+    [(teacher_regression, 1000), (seed_noise, 100), (teacher_regression, 37)],
 )
 def test_split_sizes(builder, n):
     torch.manual_seed(0)
-    d = builder(n_samples=n, val_fraction=0.2)
-    assert d.x_val.shape[0] == round(0.2 * n) and d.n_train == n - round(0.2 * n)
-    assert d.y_train.shape[0] == d.n_train and d.y_val.shape[0] == d.x_val.shape[0]
+    d = builder(n_samples=n, val_fraction=0.2, test_fraction=0.1)
+    n_val, n_test = round(0.2 * n), round(0.1 * n)
+    assert d.x_val.shape[0] == n_val and d.x_test.shape[0] == n_test and d.n_train == n - n_val - n_test
+    assert d.y_train.shape[0] == d.n_train and d.y_val.shape[0] == n_val and d.y_test.shape[0] == n_test
 
 
 def test_split_is_a_partition():
     torch.manual_seed(0)
-    d = seed_noise(n_samples=50, n_features=3, val_fraction=0.2)  # no standardisation: rows comparable
+    # no standardisation: rows comparable
+    d = seed_noise(n_samples=50, n_features=3, val_fraction=0.2, test_fraction=0.2)
     torch.manual_seed(0)
     x = torch.randn(50, 3)
-    rows = torch.cat([d.x_train, d.x_val])
+    rows = torch.cat([d.x_train, d.x_val, d.x_test])
     # every original row appears exactly once
     match = (rows[:, None, :] == x[None, :, :]).all(-1)
     assert torch.equal(match.sum(0), torch.ones(50, dtype=torch.long))
@@ -239,13 +247,15 @@ def test_full_batch_yields_whole_set_in_order(bs):
 
 
 def test_tensor_data_batches():
-    d = _build("regression")
-    train, val = d.train_batches(), d.val_batches()
-    assert len(train) == -(-800 // 64) and len(val) == -(-200 // 64)
-    assert train.shuffle and not val.shuffle
-    assert sum(xb.shape[0] for xb, _, _ in train) == 800
-    val_x = torch.cat([xb for xb, _, _ in val])
-    assert torch.equal(val_x, d.x_val)
+    d = _build("regression", weights="uniform")
+    train, val, test = d.train_batches(), d.val_batches(), d.test_batches()
+    # validation and test are one batch each (one forward pass), unweighted
+    assert len(train) == -(-600 // 64) and len(val) == 1 and len(test) == 1
+    assert train.shuffle and not val.shuffle and not test.shuffle
+    assert sum(xb.shape[0] for xb, _, _ in train) == 600
+    (val_x, _, val_w), (test_x, _, test_w) = next(iter(val)), next(iter(test))
+    assert torch.equal(val_x, d.x_val) and torch.equal(test_x, d.x_test)
+    assert val_w is None and test_w is None
     seed = _build("seed_10x1")
     (xb, _, wb), *rest = list(seed.train_batches())
     assert not rest and torch.equal(xb, seed.x_train) and wb is None
@@ -270,9 +280,8 @@ def _ols_residuals(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def test_noise_inverse_weights():
     d = _build("regression_hetero")
-    assert d.w_train is not None and d.w_val is not None
-    assert d.w_train.shape == (d.n_train,) and d.w_val.shape == (d.x_val.shape[0],)
-    w_all = torch.cat([d.w_train, d.w_val])
+    assert d.w_train is not None and d.w_train.shape == (d.n_train,)
+    w_all = d.w_train
     assert float(w_all.mean()) == pytest.approx(1.0, rel=1e-4)
     assert (w_all > 0).all() and w_all.std() > 0.5  # heteroscedastic: far from uniform
     # larger weights go with less noisy samples: residuals of a linear fit are smaller there
@@ -294,8 +303,8 @@ def test_uniform_and_no_weights():
 
 
 def test_outlier_fraction_adds_outliers():
-    clean = _build("regression", val_fraction=0.0)
-    dirty = _build("regression_outliers", val_fraction=0.0)
+    clean = _build("regression", val_fraction=0.0, test_fraction=0.0)
+    dirty = _build("regression_outliers", val_fraction=0.0, test_fraction=0.0)
     r_clean = _ols_residuals(clean.x_train, clean.y_train).abs()
     r_dirty = _ols_residuals(dirty.x_train, dirty.y_train).abs()
     # noise 0.1: no clean residual is anywhere near 0.6; outliers have sigma 2
@@ -319,6 +328,14 @@ def test_outlier_fraction_adds_outliers():
         (teacher_regression, {"val_fraction": 1.5}, "val_fraction=1.5"),
         (teacher_regression, {"val_fraction": 1.0}, "val_fraction=1.0"),
         (teacher_regression, {"val_fraction": -0.1}, "val_fraction=-0.1"),
+        (teacher_regression, {"test_fraction": 1.0}, "test_fraction=1.0"),
+        (teacher_regression, {"test_fraction": 0.0}, "test_fraction=0.0"),
+        (teacher_regression, {"val_fraction": 0.0}, "test_fraction=0.2"),
+        (teacher_regression, {"val_fraction": 0.6, "test_fraction": 0.5}, "val_fraction + test_fraction=1.1"),
+        (teacher_regression, {"split_seed": "a"}, "split_seed='a'"),
+        (teacher_regression, {"n_samples": 2}, "leave an empty split"),
+        (teacher_regression, {"task": "binary"}, "task='binary'"),
+        (sklearn_dataset, {"dataset": "diabetes", "task": "binary"}, "task='binary'"),
         (teacher_regression, {"batch_size": 0}, "batch_size=0"),
         (teacher_binary, {"labels": "yes"}, "labels='yes'"),
         (teacher_binary, {"label_noise": 0.9}, "label_noise=0.9"),
@@ -408,3 +425,66 @@ def test_mlp_rejects_bad_dropout(bad):
 def test_mlp_rejects_bad_hidden(bad):
     with pytest.raises(models.ModelConfigError, match="hidden"):
         models.mlp(10, 1, hidden=bad)
+
+
+# ============================================================================ train / val / test splits
+
+
+def _rows(x: torch.Tensor) -> set[tuple[float, ...]]:
+    return {tuple(r) for r in x.tolist()}
+
+
+@pytest.mark.parametrize("name", ["binary", "breast_cancer"])
+def test_binary_splits_are_stratified(name):
+    d = _build(name)
+    share = float((torch.cat([d.y_train, d.y_val, d.y_test]) == 1).float().mean())
+    for y in (d.y_train, d.y_val, d.y_test):
+        assert abs(float((y == 1).float().mean()) - share) < 0.01  # each class split in the same proportions
+
+
+def test_split_seed_defaults_to_seed_and_fixes_the_split():
+    """Real data: the rows are fixed, so the split alone decides which rows are held out."""
+    a, b, c = _build("diabetes", seed=3), _build("diabetes", seed=3), _build("diabetes", seed=4)
+    assert torch.equal(a.y_val, b.y_val) and torch.equal(a.y_test, b.y_test)
+    assert not torch.equal(a.y_val, c.y_val)
+    # an explicit split_seed wins over the run's seed: another seed, the same rows held out
+    d = _build("diabetes", seed=4, split_seed=3)
+    assert torch.equal(a.y_val, d.y_val) and torch.equal(a.y_test, d.y_test)
+    # and the split does not depend on what the global RNG drew before
+    torch.manual_seed(123)
+    torch.randn(100)
+    e = sklearn_dataset("diabetes", split_seed=3)
+    assert torch.equal(a.x_test, e.x_test)
+
+
+def test_splits_are_disjoint():
+    d = _build("breast_cancer")
+    tr, va, te = _rows(d.x_train), _rows(d.x_val), _rows(d.x_test)
+    assert len(tr) + len(va) + len(te) == 569
+    assert not (tr & va) and not (tr & te) and not (va & te)
+
+
+def test_data_weights_are_estimated_on_the_train_split_only():
+    """Changing every val/test target changes no training weight (real data, estimated noise)."""
+    from losslab.splits import sample_weights
+
+    d = _build("diabetes", weights="noise_inverse")
+    assert d.w_train is not None and d.w_train.shape == (d.n_train,)
+    # the weights are exactly those estimated from the train rows alone
+    torch.testing.assert_close(d.w_train, sample_weights("noise_inverse", d.x_train, d.y_train, "diabetes"))
+    # and val/test batches carry no weights at all
+    assert all(w is None for _, _, w in d.val_batches()) and all(w is None for _, _, w in d.test_batches())
+
+
+def test_with_labels_gives_each_binary_loss_its_domain():
+    d = _build("breast_cancer")  # stored as {-1,+1}
+    z = d.with_labels("01")
+    assert z.labels == "01"
+    for a, b in ((d.y_train, z.y_train), (d.y_val, z.y_val), (d.y_test, z.y_test)):
+        assert set(b.unique().tolist()) == {0.0, 1.0}
+        assert torch.equal(b == 1, a == 1)  # same positives
+    back = z.with_labels("pm1")
+    assert torch.equal(back.y_test, d.y_test) and back.labels == "pm1"
+    assert d.with_labels("real") is d and d.with_labels("pm1") is d
+    reg = _build("regression")
+    assert reg.with_labels("01") is reg  # regression targets are never touched

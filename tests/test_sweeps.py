@@ -85,7 +85,7 @@ def test_rerunning_a_finished_sweep_adds_no_runs(store, client, tmp_path: Path):
 def test_devices_study_refuses_gpu_without_one_and_runs_cpu(store, client, tmp_path: Path):
     import torch
 
-    proc = run_train(["+experiment=devices", "trainer.max_steps=20", "-m"], cwd=tmp_path)
+    proc = run_train(["+experiment=devices", "trainer.max_steps=20", "seed=0", "-m"], cwd=tmp_path)
     parents, children = _children(client, "devices")
     if torch.cuda.is_available():  # pragma: no cover - only on a GPU machine
         assert proc.returncode == 0

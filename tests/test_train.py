@@ -70,6 +70,7 @@ def test_a_finished_config_is_skipped_unless_rerun(store, client):
     first = task.train(compose(["loss=mse", "trainer.max_steps=10"]))
     again = task.train(compose(["loss=mse", "trainer.max_steps=10"]))
     assert again.status == "SKIPPED" and again.run_id == first.run_id
+    assert again.objective == first.objective and again.metric == "rmse"  # the sweeper sees the same value
     forced = task.train(compose(["loss=mse", "trainer.max_steps=10", "rerun=true"]))
     assert forced.status == "FINISHED" and forced.run_id != first.run_id
     assert len(all_runs(client)) == 2

@@ -8,8 +8,10 @@ Only torch and Hydra are imported: a typo fails in about two seconds.
 
 from __future__ import annotations
 
+import difflib
 import math
 import random
+import re
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,6 +68,11 @@ def validate_config(cfg: DictConfig) -> None:
     lr = _number(cfg, "optimizer.lr")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
         raise ConfigError(f"optimizer.lr={lr!r} is not valid; accepted: a finite number > 0 (e.g. 0.001).")
+    if lr > FLOAT32_MAX:  # the optimizers step float32 tensors: lr*grad overflows inside torch
+        raise ConfigError(
+            f"optimizer.lr={lr!r} is not valid; accepted: a finite number > 0 and at most {FLOAT32_MAX:.3g} "
+            "(the largest float32; optimizers apply lr to float32 weights), e.g. 0.001."
+        )
     steps, epochs = _number(cfg, "trainer.max_steps"), _number(cfg, "trainer.max_epochs")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps == 0 or steps < -1:
         raise ConfigError(
@@ -76,6 +83,8 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.max_steps=-1 needs trainer.max_epochs >= 1 to end, got max_epochs={epochs!r}."
         )
+    _check_tracking_and_stats(cfg)
+    _check_trainer_values(cfg)
     accel = str(_number(cfg, "trainer.accelerator") or "cpu")
     if accel in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
@@ -85,6 +94,75 @@ def validate_config(cfg: DictConfig) -> None:
     if accel == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(
             "trainer.accelerator=mps but MPS is not available here; accepted here: cpu or auto."
+        )
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _need_int(cfg: DictConfig, key: str, low: int, default: Any, extra: str = "") -> None:
+    value = OmegaConf.select(cfg, key, default=default)
+    if not _is_int(value) or value < low:
+        raise ConfigError(f"{key}={value!r} is not valid; accepted: an integer >= {low}{extra}.")
+
+
+def _check_tracking_and_stats(cfg: DictConfig) -> None:
+    """Tracking and gradient-statistics settings: bad ones used to fail after the run existed."""
+    _need_int(cfg, "tracking.flush_every", 1, 256, " (steps of metrics buffered between writes)")
+    retry = OmegaConf.select(cfg, "tracking.retry_seconds", default=60)
+    if (
+        not isinstance(retry, (int, float))
+        or isinstance(retry, bool)
+        or not math.isfinite(retry)
+        or retry < 0
+    ):
+        raise ConfigError(
+            f"tracking.retry_seconds={retry!r} is not valid; accepted: a finite number of seconds >= 0 "
+            "(how long writes are retried while the tracking store is away)."
+        )
+    for key, low in (("tracking.heartbeat_seconds", 0), ("tracking.stale_after", 1)):
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value < low
+        ):
+            raise ConfigError(f"{key}={value!r} is not valid; accepted: a finite number of seconds >= {low}.")
+    if OmegaConf.select(cfg, "grad_stats", default=None) is not None:
+        _need_int(cfg, "grad_stats.every_n_steps", 1, 1, " (record gradient statistics every N steps)")
+        _need_int(cfg, "grad_stats.noise_every", 0, 0, " (0 turns the noise estimate off)")
+        _need_int(cfg, "grad_stats.probe_size", 1, 32)
+    from .params import bad_param_key, flatten
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(resolved, dict)
+    reason = bad_param_key(flatten(resolved))
+    if reason:
+        raise ConfigError(reason)
+
+
+def _check_trainer_values(cfg: DictConfig) -> None:
+    """Trainer values Lightning accepts at construction but fails on later (ZeroDivisionError, ...)."""
+    every = OmegaConf.select(cfg, "trainer.check_val_every_n_epoch", default=1)
+    if every is not None and (not _is_int(every) or every < 1):
+        raise ConfigError(
+            f"trainer.check_val_every_n_epoch={every!r} is not valid; accepted: an integer >= 1 "
+            "(validate every N epochs), or null to validate by trainer.val_check_interval only."
+        )
+    devices = OmegaConf.select(cfg, "trainer.devices", default="auto")
+    ok = devices == "auto" or (_is_int(devices) and (devices >= 1 or devices == -1))
+    if isinstance(devices, str) and devices != "auto":
+        ok = devices.strip() == "-1" or all(p.strip().isdigit() for p in devices.split(",") if p.strip())
+        ok = ok and devices.strip() not in ("", "0")
+    if not ok and not OmegaConf.is_list(devices):
+        raise ConfigError(
+            f"trainer.devices={devices!r} is not valid; accepted: an integer >= 1 (how many devices), -1 "
+            "(all), a list of device indices such as [0,1], or auto."
         )
 
 
@@ -155,6 +233,7 @@ def build(cfg: DictConfig) -> Job:
     loss = _instantiate(cfg.loss, "loss")
     if not isinstance(loss, nn.Module):
         raise ConfigError(f"loss._target_ built a {type(loss).__name__}; accepted: a torch.nn.Module.")
+    data = for_loss(data, loss)
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     _check_compatible(data, model, loss, cfg)
@@ -168,6 +247,16 @@ def build(cfg: DictConfig) -> Job:
     return Job(data=data, model=model, loss=loss, optimizer=optimizer, scheduler=scheduler, rules=rules)
 
 
+def for_loss(data: TensorData, loss: nn.Module) -> TensorData:
+    """Binary labels given in the domain the loss declares (`domain`: 'pm1' or '01'), no flag needed.
+
+    A loss that declares no binary domain (mse, a user's loss without `domain`) gets the
+    encoding the data config names (`data.labels`).
+    """
+    domain = getattr(loss, "domain", None)
+    return data.with_labels(domain) if isinstance(domain, str) else data
+
+
 def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: DictConfig) -> None:
     """Labels in the loss's domain (whole dataset, once) and a real forward + loss on a small batch."""
     loss_name = str(OmegaConf.select(cfg, "loss._target_", default="loss")).rsplit(".", 1)[-1]
@@ -175,6 +264,7 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
         try:
             loss.prepare_targets(data.y_train)
             loss.prepare_targets(data.y_val)
+            loss.prepare_targets(data.y_test)
         except LossInputError as exc:
             raise LossInputError(_domain_hint(exc, data, loss)) from None
     n = min(data.batch_size or data.n_train, data.n_train)  # a real batch's size; no RNG drawn
@@ -198,14 +288,15 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
 
 
 def data_options(labels: str) -> list[str]:
-    """The shipped data configs whose labels are in this encoding (`labels:` in conf/data/NAME.yaml)."""
+    """The shipped data configs a loss with this label domain can use (`task:` in conf/data/NAME.yaml).
+
+    Every binary set serves a {-1,+1} or a {0,1} loss (labels are re-encoded per loss, see
+    `for_loss`); a real-valued loss fits the regression sets.
+    """
     from . import CONF_DIR
 
-    return sorted(
-        p.stem
-        for p in (CONF_DIR / "data").glob("*.yaml")
-        if str(OmegaConf.load(p).get("labels", "real")) == labels
-    )
+    task = "binary" if labels in ("pm1", "01") else "regression"
+    return sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if OmegaConf.load(p).get("task") == task)
 
 
 def _domain_hint(exc: LossInputError, data: TensorData, loss: LossBase) -> str:
@@ -222,3 +313,34 @@ def _domain_hint(exc: LossInputError, data: TensorData, loss: LossBase) -> str:
 
 
 # ----------------------------------------------------------------------------- identity
+
+
+def trainer_error(exc: BaseException, cfg: DictConfig) -> ConfigError:
+    """One paragraph for a Trainer Lightning refused: the bad key or value and what is accepted."""
+    cause: BaseException = exc.__cause__ or exc
+    text = " ".join(str(cause).split())
+    unknown = re.search(r"unexpected keyword argument '(\w+)'", text)
+    if unknown:
+        import inspect
+
+        import pytorch_lightning as pl
+
+        accepted = sorted(p for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self")
+        close = difflib.get_close_matches(unknown.group(1), accepted, n=1)
+        maybe = f" Did you mean trainer.{close[0]}?" if close else ""
+        return ConfigError(
+            f"trainer.{unknown.group(1)} is not an option of pytorch_lightning.Trainer; accepted: "
+            f"{', '.join(accepted)}.{maybe}"
+        )
+    if "strategy" in text:
+        from pytorch_lightning.strategies import StrategyRegistry
+
+        value = OmegaConf.select(cfg, "trainer.strategy", default=None)
+        names = ", ".join(["auto", *sorted(StrategyRegistry.available_strategies())])
+        return ConfigError(f"trainer.strategy={value!r} is not valid; accepted: {names}.")
+    keys = [k for k in ("devices", "precision", "accelerator", "num_nodes") if k in text]
+    shown = ", ".join(f"trainer.{k}={OmegaConf.select(cfg, f'trainer.{k}', default=None)!r}" for k in keys)
+    return ConfigError(
+        f"Lightning refused the trainer options{f' ({shown})' if shown else ''}: {text[:400]} "
+        "Accepted: the keyword arguments of pytorch_lightning.Trainer with values valid on this machine."
+    )

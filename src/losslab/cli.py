@@ -51,4 +51,8 @@ def train(argv: list[str] | None = None) -> None:
         log.error("Error: %s", exc)
         sys.exit(2)
     sys.argv = [sys.argv[0], *args]
-    _hydra_train()
+    try:
+        _hydra_train()
+    except KeyboardInterrupt as stop:  # a sweep stopped by a signal: its jobs already ended KILLED
+        print(f"interrupted ({stop}); runs in progress were closed as KILLED", file=sys.stderr)
+        sys.exit(130)

@@ -1,12 +1,13 @@
 """Datasets as tensors, and minibatches sliced from them.
 
-Every builder returns a `TensorData`: train/validation tensors plus what the model and
-the loss need to know (input/output sizes, label encoding). Batches are slices of
-tensors already on the training device, shuffled once per epoch with one `randperm`:
-a per-sample Dataset/collate path costs more than the model step for these sizes.
+Every builder returns a `TensorData`: train/val/test tensors plus what the model, the loss and
+the task metrics need to know (input/output sizes, task, label encoding). Batches are slices of
+tensors already on the training device, shuffled once per epoch with one `randperm`: a
+per-sample Dataset/collate path costs more than the model step for these sizes.
 
-Builders draw from torch's global RNG, which the task seeds once, so the seed's own
-recipe (data first, then the model) is reproduced exactly.
+Builders draw the data from torch's global RNG, which the task seeds once, so the seed's own
+recipe (data first, then the model) is reproduced exactly. The train/val/test split comes from
+its own generator seeded by `split_seed` (default: `seed`), see `losslab.splits`.
 """
 
 from __future__ import annotations
@@ -18,26 +19,57 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from .splits import (
+    SEED_WEIGHTS,
+    WEIGHT_SCHEMES,
+    DataConfigError,
+    check,
+    check_fractions,
+    sample_weights,
+    three_way_split,
+)
+
+__all__ = [
+    "LABEL_ENCODINGS",
+    "SEED_WEIGHTS",
+    "TASKS",
+    "WEIGHT_SCHEMES",
+    "DataConfigError",
+    "TensorBatches",
+    "TensorData",
+    "sample_weights",
+    "seed_noise",
+    "sklearn_dataset",
+    "teacher_binary",
+    "teacher_regression",
+]
+
 LABEL_ENCODINGS = ("real", "pm1", "01")
-
-
-class DataConfigError(ValueError):
-    """A data option has a value the builder cannot use."""
+TASKS = ("binary", "regression")
+#: rows per validation/test batch: these data sets fit in one, so a validation is one forward pass
+EVAL_BATCH = 8192
 
 
 @dataclass(frozen=True)
 class TensorData:
-    """A train/validation split held as tensors."""
+    """A train/val/test split held as tensors.
+
+    `heldout=False` marks a set without held-out data (the seed's): val and test are the train set.
+    Per-sample weights exist for the train split only: val and test losses are never weighted.
+    """
 
     name: str
     x_train: Tensor
     y_train: Tensor
     x_val: Tensor
     y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    task: str = "regression"  # one of TASKS
     labels: str = "real"  # one of LABEL_ENCODINGS
     w_train: Tensor | None = None
-    w_val: Tensor | None = None
     batch_size: int | None = None  # None: full batch
+    heldout: bool = True
 
     @property
     def in_features(self) -> int:
@@ -52,24 +84,47 @@ class TensorData:
         return int(self.x_train.shape[0])
 
     def to(self, device: torch.device | str) -> TensorData:
-        def mv(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
-
+        if self.x_train.device == torch.device(device):
+            return self
         return replace(
             self,
-            x_train=mv(self.x_train),
-            y_train=mv(self.y_train),
-            x_val=mv(self.x_val),
-            y_val=mv(self.y_val),
-            w_train=mv(self.w_train),
-            w_val=mv(self.w_val),
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_val=self.x_val.to(device),
+            y_val=self.y_val.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
+            w_train=None if self.w_train is None else self.w_train.to(device),
+        )
+
+    def with_labels(self, domain: str) -> TensorData:
+        """Binary labels re-encoded in `domain` ('pm1' or '01'); anything else is returned as is.
+
+        This is how one binary data set serves every binary loss: the task gives each loss its
+        labels in the domain it declares, with no flag.
+        """
+        if self.task != "binary" or domain not in ("pm1", "01") or domain == self.labels:
+            return self
+
+        def enc(y: Tensor) -> Tensor:
+            return (y + 1.0) / 2.0 if domain == "01" else y * 2.0 - 1.0
+
+        return replace(
+            self, y_train=enc(self.y_train), y_val=enc(self.y_val), y_test=enc(self.y_test), labels=domain
         )
 
     def train_batches(self) -> TensorBatches:
         return TensorBatches(self.x_train, self.y_train, self.w_train, self.batch_size, shuffle=True)
 
     def val_batches(self) -> TensorBatches:
-        return TensorBatches(self.x_val, self.y_val, self.w_val, self.batch_size, shuffle=False)
+        return TensorBatches(self.x_val, self.y_val, None, _eval_batch(self.batch_size), shuffle=False)
+
+    def test_batches(self) -> TensorBatches:
+        return TensorBatches(self.x_test, self.y_test, None, _eval_batch(self.batch_size), shuffle=False)
+
+
+def _eval_batch(batch_size: int | None) -> int | None:
+    return None if batch_size is None else max(int(batch_size), EVAL_BATCH)
 
 
 class TensorBatches:
@@ -103,13 +158,8 @@ class TensorBatches:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _check(name: str, key: str, ok: bool, value: object, accepted: str) -> None:
-    if not ok:
-        raise DataConfigError(f"data={name}: {key}={value!r} is not valid; accepted: {accepted}.")
-
-
 def _encode_binary(y01: Tensor, labels: str, name: str) -> Tensor:
-    _check(name, "labels", labels in ("pm1", "01"), labels, "pm1 ({-1,+1}) or 01 ({0,1})")
+    check(name, "labels", labels in ("pm1", "01"), labels, "pm1 ({-1,+1}) or 01 ({0,1})")
     return y01 * 2.0 - 1.0 if labels == "pm1" else y01
 
 
@@ -117,76 +167,59 @@ def _split(
     name: str,
     x: Tensor,
     y: Tensor,
-    w: Tensor | None,
     *,
+    task: str,
     labels: str,
     val_fraction: float,
+    test_fraction: float,
+    split_seed: int | None,
     batch_size: int | None,
     standardize: bool,
+    standardize_target: bool = False,
+    weights: str = "none",
+    sigma: Tensor | None = None,
 ) -> TensorData:
-    """Shuffle, split off a validation set and standardise with training statistics only."""
-    _check(name, "val_fraction", 0.0 <= val_fraction < 1.0, val_fraction, "a number in [0, 1)")
-    _check(
+    """Split three ways (stratified for binary), standardise and weight with train statistics only."""
+    check_fractions(name, val_fraction, test_fraction)
+    check(
         name, "batch_size", batch_size is None or int(batch_size) >= 1, batch_size, "null or an integer >= 1"
     )
-    n = x.shape[0]
-    n_val = round(n * val_fraction)
-    if n_val == 0:
-        # No held-out data (the seed's tiny sets): validation reports the training loss.
-        x_tr, y_tr, w_tr, x_va, y_va, w_va = x, y, w, x, y, w
+    check(
+        name,
+        "split_seed",
+        split_seed is None or (isinstance(split_seed, int) and not isinstance(split_seed, bool)),
+        split_seed,
+        "an integer (default: the run's seed)",
+    )
+    if val_fraction == 0:
+        # No held-out data (the seed's tiny sets): val and test report the training set.
+        tr = va = te = torch.arange(x.shape[0])
     else:
-        perm = torch.randperm(n)
-        tr, va = perm[n_val:], perm[:n_val]
-        x_tr, y_tr, x_va, y_va = x[tr], y[tr], x[va], y[va]
-        w_tr, w_va = (None, None) if w is None else (w[tr], w[va])
+        strata = y if task == "binary" else None
+        tr, va, te = three_way_split(x.shape[0], val_fraction, test_fraction, split_seed, strata, name)
+    x_tr, x_va, x_te = x[tr], x[va], x[te]
+    y_tr, y_va, y_te = y[tr], y[va], y[te]
     if standardize:
         mu, sd = x_tr.mean(0, keepdim=True), x_tr.std(0, keepdim=True).clamp_min(1e-8)
-        x_tr, x_va = (x_tr - mu) / sd, (x_va - mu) / sd
+        x_tr, x_va, x_te = (x_tr - mu) / sd, (x_va - mu) / sd, (x_te - mu) / sd
+    if standardize_target:
+        mu, sd = y_tr.mean(), y_tr.std().clamp_min(1e-8)
+        y_tr, y_va, y_te = (y_tr - mu) / sd, (y_va - mu) / sd, (y_te - mu) / sd
+    w_tr = sample_weights(weights, x_tr, y_tr, name, sigma=None if sigma is None else sigma[tr])
     return TensorData(
         name=name,
         x_train=x_tr.float(),
         y_train=y_tr.float(),
         x_val=x_va.float(),
         y_val=y_va.float(),
+        x_test=x_te.float(),
+        y_test=y_te.float(),
+        task=task,
         labels=labels,
         w_train=None if w_tr is None else w_tr.float(),
-        w_val=None if w_va is None else w_va.float(),
         batch_size=None if batch_size is None else int(batch_size),
+        heldout=val_fraction > 0,
     )
-
-
-#: the seed document's weights list (its example 1), tiled over samples by `weights=seed_list`
-SEED_WEIGHTS = (1.0, 2.0, 1.0, 1.0, 3.0, 1.0, 1.0, 2.0, 1.0, 1.0)
-WEIGHT_SCHEMES = ("none", "uniform", "seed_list", "noise_inverse")
-
-
-def sample_weights(
-    scheme: str, x: Tensor, y: Tensor, name: str, sigma: Tensor | None = None, k: int = 20
-) -> Tensor | None:
-    """Per-sample weights for weighted losses, normalised to mean 1.
-
-    noise_inverse: 1 / sigma_i^2 where the noise is known (synthetic sets); on real data the
-    local noise variance is estimated as the mean squared residual of a linear fit over each
-    sample's k nearest neighbours.
-    """
-    n = x.shape[0]
-    if scheme == "none":
-        return None
-    if scheme == "uniform":
-        return torch.ones(n)
-    if scheme == "seed_list":
-        w = torch.tensor(SEED_WEIGHTS).repeat(math.ceil(n / len(SEED_WEIGHTS)))[:n]
-    else:
-        if sigma is None:
-            design = torch.cat([x, torch.ones(n, 1)], dim=1).double()
-            coef = torch.linalg.lstsq(design, y.double()).solution
-            resid2 = ((design @ coef - y.double()) ** 2).reshape(-1)
-            nearest = torch.cdist(x.double(), x.double()).topk(min(k, n), largest=False).indices
-            var = resid2[nearest].mean(dim=1).float()
-        else:
-            var = sigma.reshape(-1) ** 2
-        w = 1.0 / var.clamp_min(1e-6)
-    return w / w.mean()
 
 
 # ----------------------------------------------------------------------------- builders
@@ -199,6 +232,8 @@ def seed_noise(
     labels: str = "pm1",
     batch_size: int | None = None,
     val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    split_seed: int | None = None,
     name: str = "seed",
 ) -> TensorData:
     """The seed document's sets, built as it builds them: X ~ N(0, 1), targets pure noise.
@@ -207,14 +242,23 @@ def seed_noise(
     randint(0, 2) * 2 - 1), so no model can learn them; they are kept for faithful
     reproduction of the seed's examples, not as a benchmark. Full batch, no split.
     """
-    _check(name, "task", task in ("regression", "binary"), task, "regression or binary")
+    check(name, "task", task in TASKS, task, "regression or binary")
     x = torch.randn(n_samples, n_features)
     if task == "regression":
         y, enc = torch.randn(n_samples, 1), "real"
     else:
         y, enc = _encode_binary(torch.randint(0, 2, (n_samples, 1)).float(), labels, name), labels
     return _split(
-        name, x, y, None, labels=enc, val_fraction=val_fraction, batch_size=batch_size, standardize=False
+        name,
+        x,
+        y,
+        task=task,
+        labels=enc,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        batch_size=batch_size,
+        standardize=False,
     )
 
 
@@ -228,20 +272,25 @@ def teacher_regression(
     outlier_scale: float = 10.0,
     weights: str = "none",
     val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    split_seed: int | None = None,
     batch_size: int | None = 64,
     name: str = "regression",
+    task: str = "regression",
 ) -> TensorData:
     """y = teacher(x) + noise, learnable; optional outliers and per-sample weights.
 
     teacher: `linear` (random w) or `nonlinear` (a random 1-hidden-layer tanh net).
     heteroscedastic: noise std varies per sample in [0.1, 1.9] x noise.
     weights: a scheme of `sample_weights` (none, uniform, seed_list, noise_inverse: 1 / sigma_i^2,
-    outliers with their inflated sigma), returned with the data for WeightedMSE.
+    outliers with their inflated sigma), train split only, for WeightedMSE.
+    Outliers are in every split: robust losses are judged on data like the data they train on.
     """
-    _check(name, "teacher", teacher in ("linear", "nonlinear"), teacher, "linear or nonlinear")
-    _check(name, "noise", noise >= 0 and math.isfinite(noise), noise, "a finite number >= 0")
-    _check(name, "outlier_fraction", 0 <= outlier_fraction <= 1, outlier_fraction, "a number in [0, 1]")
-    _check(name, "weights", weights in WEIGHT_SCHEMES, weights, ", ".join(WEIGHT_SCHEMES))
+    check(name, "task", task == "regression", task, "regression (this builder's task)")
+    check(name, "teacher", teacher in ("linear", "nonlinear"), teacher, "linear or nonlinear")
+    check(name, "noise", noise >= 0 and math.isfinite(noise), noise, "a finite number >= 0")
+    check(name, "outlier_fraction", 0 <= outlier_fraction <= 1, outlier_fraction, "a number in [0, 1]")
+    check(name, "weights", weights in WEIGHT_SCHEMES, weights, ", ".join(WEIGHT_SCHEMES))
     x = torch.randn(n_samples, n_features)
     if teacher == "linear":
         w_true = torch.randn(n_features, 1) / math.sqrt(n_features)
@@ -259,9 +308,19 @@ def teacher_regression(
         idx = torch.randperm(n_samples)[:n_out]
         sigma[idx] = sigma[idx].clamp_min(1e-3) * outlier_scale + outlier_scale * 0.1
     y = f + sigma * torch.randn(n_samples, 1)
-    w = sample_weights(weights, x, y, name, sigma=sigma.clamp_min(1e-3))
     return _split(
-        name, x, y, w, labels="real", val_fraction=val_fraction, batch_size=batch_size, standardize=True
+        name,
+        x,
+        y,
+        task="regression",
+        labels="real",
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        batch_size=batch_size,
+        standardize=True,
+        weights=weights,
+        sigma=sigma.clamp_min(1e-3),
     )
 
 
@@ -271,11 +330,15 @@ def teacher_binary(
     label_noise: float = 0.05,
     labels: str = "pm1",
     val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    split_seed: int | None = None,
     batch_size: int | None = 64,
     name: str = "binary",
+    task: str = "binary",
 ) -> TensorData:
     """Labels from a random linear separator, each flipped with probability `label_noise`."""
-    _check(name, "label_noise", 0 <= label_noise <= 0.5, label_noise, "a number in [0, 0.5]")
+    check(name, "task", task == "binary", task, "binary (this builder's task)")
+    check(name, "label_noise", 0 <= label_noise <= 0.5, label_noise, "a number in [0, 0.5]")
     x = torch.randn(n_samples, n_features)
     w_true = torch.randn(n_features, 1)
     y01 = (x @ w_true > 0).float()
@@ -283,7 +346,16 @@ def teacher_binary(
     y01 = torch.where(flip, 1.0 - y01, y01)
     y = _encode_binary(y01, labels, name)
     return _split(
-        name, x, y, None, labels=labels, val_fraction=val_fraction, batch_size=batch_size, standardize=True
+        name,
+        x,
+        y,
+        task="binary",
+        labels=labels,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        batch_size=batch_size,
+        standardize=True,
     )
 
 
@@ -291,30 +363,44 @@ def sklearn_dataset(
     dataset: str = "diabetes",
     labels: str = "pm1",
     val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    split_seed: int | None = None,
     batch_size: int | None = 64,
     standardize_target: bool = True,
     weights: str = "none",
     name: str | None = None,
+    task: str | None = None,
 ) -> TensorData:
     """Real data bundled with scikit-learn (no download): breast_cancer (binary) or diabetes.
 
-    weights: per-sample weights for weighted losses (see `sample_weights`).
+    weights: per-sample training weights for weighted losses (see `sample_weights`), estimated
+    on the train split. The diabetes target is standardised with train statistics.
     """
     from sklearn import datasets  # local: sklearn costs import time the other builders don't need
 
     name = name or dataset
     loaders = {"breast_cancer": datasets.load_breast_cancer, "diabetes": datasets.load_diabetes}
-    _check(name, "dataset", dataset in loaders, dataset, ", ".join(loaders))
+    check(name, "dataset", dataset in loaders, dataset, ", ".join(loaders))
+    check(name, "weights", weights in WEIGHT_SCHEMES, weights, ", ".join(WEIGHT_SCHEMES))
     bunch = loaders[dataset]()
     x = torch.as_tensor(bunch.data, dtype=torch.float32)
     y = torch.as_tensor(bunch.target, dtype=torch.float32).reshape(-1, 1)
-    if dataset == "breast_cancer":
-        y, enc = _encode_binary(y, labels, name), labels
-    else:
-        enc = "real"
-        if standardize_target:
-            y = (y - y.mean()) / y.std()
-    w = sample_weights(weights, (x - x.mean(0)) / x.std(0).clamp_min(1e-8), y, name)
+    binary = dataset == "breast_cancer"
+    own = "binary" if binary else "regression"
+    check(name, "task", task in (None, own), task, f"{own} (the task of dataset={dataset})")
+    if binary:
+        y = _encode_binary(y, labels, name)
     return _split(
-        name, x, y, w, labels=enc, val_fraction=val_fraction, batch_size=batch_size, standardize=True
+        name,
+        x,
+        y,
+        task=own,
+        labels=labels if binary else "real",
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        batch_size=batch_size,
+        standardize=True,
+        standardize_target=standardize_target and not binary,
+        weights="none" if binary else weights,
     )

@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from .tracking import RunRecorder
 
 
 class TrackingCallback(pl.Callback):
-    """Feeds the recorder: `train/loss` every step, `val/loss` every validation, flushes when full.
+    """Feeds the recorder: `train/loss` every step, `val/loss` and the val task metrics every
+    validation, flushes when full.
 
     Values stay on the device until the buffer fills; then one host transfer and one
     log_batch. Under DDP every rank runs this callback so the step loss can be averaged
@@ -46,12 +48,17 @@ class TrackingCallback(pl.Callback):
         if buf.full:
             self.recorder.flush()
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the module's on_validation_epoch_end, which computes the task metrics
         val = getattr(pl_module, "val_loss", None)
-        if self.recorder is not None and val is not None and not trainer.sanity_checking:
-            self.recorder.buffer.record(trainer.global_step, ("val/loss",), val.detach().reshape(1))
-            if self.recorder.buffer.full:
-                self.recorder.flush()
+        if self.recorder is None or val is None or trainer.sanity_checking:
+            return
+        metrics = getattr(pl_module, "val_metrics", None) or {}
+        names = ("val/loss", *(f"val/{k}" for k in metrics))
+        row = torch.stack([val.detach().reshape(()), *(v.detach().reshape(()) for v in metrics.values())])
+        self.recorder.buffer.record(trainer.global_step, names, row.float())
+        if self.recorder.buffer.full:
+            self.recorder.flush()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.recorder is not None:

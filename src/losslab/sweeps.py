@@ -5,6 +5,9 @@
 - after all jobs: print a summary table from the jobs' result.json files, close the
   parent run, and exit non-zero when a job failed.
 If the driver dies first (Ctrl-C, SIGTERM), an atexit hook still closes the parent run.
+Lifecycle (see `interrupts` and `liveness`): the driver claims its own output folder, marks
+stale runs of earlier sweeps KILLED before jobs start, and on a signal closes every running job
+KILLED before it stops.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -24,6 +26,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from . import interrupts
+from .params import redact_overrides, scrub_files
 from .task import SIZE_ENV
 
 # tracking (MLflow, Lightning: seconds to import) is imported inside the hooks: Hydra builds this
@@ -46,6 +50,22 @@ def count_jobs(task_overrides: list[str], sweeper_params: dict[str, Any] | None)
     except Exception:  # a sweep kind we cannot enumerate (e.g. an Optuna interval): unknown size
         return None
     return total
+
+
+def _claim_sweep_dir(sweep_dir: Path) -> None:
+    """Refuse a folder another sweep already owns (two sweeps started in the same instant)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(sweep_dir / ".losslab-sweep", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        from .tracking import TrackingError
+
+        raise TrackingError(
+            f"the sweep folder {sweep_dir} belongs to another sweep started at the same moment; "
+            "start this sweep again (or give it its own hydra.sweep.dir=...)."
+        ) from None
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
 
 
 def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -90,6 +110,11 @@ class SweepTracker(Callback):
         self.parent_id: str | None = None
         self.sweep_dir: Path | None = None
         self._closed = False
+        self._heartbeat: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """joblib pickles Hydra's callbacks into every job: leave the driver's heartbeat thread home."""
+        return {**self.__dict__, "_heartbeat": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from . import tracking
@@ -106,7 +131,8 @@ class SweepTracker(Callback):
             sys.exit(2)
 
     def _start(self, config: DictConfig) -> None:
-        from . import tracking
+        from . import liveness, tracking
+        from .params import clip_tags
 
         uri = tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
         self.client = tracking.open_store(uri)
@@ -115,9 +141,20 @@ class SweepTracker(Callback):
         )
         hc = config.hydra
         self.sweep_dir = Path(str(hc.sweep.dir)).resolve()
-        overrides = list(hc.overrides.task)
+        _claim_sweep_dir(self.sweep_dir)
+        reaped = liveness.reap(
+            self.client,
+            [exp_id],
+            float(OmegaConf.select(config, "tracking.stale_after", default=600)),
+            "a sweep",
+        )
+        for run, reason in reaped:
+            print(f"marked run {run.info.run_id} ({run.info.run_name}) KILLED: {reason}", flush=True)
+        overrides = redact_overrides(hc.overrides.task)
         params = hc.sweeper.get("params")
-        size = count_jobs(overrides, OmegaConf.to_container(params) if params is not None else {})
+        size = count_jobs(
+            list(hc.overrides.task), OmegaConf.to_container(params) if params is not None else {}
+        )
         os.environ[SIZE_ENV] = str(size) if size else "?"
         choices = hc.runtime.choices
         study = choices.get("experiment") or f"{choices.get('loss', 'sweep')}-sweep"
@@ -125,21 +162,24 @@ class SweepTracker(Callback):
         run = self.client.create_run(
             exp_id,
             run_name=name,
-            tags={
-                "losslab.sweep": "parent",
-                "sweep_dir": str(self.sweep_dir),
-                "overrides": " ".join(overrides),
-                "study": str(study),
-                "jobs": str(size or "?"),
-            },
+            tags=clip_tags(
+                {
+                    **liveness.identity(),
+                    "losslab.sweep": "parent",
+                    "sweep_dir": str(self.sweep_dir),
+                    "overrides": " ".join(overrides),
+                    "study": str(study),
+                    "jobs": str(size or "?"),
+                }
+            ),
         )
         self.parent_id = run.info.run_id
+        self._heartbeat = liveness.Heartbeat(self.client, self.parent_id)
         os.environ[tracking.PARENT_ENV] = self.parent_id
         atexit.register(self._close_if_open)
-        # SIGTERM to the driver: exit normally so atexit closes the parent run (jobs in this process
-        # install their own handler while they train).
-        with contextlib.suppress(ValueError):
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        # A signal to the driver (or its process group) closes every running job KILLED, then stops
+        # the sweep; atexit closes the parent run. Jobs in this process install their own handler.
+        interrupts.DriverSignals(self.sweep_dir)
         print(
             f"sweep {name}: {size or '?'} jobs, parent run {self.parent_id} in {tracking.redact_uri(uri)}",
             flush=True,
@@ -151,6 +191,11 @@ class SweepTracker(Callback):
         from . import tracking
 
         self._closed = True
+        if self.sweep_dir is not None:
+            with contextlib.suppress(Exception):
+                scrub_files([self.sweep_dir / "multirun.yaml"])
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         with contextlib.suppress(Exception):
             self.client.set_terminated(self.parent_id, status=status)
         os.environ.pop(tracking.PARENT_ENV, None)
@@ -169,6 +214,8 @@ class SweepTracker(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
 
+        if self.sweep_dir is not None:  # the launcher's copy of the sweep config, secrets included
+            scrub_files([self.sweep_dir / "multirun.yaml"])
         rows = read_results(self.sweep_dir) if self.sweep_dir else []
         failed = [r for r in rows if r.get("status") not in ("FINISHED", "SKIPPED")]
         counts: dict[str, int] = {}

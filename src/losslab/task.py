@@ -25,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from .build import ConfigError, Job, build, user_error
+from . import interrupts
+from .build import ConfigError, Job, build, trainer_error, user_error
+from .metrics import primary_metric
 from .naming import choice_label, config_hash, loss_label, run_name
+from .params import redact_overrides, redact_text, redact_tree, scrub_files
 
 if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once a config is valid
     import pytorch_lightning as pl
@@ -37,28 +40,10 @@ if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once 
     from . import tracking
     from .outcomes import DivergenceGuard, OutcomeRules
 
-#: value handed back to a sweeper for a run that diverged or failed: finite, so Optuna & co. keep going
+#: size of the value handed back to a sweeper for a run that diverged or failed, in the bad direction
+#: of the metric (-1e12 for accuracy, +1e12 for rmse): finite, so Optuna & co. keep going
 PENALTY = 1.0e12
 SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM like Ctrl-C so a killed job still flushes and ends KILLED."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _progress_bar(cfg: DictConfig) -> bool:
@@ -90,19 +75,28 @@ class Result:
     outcome: str | None = None
     val_loss: float | None = None
     error: str | None = None
+    metric: str | None = None  # the selection metric, e.g. "accuracy"
+    metric_value: float | None = None  # its value at the selected validation (best/val_<metric>)
 
     @property
     def objective(self) -> float:
+        """The selected val task metric; a diverged, failed or unscored run gets the bad extreme."""
+        from .metrics import HIGHER_IS_BETTER
+
         ok = self.status in ("FINISHED", "SKIPPED") and self.outcome != "diverged"
-        v = self.val_loss
-        return v if ok and v is not None and math.isfinite(v) else PENALTY
+        v = self.metric_value
+        if ok and v is not None and math.isfinite(v):
+            return v
+        return -PENALTY if HIGHER_IS_BETTER.get(self.metric or "", False) else PENALTY
 
 
 def _write_result(out_dir: Path | None, result: Result, overrides: list[str]) -> None:
     if out_dir is None:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {**result.__dict__, "overrides": overrides}
+    payload = {**result.__dict__, "overrides": redact_overrides(overrides)}
+    if payload.get("error"):
+        payload["error"] = redact_text(str(payload["error"]))
     (out_dir / "result.json").write_text(json.dumps(payload, indent=1))
 
 
@@ -116,13 +110,34 @@ def train(cfg: DictConfig) -> Result:
     if prefix:
         print(f"{prefix}{' '.join(overrides) or '(defaults)'}", flush=True)
     name = run_name(cfg, choices)
-    try:
-        result = _train(cfg, choices, overrides, name, prefix)
-    except BaseException as exc:
-        status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
-        _write_result(out_dir, Result(status=status, name=name, error=_one_line(exc)), overrides)
-        raise
-    _write_result(out_dir, result, overrides)
+    if out_dir is not None:  # Hydra wrote the config as given, secrets included, before this job ran
+        scrub_files(out_dir / ".hydra" / f for f in ("config.yaml", "overrides.yaml", "hydra.yaml"))
+    interrupts.watch_driver()  # a worker exits when its sweep's driver is gone (even kill -9)
+    with interrupts.JobSignals() as signals:
+        try:
+            result = _train(cfg, choices, overrides, name, prefix)
+        except BaseException as exc:
+            killed = isinstance(exc, (KeyboardInterrupt, SystemExit)) or signals.signum is not None
+            with signals.deferred():
+                status = "KILLED" if killed else "FAILED"
+                error = (
+                    f"killed by {signal.Signals(signals.signum).name}" if signals.signum else _one_line(exc)
+                )
+                _write_result(out_dir, Result(status=status, name=name, error=error), overrides)
+                if killed and signals.signum is not None and interrupts.in_worker():
+                    if interrupts.sweep_stopping(wait=2.0):
+                        interrupts.exit_worker(130)  # the sweep is stopping: take no further job
+                    # only this job was signalled: a failed job, the sweep goes on and reports it
+                    print(f"{prefix}killed: {name} ({error})", file=sys.stderr, flush=True)
+                    return Result("KILLED", name, error=error)
+            raise
+        with signals.deferred():
+            _write_result(out_dir, result, overrides)
+            if signals.signum is not None:  # arrived while the run closed: it is complete, now stop
+                if not interrupts.in_worker():
+                    raise KeyboardInterrupt(f"signal {signals.signum}")
+                if interrupts.sweep_stopping(wait=2.0):
+                    interrupts.exit_worker(130)
     return result
 
 
@@ -138,6 +153,7 @@ def ddp_child() -> bool:
 
 def _train_as_ddp_child(cfg: DictConfig, job: Job) -> Result:
     """A non-zero rank: train in lockstep (collectives included) but record nothing; rank 0 owns the run."""
+    from .datamodule import TensorDataModule
     from .module import LossLabModule
     from .outcomes import DivergenceGuard
     from .recording import TrackingCallback
@@ -146,9 +162,8 @@ def _train_as_ddp_child(cfg: DictConfig, job: Job) -> Result:
     if cfg.outcome.get("stop_on_divergence", True):
         callbacks.insert(0, DivergenceGuard(job.rules))
     trainer = _trainer(cfg, callbacks)
-    trainer.fit(
-        LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
-    )
+    module = LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
+    trainer.fit(module, datamodule=TensorDataModule(job.data))
     return Result("FINISHED", "ddp-child")
 
 
@@ -190,6 +205,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     if ddp_child():
         return _train_as_ddp_child(cfg, job)
     from . import tracking
+    from .datamodule import TensorDataModule
     from .gradients import GradientStats
     from .module import LossLabModule
     from .outcomes import DivergenceGuard
@@ -207,57 +223,88 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
             print(
                 f"{prefix}skip: {name} already FINISHED as run {done.run_id} (rerun=true forces)", flush=True
             )
-            return Result("SKIPPED", name, done.run_id, done.outcome, done.val_loss)
+            metric = primary_metric(job.data.task)
+            value = client.get_run(done.run_id).data.metrics.get(f"best/val_{metric}")
+            return Result("SKIPPED", name, done.run_id, done.outcome, done.val_loss, None, metric, value)
 
     gradcheck_tags = _maybe_gradcheck(cfg, job.loss)
     rules = job.rules
+    # Everything Lightning can refuse is refused here, before the run exists.
+    from .steplog import StepBuffer
+
+    buffer = StepBuffer(capacity=int(cfg.tracking.get("flush_every", 256)))
+    guard = DivergenceGuard(rules) if cfg.outcome.get("stop_on_divergence", True) else None
+    tracker = TrackingCallback(None)  # gets its recorder once the run exists
+    gs = cfg.get("grad_stats") or {}
+    callbacks: list[Any] = [GradientStats(buffer, **gs)]
+    if guard is not None:
+        callbacks.append(guard)
+    callbacks.append(tracker)  # last: it flushes after the others recorded the step
+    trainer = _trainer(cfg, callbacks)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
+    params = tracking.flatten(resolved)
+    precision_tags = _precision(cfg, trainer, params, prefix)
     tags = {
         "loss": loss_label(cfg, choices),
         "loss_target": str(cfg.loss.get("_target_")),
         "model": choice_label(cfg, choices, "model"),
         "data": job.data.name,
+        "task": job.data.task,
+        "heldout": "true" if job.data.heldout else "false",
         "optimizer": choice_label(cfg, choices, "optimizer"),
-        "overrides": " ".join(overrides),
+        "overrides": " ".join(redact_overrides(overrides)),
         "losslab.config_hash": chash,
         "losslab.version": _version(),
         **gradcheck_tags,
+        **precision_tags,
     }
-    recorder = tracking.RunRecorder.start(
-        client,
-        exp_id,
-        name,
-        tracking.flatten(resolved),
-        tags,
-        parent_run_id=os.environ.get(tracking.PARENT_ENV) or None,
-        retry_seconds=float(cfg.tracking.get("retry_seconds", 60)),
-        flush_every=int(cfg.tracking.get("flush_every", 256)),
-    )
-    print(f"{prefix}run {name} ({recorder.run_id}) -> {tracking.redact_uri(uri)}", flush=True)
-    guard = DivergenceGuard(rules) if cfg.outcome.get("stop_on_divergence", True) else None
-    tracker = TrackingCallback(recorder)
-    gs = cfg.get("grad_stats") or {}
-    callbacks: list[Any] = [GradientStats(recorder.buffer, **gs)]
-    if guard is not None:
-        callbacks.append(guard)
-    callbacks.append(tracker)  # last: it flushes after the others recorded the step
-    trainer = _trainer(cfg, callbacks)
-    module = LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
+    try:
+        recorder = tracking.RunRecorder.start(
+            client,
+            exp_id,
+            name,
+            params,
+            tags,
+            parent_run_id=os.environ.get(tracking.PARENT_ENV) or None,
+            retry_seconds=float(cfg.tracking.get("retry_seconds", 60)),
+            flush_every=int(cfg.tracking.get("flush_every", 256)),
+            buffer=buffer,
+            claim_hash=chash,
+            finished_counts=not cfg.get("rerun", False),
+            heartbeat_seconds=float(cfg.tracking.get("heartbeat_seconds", 30)),
+            stale_after=float(cfg.tracking.get("stale_after", 600)),
+        )
+    except tracking.ConfigClaimed as claimed:
+        holder = claimed.holder
+        state = "already FINISHED" if holder.info.status == "FINISHED" else "running now"
+        print(f"{prefix}skip: {name} is {state} as run {holder.info.run_id} (claimed first)", flush=True)
+        metric = holder.data.metrics.get("final/val_loss")
+        task_metric = primary_metric(job.data.task)
+        chosen = holder.data.metrics.get(f"best/val_{task_metric}")
+        outcome = holder.data.tags.get("outcome")
+        return Result("SKIPPED", name, holder.info.run_id, outcome, metric, None, task_metric, chosen)
+    tracker.recorder = recorder
     started = time.perf_counter()
     try:
-        with sigterm_as_interrupt(), _single_job_argv(overrides), _fresh_process_group():
-            trainer.fit(module)
+        print(f"{prefix}run {name} ({recorder.run_id}) -> {tracking.redact_uri(uri)}", flush=True)
+        module = LossLabModule(
+            job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler
+        )
+        with _single_job_argv(overrides), _fresh_process_group():
+            trainer.fit(module, datamodule=TensorDataModule(job.data))
     except BaseException as exc:
         interrupted = tracker.interrupted or isinstance(exc, KeyboardInterrupt)
         status = "KILLED" if interrupted else "FAILED"
         cause = tracker.exception if tracker.exception is not None else exc
-        recorder.close(status, error=None if interrupted else _one_line(cause))
+        with interrupts.closing():
+            recorder.close(status, error=None if interrupted else _one_line(cause))
         if tracker.exception is not None and not interrupted and tracker.exception is not exc:
             raise tracker.exception from None
         raise
     wall = time.perf_counter() - started
-    return _finish(cfg, recorder, trainer, module, guard, rules, wall, name, prefix, resolved)
+    with interrupts.closing():  # a signal now waits until the run is closed complete
+        return _finish(cfg, recorder, trainer, module, guard, rules, wall, name, prefix, resolved)
 
 
 def _finish(
@@ -296,6 +343,7 @@ def _finish(
             final["final/val_loss"] = val_loss
         if finite_vals:
             final["best/val_loss"] = min(finite_vals)
+        final.update(module.selection_metrics())  # best/val_<m>, best/step, test/<m> (selected on val)
         tags: dict[str, Any] = {}
         if outcome is not None:
             tags.update(outcome=outcome.label, outcome_reason=outcome.reason)
@@ -312,20 +360,34 @@ def _finish(
         if stopped.get("diverged"):
             tags["stopped_early"] = "diverged"
             tags["stop_reason"] = stopped.get("reason", "")
+        elif _early_stopped(trainer):
+            tags["stopped_early"] = "early_stopping"
         recorder.log_metrics(final, step=steps)
         recorder.set_tags(tags)
         _log_artifacts(cfg, recorder, resolved, curve, recorder.history.get("val/loss", []), name)
     except BaseException as exc:
-        recorder.close("FAILED", error=_one_line(exc))
+        killed = isinstance(exc, KeyboardInterrupt)
+        recorder.close("KILLED" if killed else "FAILED", error=None if killed else _one_line(exc))
         raise
     recorder.close("FINISHED")
     label = outcome.label if outcome else "unknown"
     shown = f"{val_loss:.4g}" if val_loss is not None else "n/a"
+    metric = module.primary
+    chosen = final.get(f"best/val_{metric}")
+    shown_metric = f" best val/{metric}={chosen:.4g}" if chosen is not None else ""
     print(
-        f"{prefix}done: {name} outcome={label} val/loss={shown} steps={trainer.global_step} ({wall:.1f}s)",
+        f"{prefix}done: {name} outcome={label} val/loss={shown}{shown_metric} "
+        f"steps={trainer.global_step} ({wall:.1f}s)",
         flush=True,
     )
-    return Result("FINISHED", name, recorder.run_id, label, val_loss)
+    return Result("FINISHED", name, recorder.run_id, label, val_loss, None, metric, chosen)
+
+
+def _early_stopped(trainer: pl.Trainer) -> bool:
+    """Whether a configured Lightning EarlyStopping callback ended the run."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    return any(isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0 for cb in trainer.callbacks)
 
 
 def _log_artifacts(
@@ -338,7 +400,7 @@ def _log_artifacts(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg_path = Path(tmp) / "config.yaml"
-        cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(redact_tree(resolved))))
         recorder.log_artifact(cfg_path)
         if cfg.tracking.get("log_curve_png", True) and curve:
             from .plots import loss_curve_png
@@ -347,22 +409,91 @@ def _log_artifacts(
             recorder.log_artifact(png)
 
 
-def _trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
+@dataclass
+class TrainerSetup:
+    """The trainer config with the user's callbacks, logger and checkpointing already built.
+
+    Built before the MLflow run exists, so a bad callback or logger leaves no run behind.
+    """
+
+    node: DictConfig
+    callbacks: list[Any]
+    logger: Any
+    checkpointing: bool
+
+
+def trainer_setup(cfg: DictConfig) -> TrainerSetup:
+    """Split `trainer.callbacks`, `trainer.logger`, `trainer.enable_checkpointing` off the config, built."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    node = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
+    assert isinstance(node, DictConfig)
+    user = {k: node.pop(k) if k in node else None for k in ("callbacks", "logger", "enable_checkpointing")}
+    extra = _user_objects(user["callbacks"], "trainer.callbacks")
+    logger = user["logger"]
+    if isinstance(logger, (DictConfig, ListConfig)):
+        logger = _user_objects(logger, "trainer.logger")
+    checkpointing = user["enable_checkpointing"]
+    if checkpointing is None:  # a configured ModelCheckpoint needs it on; LossLab itself saves none
+        checkpointing = any(isinstance(cb, ModelCheckpoint) for cb in extra)
+    return TrainerSetup(node, extra, False if logger is None else logger, bool(checkpointing))
+
+
+def _trainer(cfg: DictConfig, callbacks: list[Any], setup: TrainerSetup | None = None) -> pl.Trainer:
+    """The configured Trainer; the config's callbacks (after LossLab's), logger and
+    enable_checkpointing are merged with LossLab's settings, never dropped."""
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
     warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 noise
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    setup = setup or trainer_setup(cfg)
     kwargs = {
-        "callbacks": callbacks,
-        "logger": False,
-        "enable_checkpointing": False,
+        "callbacks": [*callbacks, *setup.callbacks],
+        "logger": setup.logger,
+        "enable_checkpointing": setup.checkpointing,
         "enable_model_summary": False,
         "num_sanity_val_steps": 0,
         "enable_progress_bar": _progress_bar(cfg),
     }
     try:
-        return instantiate(cfg.trainer, **kwargs)
+        return instantiate(setup.node, **kwargs)
     except InstantiationException as exc:
-        raise ConfigError(f"trainer options rejected: {str(exc).strip().splitlines()[-1]}") from None
+        raise trainer_error(exc, cfg) from None
+    except MisconfigurationException as exc:  # e.g. a ModelCheckpoint with enable_checkpointing=false
+        raise ConfigError(f"Lightning refused the trainer callbacks: {' '.join(str(exc).split())}") from None
+
+
+def _user_objects(node: Any, key: str) -> list[Any]:
+    """Instantiate a configured callback or logger (one node or a list of them)."""
+    if node is None:
+        return []
+    items = list(node) if isinstance(node, ListConfig) else [node]
+    out = []
+    for item in items:
+        if not isinstance(item, DictConfig) or "_target_" not in item:
+            shown = OmegaConf.to_container(item) if isinstance(item, (DictConfig, ListConfig)) else item
+            raise ConfigError(
+                f"{key} entry {shown!r} is not valid; accepted: a config with _target_, e.g. "
+                f"'+{key}=[{{_target_:pytorch_lightning.callbacks.EarlyStopping,monitor:val/loss}}]'."
+            )
+        try:
+            out.append(instantiate(item))
+        except InstantiationException as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{key} entry {item.get('_target_')} rejected: {text}") from None
+    return out
+
+
+def _precision(cfg: DictConfig, trainer: pl.Trainer, params: dict[str, str], prefix: str) -> dict[str, str]:
+    """Record the precision Lightning really uses (16 on a CPU becomes bf16-mixed), not the one asked."""
+    asked = str(OmegaConf.select(cfg, "trainer.precision", default=""))
+    used = str(trainer.precision)
+    params["trainer.precision"] = used
+    if asked in ("", used):
+        return {"precision": used}
+    print(f"{prefix}note: trainer.precision={asked} runs as {used} here (recorded as {used})", flush=True)
+    return {"precision": used, "precision_requested": asked}
 
 
 def _maybe_gradcheck(cfg: DictConfig, loss: nn.Module) -> dict[str, str]:

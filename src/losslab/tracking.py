@@ -1,40 +1,81 @@
-"""Everything MLflow: store set-up, run lifecycle, batched metric writes, params flattening.
+"""Run lifecycle in MLflow: a run created with params and tags, fed metrics in batches, always closed.
 
 Library code uses `MlflowClient` with explicit run ids, never the fluent active run:
 sweep workers are reused across jobs, and a fluent run leaks from one job into the next.
+The store itself (URIs, creation, health checks) lives in `store`, secret masking and MLflow's
+size limits in `params`, liveness (heartbeat, stale runs, claims) in `liveness`; the names
+are re-exported here for callers that know this module only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import logging
 import math
-import os
-import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from . import liveness
+from .params import MAX_METRICS, MAX_PARAM_LEN, MAX_PARAMS_TAGS, MAX_TAG_LEN, clip_tags, flatten, redact_uri
 from .steplog import StepBuffer
+from .store import (
+    DEFAULT_EXPERIMENT,
+    PROJECT_ROOT,
+    TrackingError,
+    _sqlite_path,
+    _store_lock,
+    check_store_reachable,
+    default_tracking_uri,
+    disk_full,
+    disk_full_error,
+    ensure_experiment,
+    open_store,
+    resolve_experiment_name,
+    resolve_tracking_uri,
+)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_EXPERIMENT = "losslab"
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "MAX_METRICS",
+    "MAX_PARAMS_TAGS",
+    "MAX_PARAM_LEN",
+    "MAX_TAG_LEN",
+    "PARENT_ENV",
+    "PROJECT_ROOT",
+    "ConfigClaimed",
+    "RunRecorder",
+    "SqliteMetricWriter",
+    "TrackingError",
+    "_sqlite_path",
+    "_store_lock",
+    "check_store_reachable",
+    "default_tracking_uri",
+    "ensure_experiment",
+    "find_finished",
+    "flatten",
+    "open_store",
+    "redact_uri",
+    "resolve_experiment_name",
+    "resolve_tracking_uri",
+]
+
 PARENT_ENV = "LOSSLAB_PARENT_RUN_ID"
-MAX_METRICS, MAX_PARAMS_TAGS, MAX_PARAM_LEN, MAX_TAG_LEN = 1000, 100, 6000, 8000
 
 
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (unreachable server, unwritable or foreign file)."""
+class ConfigClaimed(Exception):
+    """Another live or finished run holds this config (two sweeps on one store): skip it."""
+
+    def __init__(self, holder: Any) -> None:
+        super().__init__(f"run {holder.info.run_id} ({holder.info.status}) holds this config")
+        self.holder = holder
 
 
 class SqliteMetricWriter:
@@ -60,7 +101,8 @@ class SqliteMetricWriter:
     )
 
     def __init__(self, path: Path) -> None:
-        self.con = sqlite3.connect(path, timeout=60)
+        # written from the recorder's writer thread only (check_same_thread off for that hand-over)
+        self.con = sqlite3.connect(path, timeout=60, check_same_thread=False)
 
     @classmethod
     def open(cls, uri: str) -> SqliteMetricWriter | None:
@@ -98,163 +140,6 @@ class SqliteMetricWriter:
         self.con.close()
 
 
-# ----------------------------------------------------------------------------- store
-
-
-def default_tracking_uri() -> str:
-    """mlflow.db in the checkout LossLab runs from (any cwd), else in the current directory (pip install)."""
-    checkout = (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "src" / "losslab").is_dir()
-    return f"sqlite:///{(PROJECT_ROOT if checkout else Path.cwd()) / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(configured: str | None) -> str:
-    """`MLFLOW_TRACKING_URI` wins over the config, as MLflow users expect; then the project's sqlite file."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or default_tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        # make relative sqlite paths absolute so every job (whatever its cwd) hits the same file
-        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
-    return uri
-
-
-def resolve_experiment_name(configured: str | None) -> str:
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or configured or DEFAULT_EXPERIMENT
-
-
-def redact_uri(uri: str) -> str:
-    """Drop a password from a URI before it is printed or recorded."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:***@{host}" if parts.username else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-
-
-@contextlib.contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Serialise first-time schema creation of a sqlite store across processes.
-
-    MLflow creates its tables without a lock: several processes opening a brand-new file
-    at once crash ('duplicate column name'). A file lock beside the database fixes that.
-    """
-    path = _sqlite_path(uri)
-    if path is None:
-        yield
-        return
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _refuse_foreign_sqlite(path: Path) -> None:
-    """Never let MLflow create its tables inside somebody else's database, or read a corrupt file."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb") as fh:
-        header = fh.read(16)
-    if header != b"SQLite format 3\x00":
-        raise TrackingError(
-            f"{path} is not a SQLite database, so it cannot be an MLflow store. Accepted: an MLflow "
-            "sqlite store, or a path where a new one can be created."
-        )
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
-            tables = {row[0] for row in con.execute("select name from sqlite_master where type='table'")}
-    except sqlite3.DatabaseError as exc:
-        msg = f"{path} is a corrupt SQLite file ({exc}); it cannot be an MLflow store."
-        raise TrackingError(msg) from None
-    if tables and "experiments" not in tables:
-        shown = ", ".join(sorted(tables)[:5])
-        raise TrackingError(
-            f"{path} is a SQLite database of something else (tables: {shown}), not an MLflow store; "
-            "LossLab will not add MLflow's tables to it. Accepted: an MLflow sqlite store or a new path."
-        )
-
-
-def check_store_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (seconds, not MLflow's minutes of retries) when a tracking server is down."""
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-            resp.read()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise TrackingError(
-            f"The MLflow tracking server at {redact_uri(uri)} is not reachable ({exc}). "
-            "Start it (e.g. `make ui` "
-            "or `make server`), fix MLFLOW_TRACKING_URI / tracking.uri, or unset them to use the local "
-            "sqlite store."
-        ) from None
-
-
-def open_store(uri: str) -> MlflowClient:
-    """Return a client on a store whose schema exists; create it once, under a lock."""
-    path = _sqlite_path(uri)
-    if path is not None:
-        if not path.parent.is_dir():
-            raise TrackingError(
-                f"Cannot create the MLflow store {uri}: folder {path.parent} does not exist. "
-                "Accepted: a sqlite:///ABSOLUTE/PATH.db in an existing, writable folder."
-            )
-        _refuse_foreign_sqlite(path)
-    check_store_reachable(uri)
-    # Large timeouts would hang on a dead server; MLflow's HTTP retries are bounded by these.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" per job
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # LossLab queues and retries itself
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on every job
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    try:
-        with _store_lock(uri):
-            client = MlflowClient(tracking_uri=uri)
-            client.search_experiments(max_results=1)  # creates / migrates the schema
-    except Exception as exc:  # sqlalchemy, sqlite3, HTTP errors all mean "this store is unusable"
-        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise TrackingError(
-            f"Cannot open the MLflow store {redact_uri(uri)}: {msg}. Accepted: a writable sqlite file "
-            "(sqlite:///ABSOLUTE/PATH.db), or an http(s) URI of a running MLflow server."
-        ) from None
-    return client
-
-
-def _artifact_location(client: MlflowClient, name: str) -> str | None:
-    """Artifacts of a sqlite store live beside the database file, not under whatever cwd a job had."""
-    path = _sqlite_path(client.tracking_uri)
-    if path is None:
-        return None  # a tracking server decides
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-    return (path.parent / "mlartifacts" / safe).as_uri()
-
-
-def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """Experiment id for `name`, creating it; safe when parallel jobs race to create it."""
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=_artifact_location(client, name))
-    except MlflowException:
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
 @dataclass(frozen=True)
 class FinishedRun:
     run_id: str
@@ -276,30 +161,6 @@ def find_finished(client: MlflowClient, experiment_id: str, config_hash: str) ->
     return FinishedRun(run.info.run_id, run.data.tags.get("outcome"), run.data.metrics.get("final/val_loss"))
 
 
-# ----------------------------------------------------------------------------- params
-
-
-_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential)", re.IGNORECASE)
-
-
-def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mapping -> {"loss.margin": "0.5", ...}; secrets masked, URIs without passwords."""
-    out: dict[str, str] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name + "."))
-            continue
-        if _SECRET_KEY.search(str(key)):
-            text = "***"
-        elif isinstance(value, str) and "://" in value:
-            text = redact_uri(value)
-        else:
-            text = str(value)
-        out[name] = text[:MAX_PARAM_LEN]
-    return out
-
-
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -319,20 +180,31 @@ class RunRecorder:
     KEEP = ("train/loss", "val/loss")
 
     def __init__(
-        self, client: MlflowClient, run_id: str, retry_seconds: float = 60.0, flush_every: int = 256
+        self,
+        client: MlflowClient,
+        run_id: str,
+        retry_seconds: float = 60.0,
+        flush_every: int = 256,
+        buffer: StepBuffer | None = None,
+        heartbeat_seconds: float = liveness.HEARTBEAT_SECONDS,
     ) -> None:
         self.client = client
         self.run_id = run_id
         self.retry_seconds = retry_seconds
-        self.buffer = StepBuffer(capacity=flush_every)
+        self.buffer = buffer if buffer is not None else StepBuffer(capacity=flush_every)
         self.history: dict[str, list[tuple[int, float]]] = {k: [] for k in self.KEEP}
         self._pending: list[Metric] = []
         self._outage_since: float | None = None
         self.closed = False
         self._sql = SqliteMetricWriter.open(client.tracking_uri)
-        remote = client.tracking_uri.startswith(("http://", "https://"))
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="losslab-metrics") if remote else None
+        # Every write runs on one background thread: the training thread only drains the device
+        # buffer and hands the points over, so a slow server or a reader holding a long sqlite
+        # read transaction (which blocks a writer's commit) never stalls training.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="losslab-metrics")
         self._writing: Future[None] | None = None
+        self._heartbeat = (
+            liveness.Heartbeat(client, run_id, heartbeat_seconds) if heartbeat_seconds > 0 else None
+        )
 
     @classmethod
     def start(
@@ -345,20 +217,59 @@ class RunRecorder:
         parent_run_id: str | None = None,
         retry_seconds: float = 60.0,
         flush_every: int = 256,
+        buffer: StepBuffer | None = None,
+        claim_hash: str | None = None,
+        finished_counts: bool = True,
+        heartbeat_seconds: float = liveness.HEARTBEAT_SECONDS,
+        stale_after: float = liveness.STALE_AFTER,
     ) -> RunRecorder:
-        all_tags = {k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()}
+        """Create the run; with `claim_hash`, raise `ConfigClaimed` (run deleted) if another run holds it."""
+        all_tags = clip_tags({**tags, **liveness.identity()})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
-        rec = cls(client, run.info.run_id, retry_seconds=retry_seconds, flush_every=flush_every)
-        param_list = [Param(k, v) for k, v in params.items()]
-        for chunk in _chunks(param_list, MAX_PARAMS_TAGS):
-            rec._with_retry(lambda c=chunk: client.log_batch(rec.run_id, params=c))
+        try:
+            run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        except Exception as exc:
+            if disk_full(exc):
+                raise disk_full_error(client.tracking_uri, "the run could not be created") from None
+            raise
+        run_id = run.info.run_id
+        try:
+            if claim_hash is not None:
+                holder = liveness.claim(client, experiment_id, run, claim_hash, finished_counts, stale_after)
+                if holder is not None:
+                    client.delete_run(run_id)
+                    raise ConfigClaimed(holder)
+            rec = cls(
+                client,
+                run_id,
+                retry_seconds=retry_seconds,
+                flush_every=flush_every,
+                buffer=buffer,
+                heartbeat_seconds=heartbeat_seconds,
+            )
+            param_list = [Param(k, v) for k, v in params.items()]
+            for chunk in _chunks(param_list, MAX_PARAMS_TAGS):
+                rec._with_retry(lambda c=chunk: client.log_batch(run_id, params=c))
+        except ConfigClaimed:
+            raise
+        except BaseException as exc:  # never leave the run RUNNING, whatever stopped its start
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            with contextlib.suppress(Exception):
+                client.set_tag(run_id, "error", f"run start failed: {str(exc).splitlines()[0][:300]}")
+                client.set_terminated(run_id, status=status)
+            if disk_full(exc):
+                raise disk_full_error(client.tracking_uri, "the run could not be recorded") from None
+            raise
         return rec
 
-    @staticmethod
-    def _transient(exc: Exception) -> bool:
-        """Errors worth retrying: the server is away or busy (connection refused, 5xx, locked sqlite)."""
+    def _transient(self, exc: Exception) -> bool:
+        """Errors worth retrying: the server is away or busy (connection refused, 5xx, locked sqlite).
+
+        A full disk is not one of them: it is said at once, with its own words.
+        """
+        if disk_full(exc):
+            raise disk_full_error(self.client.tracking_uri, "LossLab stopped writing this run") from exc
         if isinstance(exc, MlflowException):
             return exc.error_code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED")
         return isinstance(exc, (OSError, sqlite3.OperationalError))  # the latter: "database is locked"
@@ -377,7 +288,7 @@ class RunRecorder:
             delay = min(delay * 2, 5.0)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        tag_list = [RunTag(k, str(v)[:MAX_TAG_LEN]) for k, v in tags.items()]
+        tag_list = [RunTag(k, v) for k, v in clip_tags(tags).items()]
         for chunk in _chunks(tag_list, MAX_PARAMS_TAGS):
             self._with_retry(lambda c=chunk: self.client.log_batch(self.run_id, tags=c))
 
@@ -397,18 +308,14 @@ class RunRecorder:
         not written (none is dropped silently). `block=True` (at the end of a run) waits and
         retries for up to `retry_seconds` instead of returning.
 
-        A tracking server answers each log_batch in tens of milliseconds: there the writes run
-        on one background thread (the training thread only drains the buffer and hands the
-        points over), and an error it meets is raised here at the next flush.
+        The writes run on one background thread (see `__init__`); an error it meets is raised
+        here at the next flush.
         """
         ts = int(time.time() * 1000)
         for name, step, value in self.buffer.drain():
             self._pending.append(Metric(name, value, ts, step))
             if name in self.history:
                 self.history[name].append((step, value))
-        if self._writer is None:
-            self._write(self._pending, block)
-            return
         if self._writing is not None:
             if not self._writing.done() and not block:
                 return  # still writing the last hand-over: these points go with the next one
@@ -478,9 +385,10 @@ class RunRecorder:
                     self.set_tags({"error": error[:MAX_TAG_LEN]})
             final = RunStatus.to_string(RunStatus.from_string(status))
             try:
+                if self._heartbeat is not None:
+                    self._heartbeat.stop()
                 self._with_retry(lambda: self.client.set_terminated(self.run_id, status=final))
             finally:
+                self._writer.shutdown(wait=True)
                 if self._sql is not None:
                     self._sql.close()
-                if self._writer is not None:
-                    self._writer.shutdown(wait=True)

@@ -28,6 +28,7 @@ class Hinge(LossBase):
     """
 
     domain = "pm1"
+    decision_threshold = 0.0  # the sign of the margin score
     twice_differentiable = False
 
     def __init__(self, margin: float = 1.0, map_labels: bool = False, check_values: bool = True) -> None:
@@ -57,6 +58,7 @@ class BCEWithLogits(LossBase):
     """Binary cross-entropy on logits, labels in {0, 1}; `pos_weight` scales the positive term."""
 
     domain = "01"
+    decision_threshold = 0.0  # logit 0 = probability 0.5
 
     def __init__(self, pos_weight: float = 1.0, map_labels: bool = False, check_values: bool = True) -> None:
         super().__init__(map_labels=map_labels, check_values=check_values)
@@ -79,6 +81,7 @@ class Focal(LossBase):
     """
 
     domain = "01"
+    decision_threshold = 0.0  # logit 0 = probability 0.5
 
     def __init__(
         self,

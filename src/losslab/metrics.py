@@ -1,0 +1,106 @@
+"""Task metrics, computed the same way whatever the loss: the shared yardstick for loss designs.
+
+A loss's own value cannot compare designs (hinge's grows with its margin; MSE and hinge mean
+different things), so every run is also scored on the task: binary accuracy and ROC AUC on
+the raw scores, or regression RMSE, MAE and R^2. The values come from torchmetrics' functional
+API, on the device, once per validation (on the whole split in one call): a training step
+never computes or syncs anything here.
+
+Decision threshold (binary accuracy): a loss may declare `decision_threshold` (a score);
+LossLab's {-1,+1} margin losses declare 0, and its {0,1} losses on logits (bce_with_logits,
+focal) declare 0 too (logit 0 = probability 0.5). A loss that declares none (mse on binary
+data, or a user's {0,1} loss on raw scores) gets the midpoint of its label values: 0 for
+{-1,+1}, 0.5 for {0,1}. The positive class is label 1 in both encodings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+#: the metrics of each task, in logging order; the first is the primary (selection) metric
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("accuracy", "auc"),
+    "regression": ("rmse", "mae", "r2"),
+}
+#: whether a larger value is better, per metric
+HIGHER_IS_BETTER = {"accuracy": True, "auc": True, "rmse": False, "mae": False, "r2": True}
+#: midpoint of each binary label encoding: the default threshold on raw scores
+_MIDPOINT = {"pm1": 0.0, "01": 0.5}
+
+
+def primary_metric(task: str) -> str:
+    """The metric that selects the checkpoint and ranks designs: accuracy (max) or rmse (min)."""
+    return TASK_METRICS[task][0]
+
+
+def direction(metric: str) -> str:
+    """'maximize' or 'minimize', as Optuna spells it."""
+    return "maximize" if HIGHER_IS_BETTER[metric] else "minimize"
+
+
+def better(metric: str, new: float, best: float | None) -> bool:
+    """Whether `new` strictly improves on `best`; a non-finite value never does."""
+    if not math.isfinite(new):
+        return False
+    if best is None or not math.isfinite(best):
+        return True
+    return new > best if HIGHER_IS_BETTER[metric] else new < best
+
+
+def decision_threshold(loss: nn.Module, labels: str) -> float:
+    """The score above which a sample is called positive (see the module docstring)."""
+    declared = getattr(loss, "decision_threshold", None)
+    if isinstance(declared, (int, float)) and not isinstance(declared, bool):
+        return float(declared)
+    return _MIDPOINT.get(labels, 0.0)
+
+
+def _unit_interval(scores: Tensor) -> Tensor:
+    """A strictly increasing map of any real score into (0, 1), in float64.
+
+    torchmetrics applies a sigmoid to scores outside [0, 1]; in float32 that ties every score
+    above ~17, which changes the AUC. This map keeps the order of scores up to ~1e15.
+    """
+    s = scores.double()
+    return 0.5 + 0.5 * s / (1.0 + s.abs())
+
+
+def task_metrics(task: str, scores: Tensor, y: Tensor, threshold: float = 0.0) -> dict[str, Tensor]:
+    """Metrics of one whole split as 0-dim device tensors, named as in TASK_METRICS.
+
+    Non-finite scores (a diverged model) give NaN for every metric rather than a number that
+    looks meaningful.
+    """
+    # local: torchmetrics costs ~2 s to import, and `python train.py` refuses a bad config before that
+    from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
+    from torchmetrics.functional.classification import binary_accuracy, binary_auroc
+
+    scores, y = scores.detach().reshape(-1), y.detach().reshape(-1)
+    finite = torch.isfinite(scores).all()
+    nan = torch.full((), math.nan, device=scores.device)
+    if task == "binary":
+        safe = torch.nan_to_num(scores, nan=0.0, posinf=1e30, neginf=-1e30)
+        target = (y == 1).long()
+        pred = (safe > threshold).long()
+        out = {
+            "accuracy": binary_accuracy(pred, target, validate_args=False),
+            "auc": binary_auroc(_unit_interval(safe), target, validate_args=False),
+        }
+        return {k: torch.where(finite, v.float(), nan) for k, v in out.items()}
+    if task == "regression":
+        s, t = scores.float(), y.float()
+        return {
+            "rmse": mean_squared_error(s, t, squared=False),
+            "mae": mean_absolute_error(s, t),
+            "r2": r2_score(s, t),
+        }
+    raise ValueError(f"unknown task {task!r}; accepted: {', '.join(TASK_METRICS)}")
+
+
+def prefixed(prefix: str, values: Mapping[str, Tensor | float]) -> dict[str, Tensor | float]:
+    """{'accuracy': v} -> {'val/accuracy': v} for prefix 'val/'."""
+    return {f"{prefix}{k}": v for k, v in values.items()}
