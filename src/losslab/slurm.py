@@ -169,6 +169,21 @@ def run_as_driver_script(script: tuple[str, str | None] | None) -> Iterator[None
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def _not_a_local_worker() -> Iterator[None]:
+    """A SLURM job may run on another node than its driver, whose pid means nothing there: without
+    this, LossLab's worker watchdog (losslab.interrupts) took the driver for dead and killed every
+    job at its start. A cluster job outlives its driver; stop a sweep with `scancel`."""
+    from . import interrupts
+
+    keys = (interrupts.DRIVER_ENV, interrupts.STOP_ENV, interrupts.JOBS_ENV)
+    saved = {k: os.environ.pop(k) for k in keys if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def penalty_return(overrides: list[str]) -> JobReturn:
     """A job's return when it did not finish: the finite penalty a failed run hands a sweeper."""
     from .task import PENALTY
@@ -187,14 +202,14 @@ def run_interrupted_job(
     By then LossLab closed the run KILLED and wrote result.json; without a result to pickle the
     sweep would wait for one. The reason SLURM gave replaces Lightning's "SystemExit: 1".
     """
-    with slurm_signal_stops_training(), run_as_driver_script(script):
+    with slurm_signal_stops_training(), run_as_driver_script(script), _not_a_local_worker():
         try:
             return call()
         except (KeyboardInterrupt, SystemExit) as exc:
             cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
             if isinstance(cause, _Interrupted):
                 _set_error(result_json, str(cause))
-            elif isinstance(cause, KeyboardInterrupt) and str(cause) == f"signal {int(signal.SIGTERM)}":
+            elif isinstance(cause, KeyboardInterrupt) and str(cause) in ("signal 15", "signal SIGTERM"):
                 _set_error(result_json, "SIGTERM: cancelled (scancel) or ended by SLURM")
             return penalty_return(overrides)
 
