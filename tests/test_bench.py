@@ -1,8 +1,9 @@
 """The benchmark's plumbing at smoke-test sizes: every section lands in the JSON. No timing asserts.
 
-The fast test runs sections 1, 2 and 5 for real and replaces only the two subprocess parts (a
-`mlflow server`, two Hydra sweeps: ~10-25 s each just to import torch, Lightning and MLflow on a
-busy 2-core machine); the slow test runs `python -m losslab.bench --quick` exactly as `make bench`.
+The fast test runs sections 1, 2 and 5 for real and replaces only the subprocess parts (a
+`mlflow server`, two Hydra sweeps, the ceiling's loop processes: ~10-25 s each just to import
+torch, Lightning and MLflow on a busy 2-core machine); the ceiling's processes run for real in
+their own test, and the slow test runs `python -m losslab.bench --quick` exactly as `make bench`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,19 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from losslab import bench
+from losslab.bench import ceiling, cli, harness, http_store, soak, sweep
 
 SECTION_KEYS = {"1", "2", "3", "4", "5", "6", "syncs"}
+#: what the issue-14 table needs from one run
+ISSUE_ROWS = {
+    "4.ceiling",
+    "4.startup.basic",
+    "4.startup.joblib",
+    "4.overhead",
+    "4.speedup",
+    "4.speedup_total",
+}
+ISSUE_ROWS |= {"1.small", "1.small.lightning", "3"}
 
 
 def _check_document(doc: dict) -> None:
@@ -28,13 +39,17 @@ def _check_document(doc: dict) -> None:
     for fid in ("1.small", "1.big"):
         assert s["1"][fid]["ratio"] > 0 and s["1"][fid]["fit_ratio"] > 0
         assert s["1"][fid]["losslab"]["info"]["steps"] == s["1"][fid]["raw"]["info"]["steps"]
+    assert s["1"]["1.small"]["lightning"]["info"]["steps"] == s["1"]["1.small"]["raw"]["info"]["steps"]
+    assert s["1"]["1.small"]["lightning_fit_ratio"] > 0
     assert s["2"]["ratio"] > 0 and s["3"]["ratio"] > 0
     assert s["4"]["speedup_jobs"] > 0 and s["4"]["basic"]["overhead_median_s"] is not None
+    assert s["4"]["ceiling"]["ceiling"] > 0 and s["4"]["speedup_jobs_of_ceiling"] > 0
     assert s["5"]["median_s"] > 0
     ids = {row["id"] for row in doc["rows"]}
-    assert set(bench.TARGETS) <= ids, set(bench.TARGETS) - ids
+    assert set(harness.TARGETS) | ISSUE_ROWS <= ids, (set(harness.TARGETS) | ISSUE_ROWS) - ids
     for row in doc["rows"]:
-        if row["id"] in bench.TARGETS:
+        assert row["load"] is None or len(row["load"]) == 3
+        if row["id"] in harness.TARGETS:
             assert row["status"] in ("met", "MISSED")
 
 
@@ -50,12 +65,12 @@ def test_sweep_figures_from_time_stamped_output() -> None:
         (9.5, "Sweep summary"),
     ]
     fit = {1: 1.5, 2: 0.75, 3: 1.0}
-    out = bench.sweep_figures(lines, fit, total=10.0, jobs=3, per_job=True)
+    out = sweep.sweep_figures(lines, fit, total=10.0, jobs=3, per_job=True)
     assert out["startup_s"] == 5.0 and out["jobs_s"] == 4.5 and out["total_s"] == 10.0
     assert out["overhead_per_job_s"] == [0.5, 0.25, 0.5]
     assert out["overhead_median_s"] == 0.5 and out["overhead_first_s"] == 0.5
     with pytest.raises(RuntimeError, match="job starts"):
-        bench.sweep_figures(lines, fit, total=10.0, jobs=4, per_job=True)
+        sweep.sweep_figures(lines, fit, total=10.0, jobs=4, per_job=True)
 
 
 def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,26 +79,40 @@ def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.Monk
         folder.mkdir(parents=True, exist_ok=True)
         yield f"sqlite:///{folder / 'server.db'}"
 
-    def canned_sweep(launcher: str, sizes: bench.Sizes, tmp: Path, uri: str) -> dict:
+    def canned_sweep(launcher: str, sizes: harness.Sizes, tmp: Path, uri: str) -> dict:
         n = sizes.sweep_jobs
         lines = [(2.0 + i, f"[{i + 1}/{n}] seed={i}") for i in range(n)] + [(2.0 + n, "Sweep summary")]
         fit = {i + 1: 0.5 for i in range(n)}
-        return bench.sweep_figures(lines, fit, 3.0 + n, n, per_job=launcher == "basic")
+        return sweep.sweep_figures(lines, fit, 3.0 + n, n, per_job=launcher == "basic")
 
-    monkeypatch.setattr(bench, "mlflow_server", local_store)
-    monkeypatch.setattr(bench, "run_sweep", canned_sweep)
-    for key in bench.TRACKING_ENV:
+    def canned_loops(n: int, steps: int, threads: int) -> list[float]:
+        return [1.0 + 0.3 * (n - 1)] * n  # two loops side by side 1.3 s each vs 1 s alone: 1.54x
+
+    monkeypatch.setattr(http_store, "mlflow_server", local_store)
+    monkeypatch.setattr(sweep, "run_sweep", canned_sweep)
+    monkeypatch.setattr(ceiling, "_loops", canned_loops)
+    monkeypatch.setattr(soak, "chaos_round", lambda ctx: None)  # real in the slow test below
+    for key in harness.TRACKING_ENV:
         monkeypatch.delenv(key, raising=False)
-    sizes = bench.sizes_from(bench._parser().parse_args(["--quick"]))
+    sizes = cli.sizes_from(cli._parser().parse_args(["--quick"]))
     out = tmp_path / "latest.json"
-    doc = bench.run(sizes, bench.SECTIONS, out)
+    doc = cli.run(sizes, list(cli.SECTIONS), out)
     assert json.loads(out.read_text()) == json.loads(json.dumps(doc))
     _check_document(doc)
-    assert bench.render(doc["rows"], "header").startswith("header")
+    assert doc["sections"]["4"]["ceiling"]["ceiling"] == pytest.approx(2 / 1.3, abs=1e-3)
+    assert cli.render(doc["rows"], "header").startswith("header")
+
+
+def test_ceiling_runs_real_loops_side_by_side() -> None:
+    """Two real loop processes released together: each reports its own loop time, the ratio follows."""
+    out = ceiling.measure(steps=30, threads=1, repeats=1)
+    assert len(out["alone_s"]) == 1 and len(out["pair_s"][0]) == 2
+    assert all(t > 0 for t in [*out["alone_s"], *out["pair_s"][0]])
+    assert out["ceiling"] == pytest.approx(2 * out["alone_s"][0] / max(out["pair_s"][0]), rel=1e-2)
 
 
 def test_unknown_section_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench.main(["--only", "1,7"]) == 2
+    assert cli.main(["--only", "1,7"]) == 2
     assert "unknown section(s) 7" in capsys.readouterr().err
 
 
@@ -101,6 +130,7 @@ def test_make_bench_quick_end_to_end(tmp_path: Path) -> None:
     assert "LossLab / raw loop" in proc.stdout
     doc = json.loads(out.read_text())
     _check_document(doc)
-    soak = doc["sections"]["6"]  # a real joblib sweep here: every point counted
-    assert soak["finished"] == soak["jobs"] == soak["runs_with_exactly_one_point_per_step"]
-    assert soak["points"] == soak["points_expected"]
+    soaked = doc["sections"]["6"]  # a real joblib sweep here: every point counted
+    assert soaked["finished"] == soaked["jobs"] == soaked["runs_with_exactly_one_point_per_step"]
+    assert soaked["points"] == soaked["points_expected"]
+    assert soaked["chaos"]["ok"], soaked["chaos"]  # and a real chaos round

@@ -8,6 +8,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+#: jobs in the current sweep, set by the sweep callback for the `[k/N]` prefix (kept here, not in task.py,
+#: so the sweep driver does not import torch just to name it)
+SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
+
 
 def config_hash(cfg: DictConfig) -> str:
     """Hash of what determines the result: everything but tracking, resume and display settings."""

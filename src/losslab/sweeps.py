@@ -27,8 +27,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from . import interrupts
+from .naming import SIZE_ENV
 from .params import redact_overrides, scrub_files
-from .task import SIZE_ENV
 
 # tracking (MLflow, Lightning: seconds to import) is imported inside the hooks: Hydra builds this
 # callback for single runs too, and a bad config should fail before paying for it.
@@ -109,6 +109,7 @@ class SweepTracker(Callback):
         self.client: Any = None
         self.parent_id: str | None = None
         self.sweep_dir: Path | None = None
+        self._size = "?"
         self._closed = False
         self._heartbeat: Any = None
 
@@ -117,6 +118,9 @@ class SweepTracker(Callback):
         return {**self.__dict__, "_heartbeat": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from .workers import start_warming
+
+        start_warming(config)  # joblib: workers import torch/Lightning/MLflow while this sets up
         from . import tracking
 
         # Hydra turns a callback's exception into a warning and carries on; a sweep without its
@@ -155,7 +159,8 @@ class SweepTracker(Callback):
         size = count_jobs(
             list(hc.overrides.task), OmegaConf.to_container(params) if params is not None else {}
         )
-        os.environ[SIZE_ENV] = str(size) if size else "?"
+        self._size = str(size) if size else "?"
+        os.environ[SIZE_ENV] = self._size
         choices = hc.runtime.choices
         study = choices.get("experiment") or f"{choices.get('loss', 'sweep')}-sweep"
         name = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -185,6 +190,14 @@ class SweepTracker(Callback):
             flush=True,
         )
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """In the process running the job: the sweep's variables (joblib workers predate them)."""
+        if self.parent_id is not None:
+            from .tracking import PARENT_ENV
+
+            os.environ[PARENT_ENV] = self.parent_id
+            os.environ[SIZE_ENV] = self._size
+
     def _close_if_open(self, status: str = "KILLED") -> None:
         if self._closed or self.client is None or self.parent_id is None:
             return
@@ -213,6 +226,9 @@ class SweepTracker(Callback):
             print(f"warning: no report for this sweep ({type(exc).__name__}: {exc})", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from .workers import stop_workers
+
+        stop_workers()  # joblib: every job has returned; don't wait for the workers' slow exit
 
         if self.sweep_dir is not None:  # the launcher's copy of the sweep config, secrets included
             scrub_files([self.sweep_dir / "multirun.yaml"])

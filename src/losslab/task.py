@@ -31,7 +31,7 @@ from torch import nn
 from . import interrupts
 from .build import ConfigError, Job, build, trainer_error, user_error
 from .metrics import primary_metric
-from .naming import choice_label, config_hash, loss_label, run_name
+from .naming import SIZE_ENV, choice_label, config_hash, loss_label, run_name
 from .params import redact_overrides, redact_text, redact_tree, scrub_files
 
 if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once a config is valid
@@ -43,7 +43,6 @@ if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once 
 #: size of the value handed back to a sweeper for a run that diverged or failed, in the bad direction
 #: of the metric (-1e12 for accuracy, +1e12 for rmse): finite, so Optuna & co. keep going
 PENALTY = 1.0e12
-SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
 
 
 def _progress_bar(cfg: DictConfig) -> bool:

@@ -1,0 +1,90 @@
+"""Section 1: what LossLab costs per training step, against a raw PyTorch loop doing the same work.
+
+LossLab with full tracking (`task.train`: train/loss and gradient statistics every step, validation
+every epoch, a sqlite store) vs the raw loop, on a small (32-256-256-1) and a 4x1024 MLP. On the
+small MLP, plain Lightning (same module, no callbacks, no tracking) runs alongside: Lightning's
+loop is a floor LossLab cannot go under, and LossLab / plain Lightning is the part LossLab adds.
+
+Run alone: `python -m losslab.bench --only 1` (or `python -m losslab.bench.overhead`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .harness import Context, compose, mib, mlp_overrides, paired_ratio, ratio, summary
+from .runs import lightning_run, losslab_run, raw_run
+
+NOTE = (
+    "ratio = the whole task.train(cfg) call (build, run create + params, training with every metric "
+    "write, final metrics, config artifact, close; loss-curve PNG off) / the raw loop (same build, "
+    "training and per-epoch validation); fit_ratio = trainer.fit (final/wall_seconds) / the raw "
+    "loop's training alone. lightning = LossLabModule in a Trainer with no callbacks and no tracking. "
+    "peak_rss_mib = growth of the process's RSS high-water mark above its RSS before the call "
+    "(Linux clear_refs reset)."
+)
+
+
+def run(ctx: Context) -> None:
+    s = ctx.sizes
+    out: dict[str, Any] = {"note": NOTE}
+    uri = ctx.store("s1")
+    for fid, hidden, steps in (("1.small", [256, 256], s.steps), ("1.big", [1024] * 4, s.big_steps)):
+        variants = {"losslab": lambda c: losslab_run(c, uri), "raw": raw_run}
+        if fid == "1.small":
+            variants["lightning"] = lightning_run
+        samples = ctx.ab(variants, compose(mlp_overrides(hidden, steps, s.threads)))
+        r = paired_ratio(samples["losslab"], samples["raw"])
+        fit_r = paired_ratio(samples["losslab"], samples["raw"], "fit_seconds")
+        name = f"32-{'-'.join(map(str, hidden))}-1"
+        ll, raw = summary(samples["losslab"]), summary(samples["raw"])
+        fig: dict[str, Any] = {
+            "model": name,
+            "steps": steps,
+            "ratio": round(r, 4),
+            "fit_ratio": round(fit_r, 4),
+            "losslab": ll,
+            "raw": raw,
+            "peak_rss_ratio": ratio(ll["peak_rss_mib"], raw["peak_rss_mib"]),
+        }
+        ctx.row(
+            fid,
+            f"LossLab / raw loop, MLP {name}, {steps} steps",
+            r,
+            "x",
+            f"{ll['median_s']:.2f}s vs {raw['median_s']:.2f}s; training alone {fit_r:.2f}x",
+        )
+        if "lightning" in samples:
+            pl_raw = paired_ratio(samples["lightning"], samples["raw"], "fit_seconds")
+            ll_pl = paired_ratio(samples["losslab"], samples["lightning"], "fit_seconds")
+            fig.update(
+                lightning=summary(samples["lightning"]),
+                lightning_fit_ratio=round(pl_raw, 4),
+                losslab_over_lightning_fit=round(ll_pl, 4),
+            )
+            ctx.row(
+                f"{fid}.lightning",
+                f"plain Lightning (no callbacks) / raw loop, MLP {name}, training alone",
+                pl_raw,
+                "x",
+                f"LossLab / plain Lightning, training alone: {ll_pl:.2f}x (what LossLab adds)",
+            )
+        gpu = (
+            f"; GPU {ll['device_peak_mib']} vs {raw['device_peak_mib']} MiB" if ll["device_peak_mib"] else ""
+        )
+        ctx.row(
+            f"{fid}.mem",
+            f"peak RSS above start, MLP {name}",
+            None,
+            "",
+            f"LossLab {mib(ll['peak_rss_mib'])}, raw {mib(raw['peak_rss_mib'])}{gpu}",
+        )
+        out[fid] = fig
+    ctx.results["1"] = out
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    sys.exit(main(["--only", "1", *sys.argv[1:]]))
