@@ -223,6 +223,28 @@ def test_sweep_into_the_postgres_team_server(
 
 
 @pytest.mark.slow
+def test_ddp_job_starts_its_ranks_inside_one_slurm_task(
+    slurm: dict[str, str], store: str, client, tmp_path: Path
+) -> None:
+    """Lightning refused devices=2 in a 1-task job, and would have re-run submitit's entry point."""
+    args = ["-m", *SMALL, "hydra.launcher.cpus_per_task=2", "trainer.devices=2", "trainer.strategy=ddp"]
+    res = run_train(
+        [*args, "trainer.max_steps=20", "seed=0", f"hydra.sweep.dir={tmp_path}/s"],
+        cwd=tmp_path,
+        env=slurm,
+        timeout=240,
+    )
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    parent = only_parent(client)
+    (run,) = children_of(client, parent.info.run_id)  # rank 1 records nothing
+    assert run.info.status == "FINISHED" and run.data.params["trainer.devices"] == "2"
+    assert curve_steps(client, run.info.run_id) == list(range(20))
+    assert "grad/global_norm" in run.data.metrics
+    logs = "".join(p.read_text() for p in (tmp_path / "s" / ".submitit").glob("*/*_log.err"))
+    assert "srun` command is available" not in logs  # Lightning's hint, for every rank, filtered
+
+
+@pytest.mark.slow
 def test_time_limit_ends_the_run_killed_with_its_curve(
     slurm: dict[str, str], store: str, client, tmp_path: Path
 ) -> None:

@@ -14,6 +14,9 @@ and imports every module there at each start, so it stays light and delegates he
   cluster. Here every job is waited for; one without a result gets a result.json (KILLED when
   cancelled, FAILED otherwise, with SLURM's state), its MLflow run is closed if it was left RUNNING,
   and the sweeper receives the usual finite penalty; the summary then exits non-zero.
+- DDP in a job. A job is one SLURM task; Lightning, seeing SLURM_NTASKS, refused `devices=2`, and its
+  launcher would have re-run submitit's entry point. In the job, Lightning sees no SLURM task layout
+  and re-runs the sweep's own script (train.py, losslab-train) for the other ranks.
 - Time limit and preemption. SLURM signals the job (SIGUSR2, `signal_delay_s` before `--time`);
   submitit would requeue a preempted job, which would start over as a new run. Here the signal
   stops training like Ctrl-C: the run ends KILLED with its curve kept, and the job is not requeued.
@@ -29,7 +32,9 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +99,10 @@ class QueueWatcher(SlurmInfoWatcher):
         return info
 
 
+#: a PYTHONWARNINGS entry (action:message prefix) for Lightning's hint to start jobs with srun
+_SRUN_HINT = "ignore:The `srun` command is available on your system but is not used"
+
+
 class _Interrupted(KeyboardInterrupt):
     """SLURM's warning signal, raised where training runs so the run closes like after Ctrl-C."""
 
@@ -116,6 +125,65 @@ def slurm_signal_stops_training() -> Iterator[None]:
         signal.signal(usr, previous)
 
 
+def driver_script() -> tuple[str, str | None]:
+    """In the driver: the script `-m` ran (path, and module name for `python -m`), for the jobs' DDP."""
+    import __main__
+
+    spec = getattr(__main__, "__spec__", None)
+    return os.path.abspath(sys.argv[0]), spec.name if spec is not None else None
+
+
+@contextlib.contextmanager
+def run_as_driver_script(script: tuple[str, str | None] | None) -> Iterator[None]:
+    """In the job: Lightning's DDP launcher starts the other ranks from the sweep's script.
+
+    It re-runs `sys.argv` (or `python -m <__main__'s module>`), which in a job is submitit's entry
+    point; and it takes SLURM_NTASKS for the rank layout, while a LossLab job is one task whose
+    ranks Lightning starts itself. Both are put back after the job.
+    """
+    import importlib.machinery
+
+    import __main__
+
+    if script is None:
+        yield
+        return
+    path, module = script
+    saved_argv, saved_spec = sys.argv[:], getattr(__main__, "__spec__", None)
+    saved_env = {k: os.environ.get(k) for k in ("SLURM_NTASKS", "PYTHONWARNINGS")}
+    os.environ.pop("SLURM_NTASKS", None)
+    # Lightning then suggests `srun python ...` in every process, ranks included: not for a LossLab job
+    os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [saved_env["PYTHONWARNINGS"], _SRUN_HINT]))
+    sys.argv = [path, *sys.argv[1:]]
+    __main__.__spec__ = importlib.machinery.ModuleSpec(module, None) if module else None
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_SRUN_HINT.split(":", 1)[1])
+            yield
+    finally:
+        sys.argv, __main__.__spec__ = saved_argv, saved_spec
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _not_a_local_worker() -> Iterator[None]:
+    """A SLURM job may run on another node than its driver, whose pid means nothing there: without
+    this, LossLab's worker watchdog (losslab.interrupts) took the driver for dead and killed every
+    job at its start. A cluster job outlives its driver; stop a sweep with `scancel`."""
+    from . import interrupts
+
+    keys = (interrupts.DRIVER_ENV, interrupts.STOP_ENV, interrupts.JOBS_ENV)
+    saved = {k: os.environ.pop(k) for k in keys if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def penalty_return(overrides: list[str]) -> JobReturn:
     """A job's return when it did not finish: the finite penalty a failed run hands a sweeper."""
     from .task import PENALTY
@@ -123,20 +191,25 @@ def penalty_return(overrides: list[str]) -> JobReturn:
     return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=PENALTY)
 
 
-def run_interrupted_job(call: Callable[[], JobReturn], overrides: list[str], result_json: Path) -> JobReturn:
+def run_interrupted_job(
+    call: Callable[[], JobReturn],
+    overrides: list[str],
+    result_json: Path,
+    script: tuple[str, str | None] | None = None,
+) -> JobReturn:
     """Run the job; when SLURM's signal or scancel's SIGTERM stopped it, hand submitit a result.
 
     By then LossLab closed the run KILLED and wrote result.json; without a result to pickle the
     sweep would wait for one. The reason SLURM gave replaces Lightning's "SystemExit: 1".
     """
-    with slurm_signal_stops_training():
+    with slurm_signal_stops_training(), run_as_driver_script(script), _not_a_local_worker():
         try:
             return call()
         except (KeyboardInterrupt, SystemExit) as exc:
             cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
             if isinstance(cause, _Interrupted):
                 _set_error(result_json, str(cause))
-            elif isinstance(cause, KeyboardInterrupt) and str(cause) == f"signal {int(signal.SIGTERM)}":
+            elif isinstance(cause, KeyboardInterrupt) and str(cause) in ("signal 15", "signal SIGTERM"):
                 _set_error(result_json, "SIGTERM: cancelled (scancel) or ended by SLURM")
             return penalty_return(overrides)
 

@@ -45,7 +45,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 sweep_overrides, job_dir_key, job_num, job_id, singleton_state
             )
 
-        return run_interrupted_job(call, list(sweep_overrides), self._job_dir(job_num) / "result.json")
+        result_json = self._job_dir(job_num) / "result.json"
+        return run_interrupted_job(call, list(sweep_overrides), result_json, getattr(self, "script", None))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> None:
         """No requeue (submitit requeues a preempted job that can checkpoint): it would start over."""
@@ -67,7 +68,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Submit the sweep as one array job, then collect every job's return, failed ones included."""
-        from losslab.slurm import collect, watch_with_queue
+        from losslab.slurm import collect, driver_script, watch_with_queue
 
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
@@ -76,6 +77,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         overrides = [list(o) for o in job_overrides]
         for num, ov in zip(nums, overrides, strict=True):
             log.info(f"\t#{num} : {' '.join(filter_overrides(ov))}")
+        self.script = driver_script()  # pickled with this launcher: what a job's DDP ranks re-run
         state = Singleton.get_state()
         jobs = self._executor().map_array(
             self,
