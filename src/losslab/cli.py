@@ -33,6 +33,15 @@ def _hydra_train(cfg: DictConfig) -> float:
     return run(cfg)
 
 
+def _refuse(exc: Exception) -> None:
+    """LossLab's one-paragraph `Error:` for a command-line mistake, exit 2."""
+    if not log.handlers:
+        log.addHandler(error_handler())
+        log.propagate = False
+    log.error("Error: %s", exc)
+    sys.exit(2)
+
+
 def train(argv: list[str] | None = None) -> None:
     """`losslab-train [group=option ...] [key=value ...] [-m]`: one run, or a sweep with -m."""
     from .configcheck import CommandLineError, check
@@ -45,11 +54,10 @@ def train(argv: list[str] | None = None) -> None:
     try:
         args = check(args)
     except CommandLineError as exc:
-        if not log.handlers:
-            log.addHandler(error_handler())
-            log.propagate = False
-        log.error("Error: %s", exc)
-        sys.exit(2)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # the user asked for Hydra's own traceback
+            log.debug("configcheck: %s; HYDRA_FULL_ERROR=1 hands the command line to Hydra", exc)
+        else:
+            _refuse(exc)
     sys.argv = [sys.argv[0], *args]
     try:
         _hydra_train()
