@@ -41,7 +41,11 @@ CASES = [
     Case("unknown-optimizer", ["optimizer=nope"], ["optimizer=nope", "adam"]),
     Case("mistyped-group", ["optimzer=sgd"], ["optimzer", "Did you mean optimizer=sgd?"]),
     Case("mistyped-param", ["loss=hinge", "loss.margni=1"], ["loss.margni", "accepts", "loss.margin?"]),
-    Case("mistyped-outcome", ["outcome.windw=5"], ["outcome.windw", "outcome.min_window?", "stop_on_divergence"]),
+    Case(
+        "mistyped-outcome",
+        ["outcome.windw=5"],
+        ["outcome.windw", "outcome.min_window?", "stop_on_divergence"],
+    ),
     Case("study-without-plus", ["experiment=hinge_margin"], ["did you mean +experiment=hinge_margin?"]),
     Case("unknown-study", ["+experiment=hinge_margn"], ["Did you mean +experiment=hinge_margin?"]),
     Case("sweep-without-m", ["seed=0,1"], ["seed=0,1", "-m"]),

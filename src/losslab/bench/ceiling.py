@@ -107,8 +107,8 @@ def measure(steps: int, threads: int, repeats: int) -> dict[str, Any]:
     per_round = [2 * a / max(p) for a, p in zip(alone, pairs, strict=True)]
     return {
         "steps": steps,
-        "alone_s": [round(a, 3) for a in alone],
-        "pair_s": [[round(v, 3) for v in p] for p in pairs],
+        "alone_s": [round(a, 6) for a in alone],
+        "pair_s": [[round(v, 6) for v in p] for p in pairs],
         "ceiling_per_round": [round(c, 3) for c in per_round],
         "ceiling": round(statistics.median(per_round), 4),
     }
