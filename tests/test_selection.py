@@ -115,3 +115,14 @@ def test_objective_direction_follows_the_metric():
     assert diverged.objective == -task.PENALTY
     nan = task.Result("FINISHED", "r", outcome="converged", metric="accuracy", metric_value=math.nan)
     assert nan.objective == -task.PENALTY and math.isfinite(nan.objective)
+
+
+def test_a_job_that_never_scored_hands_the_sweeper_its_tasks_bad_extreme():
+    """The error path of a multirun job and SLURM's lost jobs use the config's task, like Result."""
+    from losslab import slurm
+
+    assert task.config_penalty(compose(["data=breast_cancer"])) == -task.PENALTY  # accuracy: max
+    assert task.config_penalty(compose(["loss=hinge"])) == -task.PENALTY  # hinge picks binary data
+    assert task.config_penalty(compose(["data=diabetes"])) == task.PENALTY  # rmse: min
+    lost = slurm.penalty_return(["seed=1"], compose(["loss=focal"]))
+    assert lost.return_value == -task.PENALTY and lost.overrides == ["seed=1"]

@@ -184,17 +184,20 @@ def _not_a_local_worker() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def penalty_return(overrides: list[str]) -> JobReturn:
-    """A job's return when it did not finish: the finite penalty a failed run hands a sweeper."""
-    from .task import PENALTY
+def penalty_return(overrides: list[str], config: DictConfig) -> JobReturn:
+    """A job's return when it did not finish: the finite penalty a failed run hands a sweeper,
+    in the bad direction of the task's metric (see `task.config_penalty`)."""
+    from .task import config_penalty
 
-    return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=PENALTY)
+    value = config_penalty(config)
+    return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=value)
 
 
 def run_interrupted_job(
     call: Callable[[], JobReturn],
     overrides: list[str],
     result_json: Path,
+    config: DictConfig,
     script: tuple[str, str | None] | None = None,
 ) -> JobReturn:
     """Run the job; when SLURM's signal or scancel's SIGTERM stopped it, hand submitit a result.
@@ -211,7 +214,7 @@ def run_interrupted_job(
                 _set_error(result_json, str(cause))
             elif isinstance(cause, KeyboardInterrupt) and str(cause) in ("signal 15", "signal SIGTERM"):
                 _set_error(result_json, "SIGTERM: cancelled (scancel) or ended by SLURM")
-            return penalty_return(overrides)
+            return penalty_return(overrides, config)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -249,7 +252,7 @@ def collect(job: Any, overrides: list[str], job_dir: Path, config: DictConfig) -
         error = f"SLURM job {job.job_id} ended {slurm_state} without a result ({_why(exc)[:200]})"
         log.warning(error)
         record_lost_job(job_dir, overrides, status, error, config)
-    return penalty_return(overrides)
+    return penalty_return(overrides, config)
 
 
 def _why(exc: Exception) -> str:

@@ -80,13 +80,27 @@ class Result:
     @property
     def objective(self) -> float:
         """The selected val task metric; a diverged, failed or unscored run gets the bad extreme."""
-        from .metrics import HIGHER_IS_BETTER
-
         ok = self.status in ("FINISHED", "SKIPPED") and self.outcome != "diverged"
         v = self.metric_value
         if ok and v is not None and math.isfinite(v):
             return v
-        return -PENALTY if HIGHER_IS_BETTER.get(self.metric or "", False) else PENALTY
+        return penalty(self.metric)
+
+
+def penalty(metric: str | None) -> float:
+    """The finite value a sweeper gets for a run with no usable score: the bad extreme of `metric`
+    (-PENALTY where higher is better, +PENALTY otherwise), so a failed run never looks like the best."""
+    from .metrics import HIGHER_IS_BETTER
+
+    return -PENALTY if HIGHER_IS_BETTER.get(metric or "", False) else PENALTY
+
+
+def config_penalty(cfg: DictConfig) -> float:
+    """`penalty` for the primary metric of the config's task (`data.task`); +PENALTY if it has none."""
+    from .metrics import TASK_METRICS
+
+    task = OmegaConf.select(cfg, "data.task", default=None)
+    return penalty(primary_metric(task) if task in TASK_METRICS else None)
 
 
 def _write_result(out_dir: Path | None, result: Result, overrides: list[str]) -> None:
@@ -533,4 +547,4 @@ def main(cfg: DictConfig) -> float:
         print(f"Error: {_one_line(err or exc)}", file=sys.stderr, flush=True)
         if not multirun:
             sys.exit(2)
-        return PENALTY
+        return config_penalty(cfg)

@@ -46,7 +46,9 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             )
 
         result_json = self._job_dir(job_num) / "result.json"
-        return run_interrupted_job(call, list(sweep_overrides), result_json, getattr(self, "script", None))
+        assert self.config is not None
+        script = getattr(self, "script", None)
+        return run_interrupted_job(call, list(sweep_overrides), result_json, self.config, script)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> None:
         """No requeue (submitit requeues a preempted job that can checkpoint): it would start over."""
