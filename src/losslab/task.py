@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once 
 
 #: value handed back to a sweeper for a run that diverged or failed: finite, so Optuna & co. keep going
 PENALTY = 1.0e12
+log = logging.getLogger("losslab.task")
 SIZE_ENV = "LOSSLAB_SWEEP_SIZE"
 
 
@@ -114,7 +115,7 @@ def train(cfg: DictConfig) -> Result:
     if ddp_child():
         out_dir, prefix = None, ""  # rank 0 prints and reports the job
     if prefix:
-        print(f"{prefix}{' '.join(overrides) or '(defaults)'}", flush=True)
+        log.info("%s%s", prefix, " ".join(overrides) or "(defaults)")
     name = run_name(cfg, choices)
     try:
         result = _train(cfg, choices, overrides, name, prefix)
@@ -204,9 +205,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     if not cfg.get("rerun", False):
         done = tracking.find_finished(client, exp_id, chash)
         if done is not None:
-            print(
-                f"{prefix}skip: {name} already FINISHED as run {done.run_id} (rerun=true forces)", flush=True
-            )
+            log.info("%sskip: %s already FINISHED as run %s (rerun=true forces)", prefix, name, done.run_id)
             return Result("SKIPPED", name, done.run_id, done.outcome, done.val_loss)
 
     gradcheck_tags = _maybe_gradcheck(cfg, job.loss)
@@ -234,7 +233,8 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         retry_seconds=float(cfg.tracking.get("retry_seconds", 60)),
         flush_every=int(cfg.tracking.get("flush_every", 256)),
     )
-    print(f"{prefix}run {name} ({recorder.run_id}) -> {tracking.redact_uri(uri)}", flush=True)
+    log.info("%srun %s (%s) -> %s", prefix, name, recorder.run_id, tracking.redact_uri(uri))
+    _log_dataset(client, recorder.run_id, job.data)
     guard = DivergenceGuard(rules) if cfg.outcome.get("stop_on_divergence", True) else None
     tracker = TrackingCallback(recorder)
     gs = cfg.get("grad_stats") or {}
@@ -316,11 +316,27 @@ def _finish(
     recorder.close("FINISHED")
     label = outcome.label if outcome else "unknown"
     shown = f"{val_loss:.4g}" if val_loss is not None else "n/a"
-    print(
-        f"{prefix}done: {name} outcome={label} val/loss={shown} steps={trainer.global_step} ({wall:.1f}s)",
-        flush=True,
+    log.info(
+        "%sdone: %s outcome=%s val/loss=%s steps=%d (%.1fs)",
+        prefix,
+        name,
+        label,
+        shown,
+        trainer.global_step,
+        wall,
     )
     return Result("FINISHED", name, recorder.run_id, label, val_loss)
+
+
+def _log_dataset(client: Any, run_id: str, data: Any) -> None:
+    """The run's data as MLflow inputs (Dataset column); a failure here costs a warning, not the run."""
+    from . import tracking
+
+    try:
+        splits = {"train": (data.x_train, data.y_train), "validation": (data.x_val, data.y_val)}
+        tracking.log_dataset(client, run_id, data.name, splits)
+    except Exception as exc:
+        log.warning("warning: run %s has no dataset input (%s: %s)", run_id, type(exc).__name__, exc)
 
 
 def _log_artifacts(
@@ -395,7 +411,7 @@ def main(cfg: DictConfig) -> float:
         err = user_error(exc)
         if not multirun and (err is None or os.environ.get("HYDRA_FULL_ERROR") == "1"):
             raise  # a programming error (ours or a user's loss), or asked for: keep the traceback
-        print(f"Error: {_one_line(err or exc)}", file=sys.stderr, flush=True)
+        log.error("Error: %s", _one_line(err or exc))
         if not multirun:
             sys.exit(2)
         return PENALTY

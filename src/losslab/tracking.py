@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import math
 import os
@@ -276,6 +277,43 @@ def find_finished(client: MlflowClient, experiment_id: str, config_hash: str) ->
     return FinishedRun(run.info.run_id, run.data.tags.get("outcome"), run.data.metrics.get("final/val_loss"))
 
 
+# ----------------------------------------------------------------------------- standard tags, dataset
+
+
+@functools.lru_cache(maxsize=1)
+def _context_tags() -> tuple[tuple[str, str], ...]:
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return tuple((k, str(v)) for k, v in resolve_tags().items())
+
+
+def standard_tags() -> dict[str, str]:
+    """MLflow's own context tags (mlflow.user, mlflow.source.name/type, mlflow.source.git.commit, ...),
+    exactly as its context providers resolve them for a fluent run; the runs table's User and Source
+    columns read them. Entry-point scripts (train.py, losslab-train) are resolved like any script."""
+    try:  # one resolution per process: the script, user and commit do not change within it
+        return dict(_context_tags())
+    except Exception:  # a context provider failing (e.g. git unreadable) must not stop a run
+        return {}
+
+
+def log_dataset(client: MlflowClient, run_id: str, name: str, splits: Mapping[str, Any]) -> None:
+    """Each split (`{"train": (x, y), "validation": (x, y)}`) as a run input: name, digest and schema
+    (MLflow computes them from the arrays), so the runs table's Dataset column names the data."""
+    import numpy as np
+    from mlflow.data.numpy_dataset import from_numpy
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for context, (x, y) in splits.items():
+        features = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+        targets = np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y)
+        dataset = from_numpy(features, targets=targets, name=name)  # source: the code location
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    client.log_inputs(run_id, datasets=inputs)
+
+
 # ----------------------------------------------------------------------------- params
 
 
@@ -346,7 +384,7 @@ class RunRecorder:
         retry_seconds: float = 60.0,
         flush_every: int = 256,
     ) -> RunRecorder:
-        all_tags = {k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()}
+        all_tags = {k: str(v)[:MAX_TAG_LEN] for k, v in {**standard_tags(), **tags}.items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
