@@ -9,10 +9,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -323,3 +325,41 @@ def test_cli_metric_tune_and_baseline(
         assert compare.main([*args, *out]) == 2
         err = capsys.readouterr().err
         assert err.startswith("Error: ") and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_mlflow_serves_the_logged_report_self_contained(sweep: tuple[str, str], tmp_path: Path) -> None:
+    """MLflow's artifact viewer fetches report/index.html from the server and shows it from a blob URL,
+    where only embedded images can load: the served page must be the self-contained one."""
+    from conftest import free_port, wait_for
+
+    uri, parent = sweep
+    report = compare.build_report(uri, None, parent, tmp_path / "reports")
+    port = free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+
+        def served() -> bytes | None:
+            url = f"http://127.0.0.1:{port}/get-artifact?path=report/index.html&run_uuid={parent}"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    return r.read()
+            except OSError:
+                return None
+
+        body = wait_for(served, timeout=180, every=1.0)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert body == report.html_path.read_bytes()
+    images = _images(body.decode("utf-8"))
+    assert len(images) >= 4 and all(img.startswith(PNG) for img in images)

@@ -325,6 +325,7 @@ def test_the_page_highlights_the_best_design_and_flags_failures(study: tuple[str
     assert '<tr class="best"><td>1</td><td>0.5</td><td>0.01</td><td>10</td><td>0</td>' in page
     assert "5 of 10 failed (diverged 5)" in page and "1 of 10 failed (failed 1)" in page
     assert "rank below every design whose runs all finished" in page
+    assert "Too few seeds" not in page  # 10 seeds everywhere, even where all runs failed
     best_line = next(line for line in report.designs_markdown.splitlines() if "**best**" in line)
     assert best_line.startswith(f"| 1 | {_label(*synthetic.BEST)} **best** |")
     assert report.best["label"] == _label(*synthetic.BEST) and report.best["metric"] == "accuracy"
@@ -351,3 +352,15 @@ def test_a_tie_for_best_is_said_plainly() -> None:
     a.ranked[1].scores[0].val = 0.81  # no longer tied
     del a.ranked[1].val
     assert not [w for w in warnings_of(a) if "tie for the best" in w]
+
+
+def test_a_sweep_whose_runs_all_failed_still_gets_a_report_saying_so() -> None:
+    from losslab.report.page import warnings_of
+
+    runs = [_run(i, {"loss.margin": str(i % 2), "seed": str(i // 2)}, {}, task="binary") for i in range(4)]
+    for run in runs:
+        run.status, run.tags = "FAILED", {"task": "binary"}
+    a = ranking.analyse(runs, ranking.resolve_metric(runs, None))
+    assert a.best is None and all(r.failures == {"failed": 2} for r in a.ranked)
+    assert any("none is highlighted as best" in w for w in warnings_of(a))
+    assert "**best**" not in tables.markdown(a) and "| 2 of 2 |" in tables.markdown(a)

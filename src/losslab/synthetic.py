@@ -4,6 +4,11 @@ Runs, params, tags and final metrics go through MLflow's client. On a sqlite sto
 points are inserted in bulk (MLflow's `log_batch` takes minutes for 200 runs x 1000 steps here);
 `fast=False`, or any other store, uses `log_batch` only. Like migrate.py, a tool about MLflow
 stores, so it imports mlflow.
+
+The runs look like a real sweep's (task metrics, `task`/`heldout`/`outcome`/`overfitting` tags,
+shared seeds) and are built so the right comparison is known: a design best on val (BEST), one
+whose finite runs score highest but that diverges on half its seeds with a tiny loss (TRAP), one
+that always diverges, one FAILED run, and an lr optimum that depends on the margin (`best_lr`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Any
 
 from mlflow.entities import Experiment, Run
 
-from .. import tracking
+from .. import links, tracking
 from .designs import sort_key
 from .ranking import Analysis
 from .stats import MIN_SEEDS
@@ -36,23 +35,6 @@ code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
 .warn{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em 1em;margin:1em 0}
 .verdict{background:#f1faf1;border-left:4px solid #2ca02c;padding:.5em 1em;margin:1em 0}
 """
-
-
-def ui_base(uri: str) -> str:
-    """Where the MLflow UI is: LOSSLAB_UI_HOST/LOSSLAB_UI_PORT (what `make ui` binds to); for a
-    tracking server store, the server itself unless those are set."""
-    host, port = os.environ.get("LOSSLAB_UI_HOST"), os.environ.get("LOSSLAB_UI_PORT")
-    if uri.startswith(("http://", "https://")) and not host and not port:
-        return tracking.redact_uri(uri).rstrip("/")
-    return f"http://{host or '127.0.0.1'}:{port or '5000'}"
-
-
-def runs_url(base: str, exp_id: str) -> str:
-    return f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
-
-
-def run_url(base: str, exp_id: str, run_id: str) -> str:
-    return f"{base}/#/experiments/{exp_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def esc(text: Any) -> str:
@@ -84,17 +66,15 @@ class Context:
 
 
 def _header(ctx: Context, a: Analysis) -> str:
-    exp, base = ctx.experiment, ui_base(ctx.uri)
+    exp = ctx.experiment
     source = (
         f"sweep <code>{esc(ctx.parent.info.run_id)}</code>" if ctx.parent else "all runs of the experiment"
     )
-    links = [
-        f'Runs in the MLflow UI: <a href="{esc(runs_url(base, exp.experiment_id))}">'
-        f"{esc(runs_url(base, exp.experiment_id))}</a>"
-    ]
+    table = links.runs_url(exp.experiment_id, ctx.uri)
+    lines = [f'Runs in the MLflow UI: <a href="{esc(table)}">{esc(table)}</a>']
     if ctx.parent is not None:
-        url = run_url(base, exp.experiment_id, ctx.parent.info.run_id)
-        links.append(f'Sweep parent run: <a href="{esc(url)}">{esc(ctx.parent.info.run_id)}</a>')
+        url = links.run_url(exp.experiment_id, ctx.parent.info.run_id, ctx.uri)
+        lines.append(f'Sweep parent run: <a href="{esc(url)}">{esc(ctx.parent.info.run_id)}</a>')
     out = [
         "<!DOCTYPE html>",
         f"<html><head><meta charset='utf-8'><title>{esc(ctx.title)}</title>",
@@ -103,7 +83,7 @@ def _header(ctx: Context, a: Analysis) -> str:
         f"<p>{len(a.runs)} runs from {source} in experiment <b>{esc(exp.name)}</b> (id "
         f"{esc(exp.experiment_id)}), store <code>{esc(tracking.redact_uri(ctx.uri))}</code>. "
         f"Generated {esc(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>",
-        "<p>" + "<br>".join(links) + "</p>",
+        "<p>" + "<br>".join(lines) + "</p>",
     ]
     if not ctx.uri.startswith(("http://", "https://")):
         out.append(
@@ -128,11 +108,11 @@ def warnings_of(a: Analysis) -> list[str]:
             "split (tag heldout=false). Their val and test values are computed on the training data: "
             "they measure fit, not generalisation."
         )
-    sizes = [r.val.n for r in a.ranked]
-    if sizes and min(sizes) < MIN_SEEDS:
+    seeds = [len({s.run.seed for s in r.scores}) for r in a.ranked]
+    if seeds and min(seeds) < MIN_SEEDS:
         out.append(
-            f"Too few seeds: the smallest design has {min(sizes)} finished run(s). Below {MIN_SEEDS} seeds a "
-            "95% interval is too wide, or too unstable, to tell designs apart; add seeds (seed=0,1,2,3,4)."
+            f"Too few seeds: the smallest design has {min(seeds)} seed(s). Below {MIN_SEEDS} seeds a 95% "
+            "interval is too wide, or too unstable, to tell designs apart; add seeds (seed=0,1,2,3,4)."
         )
     if a.best is None:
         out.append(
@@ -267,14 +247,14 @@ def _plots_section(a: Analysis, plots: dict[str, bytes | None], notes: dict[str,
 
 
 def _runs_table(ctx: Context, a: Analysis) -> str:
-    base, exp_id = ui_base(ctx.uri), ctx.experiment.experiment_id
+    exp_id = ctx.experiment.experiment_id
     m = a.metric
     rows = []
     for r in a.ranked:
         scores = [s for c in (r.configs or [r]) for s in c.scores]
         for s in sorted(scores, key=lambda s: (sort_key(s.run.seed), s.run.name)):
             run = s.run
-            url = run_url(base, exp_id, run.run_id)
+            url = links.run_url(exp_id, run.run_id, ctx.uri)
             rows.append(
                 [
                     f'<a href="{esc(url)}">{esc(run.name)}</a>',

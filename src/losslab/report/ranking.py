@@ -64,7 +64,8 @@ LOSS_FALLBACK = TaskMetric("loss", False, None)
 
 
 def resolve_metric(runs: Sequence[RunData], name: str | None) -> TaskMetric:
-    """`name`, checked against the runs' `task` tag; None: the task's primary metric."""
+    """`name`, checked against the runs' `task` tag; None: the task's primary metric (even when no
+    run logged it: a sweep whose runs all failed still gets a report saying so)."""
     tasks = Counter(r.tags["task"] for r in runs if r.tags.get("task"))
     if len(tasks) > 1:
         mix = ", ".join(f"{t} ({n} runs)" for t, n in sorted(tasks.items()))
@@ -75,6 +76,7 @@ def resolve_metric(runs: Sequence[RunData], name: str | None) -> TaskMetric:
     task = next(iter(tasks), None)
     if task is not None and task not in PRIMARY:
         raise ReportError(f"Unknown task tag {task!r} on these runs; known tasks: {', '.join(PRIMARY)}.")
+    explicit = name is not None
     if name is None:
         if task is None:
             return LOSS_FALLBACK
@@ -89,7 +91,7 @@ def resolve_metric(runs: Sequence[RunData], name: str | None) -> TaskMetric:
             f"{task} metrics: {fitting}."
         )
     metric = TaskMetric(name, maximize, metric_task)
-    if not any(k in r.metrics for r in runs for k in metric.val_keys):
+    if explicit and not any(k in r.metrics for r in runs for k in metric.val_keys):
         raise ReportError(
             f"No run here logged {metric.val_keys[0]} or {metric.val_keys[1]}, so they cannot be ranked on "
             f"{name}. Runs from before task metrics were logged carry no `task` tag: omit --metric to rank "
