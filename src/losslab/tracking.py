@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from .steplog import StepBuffer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("losslab.tracking")
 DEFAULT_EXPERIMENT = "losslab"
 PARENT_ENV = "LOSSLAB_PARENT_RUN_ID"
 MAX_METRICS, MAX_PARAMS_TAGS, MAX_PARAM_LEN, MAX_TAG_LEN = 1000, 100, 6000, 8000
@@ -480,9 +481,7 @@ class RunRecorder:
                 continue
             if self._outage_since is not None:
                 down = time.monotonic() - self._outage_since
-                print(
-                    f"tracking store back after {down:.0f}s; writing {len(points)} queued points", flush=True
-                )
+                log.info("tracking store back after %.0fs; writing %d queued points", down, len(points))
                 self._outage_since = None
             del points[: len(chunk)]
 
@@ -490,10 +489,10 @@ class RunRecorder:
         now = time.monotonic()
         if self._outage_since is None:
             self._outage_since = now
-            print(
-                f"warning: tracking store unreachable ({str(exc).splitlines()[0][:120]}); training goes "
-                f"on, points are queued for up to {self.retry_seconds:g}s",
-                flush=True,
+            log.warning(
+                "warning: tracking store unreachable (%s); training goes on, points are queued for up to %gs",
+                str(exc).splitlines()[0][:120],
+                self.retry_seconds,
             )
         elif now - self._outage_since > self.retry_seconds:
             raise TrackingError(
