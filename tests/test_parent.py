@@ -4,9 +4,10 @@ nothing left to do (no new parent)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from conftest import all_runs, run_train
+from conftest import ROOT, all_runs, run_train
 
 SWEEP = [
     "loss._target_=custom_losses.ScaledLogCosh",
@@ -15,12 +16,14 @@ SWEEP = [
     "trainer.max_steps=20",
     "-m",
 ]
+# the user's loss module is importable as it would be in their project (tests/ on the path)
+ENV = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
 
 
 def test_a_custom_loss_sweep_its_parent_children_and_a_resume_with_nothing_to_do(
     store, client, tmp_path: Path
 ):
-    first = run_train(SWEEP, cwd=tmp_path)
+    first = run_train(SWEEP, cwd=tmp_path, env=ENV)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     runs = all_runs(client)
     parents = [r for r in runs if r.data.tags.get("losslab.sweep") == "parent"]
@@ -64,7 +67,7 @@ def test_a_custom_loss_sweep_its_parent_children_and_a_resume_with_nothing_to_do
     job_logs = sorted(tmp_path.glob("multirun/*/*/*/train.log"))
     assert len(job_logs) == 4 and all("done: scale" in p.read_text() for p in job_logs)
 
-    again = run_train(SWEEP, cwd=tmp_path)
+    again = run_train(SWEEP, cwd=tmp_path, env=ENV)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "all 4 configs of this sweep are done" in again.stdout
     assert f"reports/{parent.info.run_name}/index.html" in again.stdout

@@ -26,8 +26,9 @@ NOTE_TAG = "mlflow.note.content"
 
 def _sweep_lines(config: DictConfig) -> list[str]:
     """The sweeper's params then the command line's overrides, as `key=value` lines (CLI wins)."""
-    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
-    lines = [f"{k}={v}" for k, v in OmegaConf.to_container(params).items()]  # type: ignore[union-attr]
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    plain = OmegaConf.to_container(params) if isinstance(params, DictConfig) else {}
+    lines = [f"{k}={v}" for k, v in plain.items()]  # type: ignore[union-attr]
     return lines + list(config.hydra.overrides.task)
 
 
