@@ -50,7 +50,8 @@ sweep: install  ## run a study (src/losslab/studies/experiment/, default classif
 report: install  ## HTML + PNG report of the latest sweep into reports/
 	$(PY) -m losslab.compare $(ARGS)
 
-ui: install  ## MLflow UI on LOSSLAB_UI_HOST:LOSSLAB_UI_PORT (127.0.0.1:5000; no auth: keep it local)
+# SKIP_INSTALL=1 uses VENV as it is (tests, CI): `make ui` then never runs pip.
+ui: $(if $(SKIP_INSTALL),,install)  ## MLflow UI on LOSSLAB_UI_HOST:LOSSLAB_UI_PORT (127.0.0.1:5000; no auth: keep it local)
 	@$(PY) -m losslab.links --store "$(STORE)"
 	$(VENV)/bin/mlflow ui --backend-store-uri "$(STORE)" --host "$(LOSSLAB_UI_HOST)" --port "$(LOSSLAB_UI_PORT)"
 

@@ -139,6 +139,9 @@ def test_links_follow_losslab_ui_host_and_port_only(monkeypatch: pytest.MonkeyPa
     assert links.run_url("7", "abc") == (
         "http://10.1.2.3:5077/#/experiments/7/runs/abc?workflowType=machine_learning"
     )
-    # runs on a tracking server: its UI is the server itself
-    assert links.runs_url("7", "http://u:secret@127.0.0.1:5001").startswith("http://")
+    # runs on a tracking server: its UI is the server itself, unless LOSSLAB_UI_* name another
+    assert links.runs_url("7", "http://127.0.0.1:5001").startswith("http://10.1.2.3:5077/")
+    monkeypatch.delenv("LOSSLAB_UI_HOST")
+    monkeypatch.delenv("LOSSLAB_UI_PORT")
+    assert links.runs_url("7", "http://u:secret@127.0.0.1:5001").startswith("http://127.0.0.1:5001/#/")
     assert "secret" not in links.runs_url("7", "http://u:secret@127.0.0.1:5001")

@@ -1,107 +1,164 @@
-"""The MLflow UI over LossLab's store, in a real headless Chromium (Debian's `chromium` package).
+"""The MLflow UI review, as a user does it: a fresh sweep prints a link, `make ui` serves the store,
+and a real headless Chromium (Debian's `chromium`) follows the link.
 
-`make ui` is started on a free loopback port over a store holding a real sweep; Chromium renders
-the experiment's runs table, the test reads the rendered DOM and saves a screenshot.
+Checked in the browser: the runs table holds the parent and, expanded, its children, whose names
+start with what differs (seed included) and whose Dataset column names the data; the parent's page
+shows the ranked design table as its note; the report opened in MLflow's artifact viewer shows
+every image. Also: `make ui` binds to loopback whatever plain HOST says, and prints the same link.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import signal
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from chromium import BINARY, Browser
 from conftest import ROOT, all_runs, free_port, run_train, wait_for
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None and os.environ.get("CI") != "true":  # CI installs it (.ci/run); a laptop may not have it
+if BINARY is None and os.environ.get("CI") != "true":  # CI installs it (.ci/run); a laptop may not have it
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1600,1000",
-    "--virtual-time-budget=20000",
-]
 
-
-def _chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
-    assert CHROMIUM, "chromium is not installed; .ci/run installs Debian's chromium package"
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    return subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _listening_hosts(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on `port` (from /proc/net/tcp: what is really bound)."""
+    hosts = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, p = local.split(":")
+        if state == "0A" and int(p, 16) == port:
+            hosts.add(".".join(str(int(addr[i : i + 2], 16)) for i in (6, 4, 2, 0)))
+    return hosts
 
 
 @pytest.fixture
-def ui(store, tmp_path: Path):
-    """`make ui` over the test store on a free port; stopped (whole process group) at the end."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["make", "-s", "ui", f"STORE={store}"],
-        env={**os.environ, "LOSSLAB_UI_PORT": str(port), "HOST": "0.0.0.0"},  # HOST must not matter
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+def ui_port() -> int:
+    return free_port()
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
 
-    try:
+@pytest.fixture
+def make_ui(store: str, ui_port: int):
+    """Starts `make ui` over the test store (no install: SKIP_INSTALL, this interpreter's venv);
+    yields a function returning its first output line; stops the whole process group at the end."""
+    started: list[subprocess.Popen] = []
+
+    def start() -> str:
+        env = {**os.environ, "LOSSLAB_UI_PORT": str(ui_port), "HOST": "0.0.0.0", "PORT": "1"}
+        proc = subprocess.Popen(
+            ["make", "-s", "ui", "SKIP_INSTALL=1", f"VENV={sys.prefix}", f"STORE={store}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        started.append(proc)
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/health", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
         wait_for(healthy, timeout=180, every=0.5)
-        yield f"http://127.0.0.1:{port}"
-    finally:
+        return first
+
+    yield start
+    for proc in started:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
-def test_the_ui_lists_the_sweep_with_readable_names_and_a_screenshot(store, client, tmp_path: Path, ui):
+EXPAND = """(() => {
+  const b = [...document.querySelectorAll('button[data-component-id*="runnamecellrenderer"]')];
+  b.forEach(x => x.click());
+  return b.length;
+})()"""
+IMAGES = """JSON.stringify({
+  images: document.images.length,
+  shown: [...document.images].filter(i => i.complete && i.naturalWidth > 0).length,
+  title: document.title})"""
+
+
+def test_a_fresh_sweep_reviewed_in_the_ui_from_the_link_it_prints(
+    store, client, tmp_path: Path, ui_port: int, make_ui
+):
+    env = {"LOSSLAB_UI_PORT": str(ui_port), "HOST": "0.0.0.0"}
     sweep = run_train(
-        ["loss=hinge", "trainer.max_steps=20", "tracking.report_on_sweep_end=false", "-m"], cwd=tmp_path
+        ["loss=hinge", "loss.margin=0.5,1", "seed=0,1", "trainer.max_steps=20", "-m"], cwd=tmp_path, env=env
     )
-    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    assert sweep.returncode == 0, sweep.stdout[-2000:] + sweep.stderr[-2000:]
     runs = all_runs(client)
     parent = next(r for r in runs if r.data.tags.get("losslab.sweep") == "parent")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     exp_id = parent.info.experiment_id
-    # outcome and loss are tags, so they filter like any column (the UI sends the same search)
-    assert len(client.search_runs([exp_id], "tags.loss = 'hinge'")) == 5
-    assert client.search_runs([exp_id], "tags.outcome != 'diverged'")
+    assert len(children) == 4
 
-    url = f"{ui}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
-    dom = _chromium(url, tmp_path, "--dump-dom").stdout
-    assert parent.info.run_name in dom  # the sweep's parent, children nested under it
-    assert (
-        "6 matching runs" in dom.replace("<!-- -->", "").replace("</span> <span>", " ") or "matching" in dom
-    )
-    shot = tmp_path / "mlflow_ui.png"
-    _chromium(url, tmp_path, f"--screenshot={shot}")
-    assert shot.exists() and shot.stat().st_size > 20_000
-    print(f"screenshot: {shot}")
+    # the sweep ends with its report's path and the UI link (port from LOSSLAB_UI_PORT, not PORT/HOST)
+    report = re.search(r"^report: (\S+index\.html)$", sweep.stdout, re.M)
+    assert report and (tmp_path / report.group(1)).is_file(), sweep.stdout[-1500:]
+    link = re.search(r"MLflow UI \(start it with `make ui`\): (\S+)", sweep.stdout)
+    assert link, sweep.stdout[-1500:]
+    url = link.group(1)
+    assert url == f"http://127.0.0.1:{ui_port}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
 
-    # every child run has its loss-curve PNG as an artifact
-    child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
-    run_url = f"{ui}/#/experiments/{exp_id}/runs/{child.info.run_id}/artifacts"
-    assert "loss_curve.png" in _chromium(run_url, tmp_path, "--dump-dom").stdout
+    first_line = make_ui()
+    assert first_line.strip() == f"latest sweep, runs table: {url}"  # `make ui` shows the same link
+    assert _listening_hosts(ui_port) == {"127.0.0.1"}  # loopback, although HOST=0.0.0.0 is set
+
+    names = sorted(r.info.run_name for r in children)
+    assert names == [
+        "m0.5-s0 (hinge-adam-lr0.001)",
+        "m0.5-s1 (hinge-adam-lr0.001)",
+        "m1-s0 (hinge-adam-lr0.001)",
+        "m1-s1 (hinge-adam-lr0.001)",
+    ]
+    with Browser(tmp_path / "profile") as page:
+        page.open(url)
+        page.wait_text(parent.info.run_name, "Dataset")
+        assert page.js(EXPAND) >= 1  # the parent row's expander: its children appear under it
+        text = page.wait_text(*names, "binary (", "Train", "Validation")
+        assert "5 matching runs" in text  # the parent and its 4 children
+        page.screenshot(tmp_path / "runs_table.png")
+
+        page.open(
+            f"http://127.0.0.1:{ui_port}/#/experiments/{exp_id}/runs/{parent.info.run_id}?{url.split('?')[1]}"
+        )
+        note = page.wait_text("Loss designs, ranked", "margin=0.5", "margin=1", "best/val_loss")
+        assert "Description" in note
+
+        page.open(
+            f"http://127.0.0.1:{ui_port}/#/experiments/{exp_id}/runs/{parent.info.run_id}"
+            "/artifacts/report/index.html?workflowType=machine_learning"
+        )
+        page.wait_text("report/index.html")
+        shown = wait_for(lambda: _report_images(page), timeout=60)
+        assert shown["images"] >= 1 and shown["shown"] == shown["images"], shown
+        assert shown["title"].startswith("LossLab report")
+        page.screenshot(tmp_path / "report_in_mlflow.png")
+    print(f"screenshots: {tmp_path}")
+
+
+def _report_images(page: Browser) -> dict | None:
+    """Images in the report's frame inside MLflow's artifact viewer, once the frame has loaded."""
+    import json
+
+    for frame in page.frames()[1:]:
+        value = json.loads(page.js(IMAGES, page.frame_context(frame["id"])))
+        if value["title"].startswith("LossLab report") and value["images"]:
+            return value
+    return None

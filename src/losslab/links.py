@@ -29,11 +29,15 @@ def ui_address() -> tuple[str, int]:
 
 
 def ui_base(tracking_uri: str | None = None) -> str:
-    """http://HOST:PORT of the UI that shows this store: the server for http(s) stores, else `make ui`'s."""
-    if tracking_uri and tracking_uri.startswith(("http://", "https://")):
-        from .tracking import redact_uri
+    """http://HOST:PORT of the UI that shows this store: `make ui`'s address; for a tracking server
+    store, the server itself unless LOSSLAB_UI_HOST/PORT say otherwise (as the report's links do)."""
+    explicit = os.environ.get("LOSSLAB_UI_HOST") or os.environ.get("LOSSLAB_UI_PORT")
+    if tracking_uri and tracking_uri.startswith(("http://", "https://")) and not explicit:
+        from urllib.parse import urlsplit, urlunsplit
 
-        return redact_uri(tracking_uri).rstrip("/")
+        parts = urlsplit(tracking_uri)  # no user or password in a printed link: the browser asks
+        netloc = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        return urlunsplit(parts._replace(netloc=netloc, query="", fragment="")).rstrip("/")
     host, port = ui_address()
     if host in WILDCARD:  # bound to every interface: this machine's browser reaches it on loopback
         host = "127.0.0.1"

@@ -3,7 +3,10 @@
 - before any job: open the store once (creating its schema; parallel jobs racing on a
   brand-new sqlite file crash), make the sweep's parent run, count the jobs;
 - after all jobs: print a summary table from the jobs' result.json files, close the
-  parent run, and exit non-zero when a job failed.
+  parent run, put the report and the design table on it (`parent`), print the report's path
+  and the UI link, and exit non-zero when a job failed;
+- a resumed grid sweep whose every job already has a FINISHED run makes no parent at all.
+Messages go through the `losslab_sweep` logger (console and <sweep dir>/sweep.log).
 If the driver dies first (Ctrl-C, SIGTERM), an atexit hook still closes the parent run.
 Lifecycle (see `interrupts` and `liveness`): the driver claims its own output folder, marks
 stale runs of earlier sweeps KILLED before jobs start, and on a signal closes every running job
@@ -17,6 +20,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,8 +30,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from . import interrupts
-from .naming import SIZE_ENV
+from . import interrupts, links, parent
+from .logs import sweep_logger
+from .naming import SIZE_ENV, SWEEP_KEYS_ENV
 from .params import redact_overrides, scrub_files
 
 # tracking (MLflow, Lightning: seconds to import) is imported inside the hooks: Hydra builds this
@@ -102,6 +107,11 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _report_dir(name: str) -> str:
+    """The folder build_report writes a sweep's report to, under reports/ (report.build's naming)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"
+
+
 class SweepTracker(Callback):
     """Hydra callback: one MLflow parent run per multirun, a summary at the end."""
 
@@ -112,6 +122,10 @@ class SweepTracker(Callback):
         self._size = "?"
         self._closed = False
         self._heartbeat: Any = None
+        self.swept: list[str] = []
+        self.uri = ""
+        self.exp_id = ""
+        self.log = sweep_logger(None)
 
     def __getstate__(self) -> dict[str, Any]:
         """joblib pickles Hydra's callbacks into every job: leave the driver's heartbeat thread home."""
@@ -128,10 +142,10 @@ class SweepTracker(Callback):
         try:
             self._start(config)
         except tracking.TrackingError as exc:
-            print(f"Error: {exc}", file=sys.stderr, flush=True)
+            self.log.error("Error: %s", exc)
             sys.exit(2)
         except Exception as exc:
-            print(f"Error: sweep set-up failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            self.log.error("Error: sweep set-up failed: %s: %s", type(exc).__name__, exc)
             sys.exit(2)
 
     def _start(self, config: DictConfig) -> None:
@@ -143,8 +157,10 @@ class SweepTracker(Callback):
         exp_id = tracking.ensure_experiment(
             self.client, tracking.resolve_experiment_name(OmegaConf.select(config, "tracking.experiment"))
         )
+        self.uri, self.exp_id = uri, exp_id
         hc = config.hydra
         self.sweep_dir = Path(str(hc.sweep.dir)).resolve()
+        self.log = sweep_logger(self.sweep_dir)
         _claim_sweep_dir(self.sweep_dir)
         reaped = liveness.reap(
             self.client,
@@ -153,7 +169,10 @@ class SweepTracker(Callback):
             "a sweep",
         )
         for run, reason in reaped:
-            print(f"marked run {run.info.run_id} ({run.info.run_name}) KILLED: {reason}", flush=True)
+            self.log.info("marked run %s (%s) KILLED: %s", run.info.run_id, run.info.run_name, reason)
+        self.swept = parent.swept_keys(config)
+        os.environ[SWEEP_KEYS_ENV] = ",".join(self.swept)
+        self._exit_if_all_done(config, exp_id)
         overrides = redact_overrides(hc.overrides.task)
         params = hc.sweeper.get("params")
         size = count_jobs(
@@ -161,20 +180,21 @@ class SweepTracker(Callback):
         )
         self._size = str(size) if size else "?"
         os.environ[SIZE_ENV] = self._size
-        choices = hc.runtime.choices
-        study = choices.get("experiment") or f"{choices.get('loss', 'sweep')}-sweep"
+        study = parent.sweep_name(config, self.swept)
         name = f"{study}-{time.strftime('%Y%m%d-%H%M%S')}"
         run = self.client.create_run(
             exp_id,
             run_name=name,
             tags=clip_tags(
                 {
+                    **tracking.standard_tags(),
                     **liveness.identity(),
                     "losslab.sweep": "parent",
                     "sweep_dir": str(self.sweep_dir),
                     "overrides": " ".join(overrides),
                     "study": str(study),
                     "jobs": str(size or "?"),
+                    "swept": ",".join(self.swept),
                 }
             ),
         )
@@ -185,10 +205,39 @@ class SweepTracker(Callback):
         # A signal to the driver (or its process group) closes every running job KILLED, then stops
         # the sweep; atexit closes the parent run. Jobs in this process install their own handler.
         interrupts.DriverSignals(self.sweep_dir)
-        print(
-            f"sweep {name}: {size or '?'} jobs, parent run {self.parent_id} in {tracking.redact_uri(uri)}",
-            flush=True,
+        self.log.info(
+            "sweep %s: %s jobs, parent run %s in %s",
+            name,
+            size or "?",
+            self.parent_id,
+            tracking.redact_uri(uri),
         )
+
+    def _exit_if_all_done(self, config: DictConfig, exp_id: str) -> None:
+        """A resumed sweep with nothing left: say so and where the report is; no new parent run."""
+        done = parent.pending_jobs(config, self.client, exp_id)
+        if done is None:
+            return
+        n, run_ids = done
+        last = parent.latest_parent(self.client, run_ids)
+        where = "rerun=true runs them again."
+        if last is not None:
+            local = Path("reports") / _report_dir(last.info.run_name or last.info.run_id) / "index.html"
+            report = (
+                f"{local}" if local.is_file() else f"`python -m losslab.compare --sweep {last.info.run_id}`"
+            )
+            where = (
+                f"Their report: {report} (also on parent run {last.info.run_id}: "
+                f"{links.run_url(exp_id, last.info.run_id, self.uri)}). {where}"
+            )
+        self.log.info(
+            "all %d configs of this sweep are done (FINISHED runs in experiment %s); nothing to run and "
+            "no new parent run. %s",
+            n,
+            exp_id,
+            where,
+        )
+        sys.exit(0)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """In the process running the job: the sweep's variables (joblib workers predate them)."""
@@ -197,6 +246,8 @@ class SweepTracker(Callback):
 
             os.environ[PARENT_ENV] = self.parent_id
             os.environ[SIZE_ENV] = self._size
+        if self.swept:
+            os.environ[SWEEP_KEYS_ENV] = ",".join(self.swept)
 
     def _close_if_open(self, status: str = "KILLED") -> None:
         if self._closed or self.client is None or self.parent_id is None:
@@ -213,17 +264,19 @@ class SweepTracker(Callback):
             self.client.set_terminated(self.parent_id, status=status)
         os.environ.pop(tracking.PARENT_ENV, None)
 
-    def _report(self, config: DictConfig) -> None:
+    def _report(self, config: DictConfig) -> Any:
         """The comparison report of this sweep, beside the runs; a failure here never fails the sweep."""
         if not OmegaConf.select(config, "tracking.report_on_sweep_end", default=True):
-            return
+            return None
+        report = None
         try:
             from .compare import build_report
 
-            html = build_report(self.client, None, self.parent_id, Path("reports"))
-            print(f"report: {html}", flush=True)
+            report = build_report(self.client, None, self.parent_id, Path("reports"))
+            self.log.info("report: %s", os.fspath(report))
         except Exception as exc:
-            print(f"warning: no report for this sweep ({type(exc).__name__}: {exc})", file=sys.stderr)
+            self.log.warning("warning: no report for this sweep (%s: %s)", type(exc).__name__, exc)
+        return report
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .workers import stop_workers
@@ -239,7 +292,7 @@ class SweepTracker(Callback):
             key = r.get("outcome") or str(r.get("status", "?")).lower()
             counts[key] = counts.get(key, 0) + 1
         table = summary_table(rows)
-        print("\nSweep summary\n" + table, flush=True)
+        self.log.info("\nSweep summary\n%s", table)
         if self.client is not None and self.parent_id is not None:
             tags = {f"count.{k}": str(v) for k, v in counts.items()}
             tags.update({"jobs_failed": str(len(failed)), "jobs_done": str(len(rows))})
@@ -250,12 +303,25 @@ class SweepTracker(Callback):
                 self.client.log_text(self.parent_id, table + "\n", "summary.txt")
                 self.client.log_dict(self.parent_id, rows, "summary.json")
             self._close_if_open("FAILED" if failed else "FINISHED")
-            self._report(config)
-            print(
-                f"parent run {self.parent_id}; browse with `make ui`, report again with "
-                f"`python -m losslab.compare --sweep {self.parent_id}`",
-                flush=True,
+            report = self._report(config)
+            self._annotate(report, rows)
+            self.log.info(
+                "MLflow UI (start it with `make ui`): %s\n  this sweep's parent run: %s\n"
+                "  report again: python -m losslab.compare --sweep %s",
+                links.runs_url(self.exp_id, self.uri),
+                links.run_url(self.exp_id, self.parent_id, self.uri),
+                self.parent_id,
             )
         if failed:
-            print(f"{len(failed)} of {len(rows)} jobs failed", file=sys.stderr, flush=True)
+            self.log.error("%d of %d jobs failed", len(failed), len(rows))
             sys.exit(1)
+
+    def _annotate(self, report: Any, rows: list[dict[str, Any]]) -> None:
+        """The design table as the parent's note, the best design's metrics; never fails the sweep."""
+        link = None
+        if report is not None:
+            link = f"{links.run_url(self.exp_id, self.parent_id, self.uri)} (Artifacts: report/index.html)"
+        try:
+            parent.annotate(self.client, self.parent_id, report, rows, link)
+        except Exception as exc:
+            self.log.warning("warning: the parent run has no note (%s: %s)", type(exc).__name__, exc)

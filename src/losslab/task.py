@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once 
 #: size of the value handed back to a sweeper for a run that diverged or failed, in the bad direction
 #: of the metric (-1e12 for accuracy, +1e12 for rmse): finite, so Optuna & co. keep going
 PENALTY = 1.0e12
+log = logging.getLogger("losslab.task")
 
 
 def _progress_bar(cfg: DictConfig) -> bool:
@@ -121,7 +122,7 @@ def train(cfg: DictConfig) -> Result:
     if ddp_child():
         out_dir, prefix = None, ""  # rank 0 prints and reports the job
     if prefix:
-        print(f"{prefix}{' '.join(overrides) or '(defaults)'}", flush=True)
+        log.info("%s%s", prefix, " ".join(overrides) or "(defaults)")
     name = run_name(cfg, choices)
     if out_dir is not None:  # Hydra wrote the config as given, secrets included, before this job ran
         scrub_files(out_dir / ".hydra" / f for f in ("config.yaml", "overrides.yaml", "hydra.yaml"))
@@ -141,7 +142,7 @@ def train(cfg: DictConfig) -> Result:
                     if interrupts.sweep_stopping(wait=2.0):
                         interrupts.exit_worker(130)  # the sweep is stopping: take no further job
                     # only this job was signalled: a failed job, the sweep goes on and reports it
-                    print(f"{prefix}killed: {name} ({error})", file=sys.stderr, flush=True)
+                    log.warning("%skilled: %s (%s)", prefix, name, error)
                     return Result("KILLED", name, error=error)
             raise
         with signals.deferred():
@@ -233,9 +234,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     if not cfg.get("rerun", False):
         done = tracking.find_finished(client, exp_id, chash)
         if done is not None:
-            print(
-                f"{prefix}skip: {name} already FINISHED as run {done.run_id} (rerun=true forces)", flush=True
-            )
+            log.info("%sskip: %s already FINISHED as run %s (rerun=true forces)", prefix, name, done.run_id)
             metric = primary_metric(job.data.task)
             value = client.get_run(done.run_id).data.metrics.get(f"best/val_{metric}")
             return Result("SKIPPED", name, done.run_id, done.outcome, done.val_loss, None, metric, value)
@@ -291,7 +290,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     except tracking.ConfigClaimed as claimed:
         holder = claimed.holder
         state = "already FINISHED" if holder.info.status == "FINISHED" else "running now"
-        print(f"{prefix}skip: {name} is {state} as run {holder.info.run_id} (claimed first)", flush=True)
+        log.info("%sskip: %s is %s as run %s (claimed first)", prefix, name, state, holder.info.run_id)
         metric = holder.data.metrics.get("final/val_loss")
         task_metric = primary_metric(job.data.task)
         chosen = holder.data.metrics.get(f"best/val_{task_metric}")
@@ -300,7 +299,8 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     tracker.recorder = recorder
     started = time.perf_counter()
     try:
-        print(f"{prefix}run {name} ({recorder.run_id}) -> {tracking.redact_uri(uri)}", flush=True)
+        log.info("%srun %s (%s) -> %s", prefix, name, recorder.run_id, tracking.redact_uri(uri))
+        _log_dataset(client, recorder.run_id, job.data)
         module = LossLabModule(
             job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler
         )
@@ -388,10 +388,15 @@ def _finish(
     metric = module.primary
     chosen = final.get(f"best/val_{metric}")
     shown_metric = f" best val/{metric}={chosen:.4g}" if chosen is not None else ""
-    print(
-        f"{prefix}done: {name} outcome={label} val/loss={shown}{shown_metric} "
-        f"steps={trainer.global_step} ({wall:.1f}s)",
-        flush=True,
+    log.info(
+        "%sdone: %s outcome=%s val/loss=%s%s steps=%d (%.1fs)",
+        prefix,
+        name,
+        label,
+        shown,
+        shown_metric,
+        trainer.global_step,
+        wall,
     )
     return Result("FINISHED", name, recorder.run_id, label, val_loss, None, metric, chosen)
 
@@ -401,6 +406,21 @@ def _early_stopped(trainer: pl.Trainer) -> bool:
     from pytorch_lightning.callbacks import EarlyStopping
 
     return any(isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0 for cb in trainer.callbacks)
+
+
+def _log_dataset(client: Any, run_id: str, data: Any) -> None:
+    """The run's data as MLflow inputs (Dataset column); a failure here costs a warning, not the run."""
+    from . import tracking
+
+    try:
+        splits = {
+            "train": (data.x_train, data.y_train),
+            "validation": (data.x_val, data.y_val),
+            "test": (data.x_test, data.y_test),
+        }
+        tracking.log_dataset(client, run_id, data.name, splits)
+    except Exception as exc:
+        log.warning("warning: run %s has no dataset input (%s: %s)", run_id, type(exc).__name__, exc)
 
 
 def _log_artifacts(
@@ -505,7 +525,7 @@ def _precision(cfg: DictConfig, trainer: pl.Trainer, params: dict[str, str], pre
     params["trainer.precision"] = used
     if asked in ("", used):
         return {"precision": used}
-    print(f"{prefix}note: trainer.precision={asked} runs as {used} here (recorded as {used})", flush=True)
+    log.info("%snote: trainer.precision=%s runs as %s here (recorded as %s)", prefix, asked, used, used)
     return {"precision": used, "precision_requested": asked}
 
 
@@ -544,7 +564,7 @@ def main(cfg: DictConfig) -> float:
         err = user_error(exc)
         if not multirun and (err is None or os.environ.get("HYDRA_FULL_ERROR") == "1"):
             raise  # a programming error (ours or a user's loss), or asked for: keep the traceback
-        print(f"Error: {_one_line(err or exc)}", file=sys.stderr, flush=True)
+        log.error("Error: %s", _one_line(err or exc))
         if not multirun:
             sys.exit(2)
         return config_penalty(cfg)

@@ -10,6 +10,8 @@ are re-exported here for callers that know this module only.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import math
 import sqlite3
 import time
@@ -67,6 +69,7 @@ __all__ = [
     "resolve_tracking_uri",
 ]
 
+log = logging.getLogger("losslab.tracking")
 PARENT_ENV = "LOSSLAB_PARENT_RUN_ID"
 
 
@@ -161,6 +164,43 @@ def find_finished(client: MlflowClient, experiment_id: str, config_hash: str) ->
     return FinishedRun(run.info.run_id, run.data.tags.get("outcome"), run.data.metrics.get("final/val_loss"))
 
 
+# ----------------------------------------------------------------------------- standard tags, dataset
+
+
+@functools.lru_cache(maxsize=1)
+def _context_tags() -> tuple[tuple[str, str], ...]:
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return tuple((k, str(v)) for k, v in resolve_tags().items())
+
+
+def standard_tags() -> dict[str, str]:
+    """MLflow's own context tags (mlflow.user, mlflow.source.name/type, mlflow.source.git.commit, ...),
+    exactly as its context providers resolve them for a fluent run; the runs table's User and Source
+    columns read them. Entry-point scripts (train.py, losslab-train) are resolved like any script."""
+    try:  # one resolution per process: the script, user and commit do not change within it
+        return dict(_context_tags())
+    except Exception:  # a context provider failing (e.g. git unreadable) must not stop a run
+        return {}
+
+
+def log_dataset(client: MlflowClient, run_id: str, name: str, splits: Mapping[str, Any]) -> None:
+    """Each split (`{"train": (x, y), "validation": (x, y)}`) as a run input: name, digest and schema
+    (MLflow computes them from the arrays), so the runs table's Dataset column names the data."""
+    import numpy as np
+    from mlflow.data.numpy_dataset import from_numpy
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for context, (x, y) in splits.items():
+        features = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+        targets = np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y)
+        dataset = from_numpy(features, targets=targets, name=name)  # source: the code location
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    client.log_inputs(run_id, datasets=inputs)
+
+
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -224,7 +264,7 @@ class RunRecorder:
         stale_after: float = liveness.STALE_AFTER,
     ) -> RunRecorder:
         """Create the run; with `claim_hash`, raise `ConfigClaimed` (run deleted) if another run holds it."""
-        all_tags = clip_tags({**tags, **liveness.identity()})
+        all_tags = clip_tags({**standard_tags(), **tags, **liveness.identity()})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         try:
@@ -349,9 +389,7 @@ class RunRecorder:
                 continue
             if self._outage_since is not None:
                 down = time.monotonic() - self._outage_since
-                print(
-                    f"tracking store back after {down:.0f}s; writing {len(points)} queued points", flush=True
-                )
+                log.info("tracking store back after %.0fs; writing %d queued points", down, len(points))
                 self._outage_since = None
             del points[: len(chunk)]
 
@@ -359,10 +397,10 @@ class RunRecorder:
         now = time.monotonic()
         if self._outage_since is None:
             self._outage_since = now
-            print(
-                f"warning: tracking store unreachable ({str(exc).splitlines()[0][:120]}); training goes "
-                f"on, points are queued for up to {self.retry_seconds:g}s",
-                flush=True,
+            log.warning(
+                "warning: tracking store unreachable (%s); training goes on, points are queued for up to %gs",
+                str(exc).splitlines()[0][:120],
+                self.retry_seconds,
             )
         elif now - self._outage_since > self.retry_seconds:
             raise TrackingError(

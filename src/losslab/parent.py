@@ -1,0 +1,199 @@
+"""What a sweep is called, which of its jobs are left, and what its parent run shows in the MLflow UI.
+
+- `swept_keys`: the config keys that differ between the jobs (command-line sweeps and the sweeper's
+  params); the jobs' run names start with them (`naming.run_name`, via SWEEP_KEYS_ENV).
+- `pending_jobs`: for a grid sweep, how many jobs have no FINISHED run of their exact config yet, so
+  a resumed sweep with nothing to do makes no new parent run.
+- `annotate`: the parent run carries the sweep's result where the UI shows it: the ranked design
+  table as the run's note (`mlflow.note.content`, markdown), the best design's key metrics as
+  metrics and tags (the report itself is logged on the parent by `build_report`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .naming import loss_label
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+NOTE_TAG = "mlflow.note.content"
+
+
+def _sweep_lines(config: DictConfig) -> list[str]:
+    """The sweeper's params then the command line's overrides, as `key=value` lines (CLI wins)."""
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    plain = OmegaConf.to_container(params) if isinstance(params, DictConfig) else {}
+    lines = [f"{k}={v}" for k, v in plain.items()]  # type: ignore[union-attr]
+    return lines + list(config.hydra.overrides.task)
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """Keys that take several values in this sweep, in command-line order (`+`/`~` stripped)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    by_key: dict[str, bool] = {}
+    try:
+        for ov in OverridesParser.create().parse_overrides(_sweep_lines(config)):
+            key = ov.get_key_element().lstrip("+~")
+            by_key[key] = ov.is_sweep_override() and (ov.is_discrete_sweep() is False or _n(ov) > 1)
+    except Exception:  # a sweep line we cannot read: names fall back to the full form
+        return []
+    return [k for k, swept in by_key.items() if swept]
+
+
+def _n(ov: Any) -> int:
+    try:
+        return len(list(ov.sweep_string_iterator()))
+    except Exception:
+        return 2
+
+
+def sweep_name(config: DictConfig, keys: Iterable[str]) -> str:
+    """The study's name, else the loss's (a user's loss: its class name), e.g. `cauchy-sweep`."""
+    choices = config.hydra.runtime.choices
+    if choices.get("experiment"):
+        return str(choices["experiment"])
+    if {"loss", "loss._target_"} & set(keys):
+        return "losses-sweep"
+    plain = {k: str(v) for k, v in choices.items() if v is not None and not str(k).startswith("hydra/")}
+    return f"{loss_label(config, plain)}-sweep"
+
+
+def job_overrides(config: DictConfig) -> list[list[str]] | None:
+    """Every job's override list, as Hydra's BasicSweeper will launch them; None for other sweepers."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if OmegaConf.select(config, "hydra.sweeper._target_", default=None) != BASIC_SWEEPER:
+        return None
+    try:
+        parsed = OverridesParser.create().parse_overrides(_sweep_lines(config))
+        (batch,) = BasicSweeper.split_arguments(parsed, None)
+    except Exception:
+        return None
+    return batch
+
+
+def pending_jobs(config: DictConfig, client: Any, experiment_id: str) -> tuple[int, list[str]] | None:
+    """(number of jobs, run ids of the FINISHED runs that already cover them) when every job is done;
+    None when something is left to run or the sweep cannot be enumerated (e.g. Optuna)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .naming import config_hash
+
+    if OmegaConf.select(config, "rerun", default=False):
+        return None
+    jobs = job_overrides(config)
+    if not jobs or not GlobalHydra.instance().is_initialized():
+        return None
+    loader = GlobalHydra.instance().config_loader()
+    done = _finished_by_hash(client, experiment_id)
+    found: list[str] = []
+    for overrides in jobs:
+        try:
+            job_cfg = loader.load_sweep_config(config, list(overrides))
+        except Exception:
+            return None  # a job that cannot compose will fail and be reported: run the sweep
+        with open_dict(job_cfg):  # what the job's task sees: Hydra removes its own node first
+            del job_cfg["hydra"]
+        try:
+            run_id = done.get(config_hash(job_cfg))
+        except Exception:
+            return None
+        if run_id is None:
+            return None
+        found.append(run_id)
+    return (len(jobs), found) if len(found) == len(jobs) else None
+
+
+def _finished_by_hash(client: Any, experiment_id: str) -> dict[str, str]:
+    """config hash -> newest FINISHED run id in the experiment (one paged search, not one per job)."""
+    out: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string="attributes.status = 'FINISHED'",
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        for run in page:
+            h = run.data.tags.get("losslab.config_hash")
+            if h and h not in out:
+                out[h] = run.info.run_id
+        token = page.token
+        if not token:
+            return out
+
+
+def latest_parent(client: Any, run_ids: list[str]) -> Any | None:
+    """The newest sweep parent among these runs' parents (where their report was made)."""
+    parents = set()
+    for run_id in run_ids:
+        with contextlib.suppress(Exception):
+            pid = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+            if pid:
+                parents.add(pid)
+    runs = []
+    for pid in parents:
+        with contextlib.suppress(Exception):
+            runs.append(client.get_run(pid))
+    return max(runs, key=lambda r: r.info.start_time or 0) if runs else None
+
+
+def summary_markdown(rows: list[dict[str, Any]]) -> str:
+    """The jobs as a markdown table: the note when no design table could be made."""
+    lines = ["| job | run | status | outcome | val/loss |", "|---|---|---|---|---|"]
+    for r in rows[:200]:
+        v = r.get("val_loss")
+        val = f"{v:.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+        cells = (r.get("job"), r.get("name", "-"), r.get("status", "?"), r.get("outcome") or "-", val)
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def note_text(report: Any, rows: list[dict[str, Any]], report_link: str | None) -> str:
+    """The parent run's note: the ranked design table (the report's), else the job table."""
+    table = getattr(report, "designs_markdown", None) if report is not None else None
+    head = "## Loss designs, ranked\n\n" if table else "## Jobs\n\n"
+    body = table or summary_markdown(rows)
+    tail = f"\n\nFull report (self-contained HTML): {report_link}" if report_link else ""
+    return head + body + tail
+
+
+def best_metrics(best: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """The best design's numbers as parent metrics (`best/val_accuracy`, ...) and its label as tags."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for key, value in best.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(float(value)):
+            name = key if "/" in key else f"best/{key}"
+            metrics[name] = float(value)
+        elif key in ("label", "metric", "direction"):
+            tags[f"best.{key}"] = str(value)
+    return metrics, tags
+
+
+def annotate(client: Any, parent_id: str, report: Any, rows: list[dict[str, Any]], link: str | None) -> None:
+    """Note, best-design metrics and tags on the parent run (each write on its own: one failing
+    leaves the others)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    client.set_tag(parent_id, NOTE_TAG, note_text(report, rows, link))
+    best = getattr(report, "best", None) or {}
+    metrics, tags = best_metrics(best)
+    for k, v in tags.items():
+        client.set_tag(parent_id, k, v[:5000])
+    if metrics:
+        now = int(time.time() * 1000)
+        client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])

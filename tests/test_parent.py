@@ -1,0 +1,74 @@
+"""A sweep's parent run and its children as the MLflow UI reads them, from a real Hydra multirun:
+names, note, best-design metrics, MLflow's standard tags, dataset inputs, logs, and a resume with
+nothing left to do (no new parent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import ROOT, all_runs, run_train
+
+SWEEP = [
+    "loss._target_=custom_losses.ScaledLogCosh",
+    "+loss.scale=0.5,2",
+    "seed=0,1",
+    "trainer.max_steps=20",
+    "-m",
+]
+# the user's loss module is importable as it would be in their project (tests/ on the path)
+ENV = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_a_custom_loss_sweep_its_parent_children_and_a_resume_with_nothing_to_do(
+    store, client, tmp_path: Path
+):
+    first = run_train(SWEEP, cwd=tmp_path, env=ENV)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    runs = all_runs(client)
+    parents = [r for r in runs if r.data.tags.get("losslab.sweep") == "parent"]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+    # named after the user's loss class, not the default loss
+    assert parent.info.run_name.startswith("scaledlogcosh-sweep-"), parent.info.run_name
+    # what differs first (the loss's own knob and the seed), the rest in brackets
+    assert sorted(r.info.run_name for r in children) == [
+        "scale0.5-s0 (scaledlogcosh-adam-lr0.001)",
+        "scale0.5-s1 (scaledlogcosh-adam-lr0.001)",
+        "scale2-s0 (scaledlogcosh-adam-lr0.001)",
+        "scale2-s1 (scaledlogcosh-adam-lr0.001)",
+    ]
+    # the parent carries the result: the ranked design table as its note, the best design's numbers
+    note = parent.data.tags["mlflow.note.content"]
+    assert "scale=0.5" in note and "scale=2" in note and "|" in note
+    assert parent.data.tags["best.label"] in ("scale=0.5", "scale=2")
+    assert parent.data.metrics["best/runs"] == 2
+    assert any(k.startswith("best/val_") for k in parent.data.metrics)
+    artifacts = [f.path for f in client.list_artifacts(parent.info.run_id, "report")]
+    assert "report/index.html" in artifacts
+    # MLflow's own context tags and the data as inputs (the UI's User, Source and Dataset columns)
+    for run in [parent, *children]:
+        assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"
+        assert run.data.tags["mlflow.source.name"].endswith("train.py")
+        assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    for child in children:
+        inputs = child.inputs.dataset_inputs
+        assert {i.dataset.name for i in inputs} == {"regression"}
+        assert {t.value for i in inputs for t in i.tags} == {"train", "validation", "test"}
+        assert all(i.dataset.digest and "tensorspec" in i.dataset.schema for i in inputs)
+
+    # the end of the sweep says where the report and the runs table are; the logs hold the lines
+    assert "report: reports/scaledlogcosh-sweep-" in first.stdout
+    assert f"/#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning" in first.stdout
+    sweep_log = next(tmp_path.glob("multirun/*/*/sweep.log")).read_text()
+    assert "Sweep summary" in sweep_log and "report: " in sweep_log
+    job_logs = sorted(tmp_path.glob("multirun/*/*/*/train.log"))
+    assert len(job_logs) == 4 and all("done: scale" in p.read_text() for p in job_logs)
+
+    again = run_train(SWEEP, cwd=tmp_path, env=ENV)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "all 4 configs of this sweep are done" in again.stdout
+    assert f"reports/{parent.info.run_name}/index.html" in again.stdout
+    assert len(all_runs(client)) == len(runs)  # no new parent, no new child
