@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -36,6 +37,21 @@ def test_precision_recorded_is_the_one_lightning_used(store, client):
     expected = "16-mixed" if torch.cuda.is_available() else "bf16-mixed"  # Lightning's CPU fallback
     assert run.data.params["trainer.precision"] == expected
     assert run.data.tags["precision"] == expected and run.data.tags["precision_requested"] == "16"
+
+
+def test_weights_moved_by_the_precision_plugin_still_score_the_test_split_and_the_noise_probe(store, client):
+    """Code that runs the model outside Lightning's loop (test/* on the selected weights, the per-sample
+    gradient probe) meets the weights where Lightning put them: float64 here, cuda on a GPU box
+    (scripts/gpu_check.sh found every GPU run failing at test/* before this)."""
+    cfg = compose(["trainer.max_steps=20", "trainer.precision=64-true", "grad_stats.noise_every=5"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = task.train(cfg)
+    assert result.status == "FINISHED", result.error
+    metrics = client.get_run(result.run_id).data.metrics
+    assert {"test/rmse", "test/mae", "test/r2"} <= set(metrics)
+    assert not [w for w in caught if "noise probe disabled" in str(w.message)]
+    assert len(client.get_metric_history(result.run_id, "grad/noise_scale")) >= 3
 
 
 @ROOT_ONLY

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .splits import (
     SEED_WEIGHTS,
@@ -403,4 +403,15 @@ def sklearn_dataset(
         standardize=True,
         standardize_target=standardize_target and not binary,
         weights="none" if binary else weights,
+    )
+
+
+def like_weights(model: nn.Module, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Tensors on the weights' device, floating ones in their dtype, as Lightning's precision plugin
+    hands batches to training_step: for code that runs the model outside the loop on the (CPU) data."""
+    param = next(model.parameters(), None)
+    if param is None:
+        return tensors
+    return tuple(
+        t.to(param.device, param.dtype) if t.is_floating_point() else t.to(param.device) for t in tensors
     )

@@ -27,6 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from .data import like_weights
 from .steplog import StepBuffer
 
 PRED_NAMES = ("grad/pred/mean_abs", "grad/pred/max_abs", "grad/pred/zero_frac")
@@ -207,9 +208,8 @@ class GradientStats(pl.Callback):
         data = getattr(pl_module, "data", None)
         if data is None:
             return
-        x = data.x_train[: self.probe_size]
-        y = data.y_train[: self.probe_size]
         model, loss_fn = pl_module.model, pl_module.loss
+        x, y = like_weights(model, data.x_train[: self.probe_size], data.y_train[: self.probe_size])
         params = {k: v.detach() for k, v in model.named_parameters()}
         checked = getattr(loss_fn, "check_values", None)
 

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from .data import TensorData
+from .data import TensorData, like_weights
 from .losses import accepts_weight
 from .metrics import TASK_METRICS, better, decision_threshold, primary_metric, task_metrics
 
@@ -144,9 +144,13 @@ class LossLabModule(pl.LightningModule):
         was_training = self.model.training
         self.model.eval()
         try:
-            batches = [(self.model(x), y) for x, y, _ in data.test_batches()]
+            # outside Lightning's loop: inputs meet the weights where Lightning put them (cuda, or
+            # float64/bf16 under trainer.precision=64-true/bf16-true)
+            batches = [
+                (self.model(*like_weights(self.model, x)).float(), y) for x, y, _ in data.test_batches()
+            ]
             scores = torch.cat([s for s, _ in batches])
-            targets = torch.cat([y for _, y in batches])
+            targets = torch.cat([y for _, y in batches]).to(scores.device)
             values = task_metrics(self.task, scores, targets, self.threshold)
         finally:
             self.model.train(was_training)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,21 +23,24 @@ def run(ctx: Context) -> None:
         ctx.results["syncs"] = {"per_step": None, "note": "n/a (no GPU)"}
         ctx.row("syncs", "host syncs per training step (CUDA sync debug)", None, "", "n/a (no GPU)")
         return
-    per_step = count_syncs_per_step(ctx.sizes.threads, ctx.store("syncs"))
+    per_step, sources = count_syncs_per_step(ctx.sizes.threads, ctx.store("syncs"))
     ctx.row("syncs", "host syncs per training step (CUDA sync debug)", per_step, "", "LossLab, GPU")
     ctx.results["syncs"] = {
         "per_step": per_step,
-        "note": "torch.cuda.set_sync_debug_mode('warn')",
+        "note": "torch.cuda.set_sync_debug_mode('warn'); sources: file:line -> syncs per step",
+        "sources": sources,
         "ratios": model_ratios(ctx),
     }
 
 
-def count_syncs_per_step(threads: int, uri: str, steps: int = 100) -> float:
+def count_syncs_per_step(threads: int, uri: str, steps: int = 100) -> tuple[float, dict[str, float]]:
     """Host syncs per step on CUDA: sync-debug warnings of a 2N-step run minus an N-step run, over N.
 
-    The difference cancels set-up and end-of-run syncs (data to device, final flush, close).
+    The difference cancels set-up and end-of-run syncs (data to device, final flush, close). Also
+    returns where the per-step syncs come from (the warning's file:line, same difference), so a
+    non-zero count names the line that holds it.
     """
-    counts = []
+    counts: list[Counter[str]] = []
     for n in (steps, 2 * steps):
         cfg = compose([*mlp_overrides([256, 256], n, threads), "trainer.accelerator=gpu"])
         with warnings.catch_warnings(record=True) as caught:
@@ -45,8 +50,12 @@ def count_syncs_per_step(threads: int, uri: str, steps: int = 100) -> float:
                 losslab_run_unquiet(cfg, uri)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        counts.append(sum("synchroniz" in str(w.message).lower() for w in caught))
-    return (counts[1] - counts[0]) / steps
+        syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
+        counts.append(Counter(f"{Path(w.filename).name}:{w.lineno}" for w in syncs))
+    extra = counts[1].copy()
+    extra.subtract(counts[0])
+    sources = {k: round(v / steps, 4) for k, v in extra.most_common() if v}
+    return (sum(counts[1].values()) - sum(counts[0].values())) / steps, sources
 
 
 def losslab_run_unquiet(cfg: Any, uri: str) -> None:
