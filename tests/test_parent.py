@@ -72,3 +72,17 @@ def test_a_custom_loss_sweep_its_parent_children_and_a_resume_with_nothing_to_do
     assert "all 4 configs of this sweep are done" in again.stdout
     assert f"reports/{parent.info.run_name}/index.html" in again.stdout
     assert len(all_runs(client)) == len(runs)  # no new parent, no new child
+
+
+def test_a_study_that_declares_report_tune_gets_a_tuned_report_at_sweep_end(store, client, tmp_path: Path):
+    """`tracking.report_tune` (the shootouts set [optimizer.lr]): the sweep's own report picks each
+    design's lr on val and says the budget, as `compare --tune optimizer.lr` would."""
+    args = ["loss=hinge", "loss.margin=0.5,1", "optimizer.lr=0.001,0.01", "seed=0,1", "trainer.max_steps=10"]
+    done = run_train([*args, "tracking.report_tune=[optimizer.lr]", "-m"], cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    parent = next(r for r in all_runs(client) if r.data.tags.get("losslab.sweep") == "parent")
+    note = parent.data.tags["mlflow.note.content"]
+    assert "Budget: 2 configs of optimizer.lr tried per design (equal budget)." in note
+    # each design with its chosen lr
+    assert "margin=0.5 (optimizer.lr=" in note and "margin=1 (optimizer.lr=" in note
+    assert f"python -m losslab.compare --sweep {parent.info.run_id} --tune optimizer.lr" in done.stdout

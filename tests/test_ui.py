@@ -138,7 +138,9 @@ def test_a_fresh_sweep_reviewed_in_the_ui_from_the_link_it_prints(
         page.open(
             f"http://127.0.0.1:{ui_port}/#/experiments/{exp_id}/runs/{parent.info.run_id}?{url.split('?')[1]}"
         )
-        note = page.wait_text("Loss designs, ranked", "margin=0.5", "margin=1", "Val accuracy", "best/val_accuracy")
+        note = page.wait_text(
+            "Loss designs, ranked", "margin=0.5", "margin=1", "Val accuracy", "best/val_accuracy"
+        )
         assert "Description" in note
 
         page.open(

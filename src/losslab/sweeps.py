@@ -264,6 +264,12 @@ class SweepTracker(Callback):
             self.client.set_terminated(self.parent_id, status=status)
         os.environ.pop(tracking.PARENT_ENV, None)
 
+    @staticmethod
+    def _tune(config: DictConfig) -> list[str]:
+        """`tracking.report_tune`: the params the sweep's report tunes per design (compare's --tune)."""
+        tune = OmegaConf.select(config, "tracking.report_tune", default=None) or []
+        return [str(t) for t in ([tune] if isinstance(tune, str) else tune)]
+
     def _report(self, config: DictConfig) -> Any:
         """The comparison report of this sweep, beside the runs; a failure here never fails the sweep."""
         if not OmegaConf.select(config, "tracking.report_on_sweep_end", default=True):
@@ -272,7 +278,7 @@ class SweepTracker(Callback):
         try:
             from .compare import build_report
 
-            report = build_report(self.client, None, self.parent_id, Path("reports"))
+            report = build_report(self.client, None, self.parent_id, Path("reports"), tune=self._tune(config))
             self.log.info("report: %s", os.fspath(report))
         except Exception as exc:
             self.log.warning("warning: no report for this sweep (%s: %s)", type(exc).__name__, exc)
@@ -307,10 +313,11 @@ class SweepTracker(Callback):
             self._annotate(report, rows)
             self.log.info(
                 "MLflow UI (start it with `make ui`): %s\n  this sweep's parent run: %s\n"
-                "  report again: python -m losslab.compare --sweep %s",
+                "  report again: python -m losslab.compare --sweep %s%s",
                 links.runs_url(self.exp_id, self.uri),
                 links.run_url(self.exp_id, self.parent_id, self.uri),
                 self.parent_id,
+                " --tune " + " ".join(self._tune(config)) if self._tune(config) else "",
             )
         if failed:
             self.log.error("%d of %d jobs failed", len(failed), len(rows))
