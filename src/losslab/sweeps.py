@@ -122,6 +122,7 @@ class SweepTracker(Callback):
         self._size = "?"
         self._closed = False
         self._heartbeat: Any = None
+        self._job_env: dict[str, str] = {}
         self.swept: list[str] = []
         self.uri = ""
         self.exp_id = ""
@@ -205,6 +206,11 @@ class SweepTracker(Callback):
         # A signal to the driver (or its process group) closes every running job KILLED, then stops
         # the sweep; atexit closes the parent run. Jobs in this process install their own handler.
         interrupts.DriverSignals(self.sweep_dir)
+        # what every job needs from the driver, handed over in on_job_start: joblib's workers were
+        # started (warmed) before these existed, so they do not inherit them
+        self._job_env = {
+            k: os.environ[k] for k in (*interrupts.JOB_ENV, tracking.PARENT_ENV) if k in os.environ
+        }
         self.log.info(
             "sweep %s: %s jobs, parent run %s in %s",
             name,
@@ -242,9 +248,7 @@ class SweepTracker(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """In the process running the job: the sweep's variables (joblib workers predate them)."""
         if self.parent_id is not None:
-            from .tracking import PARENT_ENV
-
-            os.environ[PARENT_ENV] = self.parent_id
+            os.environ.update(self._job_env)  # parent run, driver pid, stop file, jobs folder
             os.environ[SIZE_ENV] = self._size
         if self.swept:
             os.environ[SWEEP_KEYS_ENV] = ",".join(self.swept)
