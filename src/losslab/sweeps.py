@@ -275,18 +275,28 @@ class SweepTracker(Callback):
         return [str(t) for t in ([tune] if isinstance(tune, str) else tune)]
 
     def _report(self, config: DictConfig) -> Any:
-        """The comparison report of this sweep, beside the runs; a failure here never fails the sweep."""
+        """The comparison report of this sweep, beside the runs (one per task when the study mixes
+        binary and regression data, the parent's note then holding both tables); a failure here never
+        fails the sweep."""
         if not OmegaConf.select(config, "tracking.report_on_sweep_end", default=True):
             return None
-        report = None
         try:
-            from .compare import build_report
+            from .report import build_reports
+            from .report.build import Report
 
-            report = build_report(self.client, None, self.parent_id, Path("reports"), tune=self._tune(config))
-            self.log.info("report: %s", os.fspath(report))
+            reports = build_reports(
+                self.client, None, self.parent_id, Path("reports"), tune=self._tune(config)
+            )
         except Exception as exc:
             self.log.warning("warning: no report for this sweep (%s: %s)", type(exc).__name__, exc)
-        return report
+            return None
+        for report in reports:
+            self.log.info("report: %s", os.fspath(report))
+        if len(reports) == 1:
+            return reports[0]
+        tables = [f"### {r.analysis.metric.task} runs\n\n{r.designs_markdown}" for r in reports if r.analysis]
+        joined = "\n\n".join(tables)
+        return Report(reports[0].html_path, joined[:6000], {}, None, None, len(reports))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .workers import stop_workers
@@ -331,7 +341,8 @@ class SweepTracker(Callback):
         """The design table as the parent's note, the best design's metrics; never fails the sweep."""
         link = None
         if report is not None:
-            link = f"{links.run_url(self.exp_id, self.parent_id, self.uri)} (Artifacts: report/index.html)"
+            where = "report/index.html" if report.parts == 1 else "report-<task>/index.html, one per task"
+            link = f"{links.run_url(self.exp_id, self.parent_id, self.uri)} (Artifacts: {where})"
         try:
             parent.annotate(self.client, self.parent_id, report, rows, link)
         except Exception as exc:

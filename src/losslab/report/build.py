@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from . import page, plots, tables
 from .ranking import Analysis, DesignResult, analyse, resolve_metric
-from .store import CURVE_KEYS, attach_curves, select_runs
+from .store import CURVE_KEYS, ReportError, attach_curves, only_task, select_runs, tasks_of
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Report:
     best: dict[str, Any] = field(default_factory=dict)
     csv_path: Path | None = None
     analysis: Analysis | None = field(default=None, repr=False)
+    parts: int = 1  # >1: the note of several per-task reports (html_path: the first)
 
     def __fspath__(self) -> str:
         return str(self.html_path)
@@ -83,6 +84,7 @@ def build_report(
     tune: Sequence[str] = (),
     all_runs: bool = False,
     log_artifacts: bool = True,
+    task: str | None = None,
 ) -> Report:
     """Write <out>/<name>/index.html (self-contained) and designs.csv; return a `Report`.
 
@@ -90,10 +92,13 @@ def build_report(
     sweep, the experiment's latest sweep is reported (or all its runs when it has none, or when
     `all_runs`). `metric`: accuracy|auc|rmse|mae|r2 (default: the runs' task's primary metric);
     `baseline`: the design the others are paired with (default: the best); `tune`: params chosen
-    per design on val (see tuning.py). A sweep's report is also logged to its parent run
-    under artifact path "report".
+    per design on val (see tuning.py); `task`: only the runs of that task (binary|regression), for
+    a study that mixes them. A sweep's report is also logged to its parent run under artifact path
+    "report" ("report-<task>" with `task`).
     """
     sel = select_runs(client_or_uri, experiment, sweep, all_runs)
+    if task is not None:
+        sel = only_task(sel, task)
     yardstick = resolve_metric(sel.runs, metric)
     keys = CURVE_KEYS if yardstick.task is None else (*CURVE_KEYS, yardstick.curve_key)
     attach_curves(sel, keys)
@@ -115,14 +120,37 @@ def build_report(
     csv_path = out_dir / "designs.csv"
     csv_path.write_bytes(csv_bytes)
     if sel.parent is not None and log_artifacts:
-        _log_report(sel.client, sel.parent.info.run_id, [index, csv_path])
+        _log_report(
+            sel.client, sel.parent.info.run_id, [index, csv_path], f"report-{task}" if task else "report"
+        )
     return Report(index, tables.markdown(a), best_summary(a), csv_path, a)
 
 
-def _log_report(client: MlflowClient, run_id: str, files: Sequence[Path]) -> None:
+def _log_report(client: MlflowClient, run_id: str, files: Sequence[Path], where: str) -> None:
     """Attach the report to the sweep's parent run; a failure leaves the local report usable."""
     try:
         for path in files:
-            client.log_artifact(run_id, os.fspath(path), "report")
+            client.log_artifact(run_id, os.fspath(path), where)
     except (MlflowException, OSError) as exc:
         print(f"warning: could not log the report to run {run_id}: {exc}", file=sys.stderr)
+
+
+def build_reports(
+    client_or_uri: MlflowClient | str | None,
+    experiment: str | None,
+    sweep: str | None,
+    out: Path | str,
+    **options: Any,
+) -> list[Report]:
+    """`build_report`, or one report per task when the runs mix binary and regression data (a study
+    such as optimizer_stability runs each loss on its own data): task metrics are ranked only
+    within a task."""
+    try:
+        return [build_report(client_or_uri, experiment, sweep, out, **options)]
+    except ReportError as exc:
+        if "mix tasks" not in str(exc):
+            raise
+    sel = select_runs(client_or_uri, experiment, sweep, bool(options.get("all_runs", False)))
+    return [
+        build_report(client_or_uri, experiment, sweep, out, task=t, **options) for t in tasks_of(sel.runs)
+    ]

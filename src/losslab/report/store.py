@@ -16,7 +16,7 @@ import sqlite3
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -346,12 +346,28 @@ class Selection:
     experiment: Experiment
     parent: Run | None  # the sweep's parent run; None for a whole-experiment report
     runs: list[RunData]
+    task: str | None = None  # set when the runs were narrowed to one task (`only_task`)
 
     @property
     def name(self) -> str:
-        return (
+        name = (
             self.parent.info.run_name if self.parent and self.parent.info.run_name else self.experiment.name
         )
+        return f"{name}-{self.task}" if self.task else name
+
+
+def tasks_of(runs: Iterable[RunData]) -> list[str]:
+    """The `task` tags of these runs, sorted (several when a study mixes binary and regression data)."""
+    return sorted({r.tags["task"] for r in runs if r.tags.get("task")})
+
+
+def only_task(sel: Selection, task: str) -> Selection:
+    """The selection narrowed to the runs of one task; ReportError naming the tasks there if none."""
+    runs = [r for r in sel.runs if r.tags.get("task") == task]
+    if not runs:
+        found = ", ".join(tasks_of(sel.runs)) or "none tagged"
+        raise ReportError(f"--task {task}: no runs of that task here; tasks of these runs: {found}.")
+    return replace(sel, runs=runs, task=task)
 
 
 def select_runs(
