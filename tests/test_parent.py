@@ -88,36 +88,37 @@ def test_a_study_that_declares_report_tune_gets_a_tuned_report_at_sweep_end(stor
     assert f"python -m losslab.compare --sweep {parent.info.run_id} --tune optimizer.lr" in done.stdout
 
 
-def test_a_sweep_that_mixes_tasks_gets_one_report_per_task(store, client, tmp_path: Path):
-    """Each loss on its own data (mse: regression, hinge: binary), as optimizer_stability runs: task
-    metrics are ranked within a task, one report each, both tables in the parent's note; compare
-    does the same, or one task with --task."""
-    args = ["loss=mse,hinge", "seed=0,1", "trainer.max_steps=10", "grid=none", "-m"]
+def test_a_sweep_over_several_data_sets_gets_one_report_per_data_set(store, client, tmp_path: Path):
+    """Each loss on its own data, as optimizer_stability runs (mse: regression, hinge: binary, BCE:
+    binary01): a metric is ranked only among runs on the same data (never across tasks), one report
+    each, every table in the parent's note; compare does the same, or one subset with --data/--task."""
+    args = ["loss=mse,hinge,bce_with_logits", "seed=0,1", "trainer.max_steps=10", "grid=none", "-m"]
     done = run_train(args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "no report for this sweep" not in done.stdout + done.stderr
     parent = next(r for r in all_runs(client) if r.data.tags.get("losslab.sweep") == "parent")
     note = parent.data.tags["mlflow.note.content"]
-    assert "### binary runs" in note and "### regression runs" in note
+    assert all(f"### {d}\n" in note for d in ("binary", "binary01", "regression")), note
     assert "Val accuracy" in note and "Val rmse" in note
-    for task in ("binary", "regression"):
-        assert (tmp_path / "reports" / f"{parent.info.run_name}-{task}" / "index.html").is_file()
-        assert f"report-{task}/index.html" in [
-            f.path for f in client.list_artifacts(parent.info.run_id, f"report-{task}")
-        ]
+    name = parent.info.run_name
+    for data in ("binary", "binary01", "regression"):
+        assert (tmp_path / "reports" / f"{name}-{data}" / "index.html").is_file()
+        logged = [f.path for f in client.list_artifacts(parent.info.run_id, f"report-{data}")]
+        assert f"report-{data}/index.html" in logged
 
     from losslab import compare
 
     out = tmp_path / "again"
     assert compare.main(["--sweep", parent.info.run_id, "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        f"{parent.info.run_name}-binary",
-        f"{parent.info.run_name}-regression",
+        f"{name}-binary",
+        f"{name}-binary01",
+        f"{name}-regression",
     ]
-    assert (
-        compare.main(["--sweep", parent.info.run_id, "--task", "binary", "--out", str(tmp_path / "one")]) == 0
-    )
-    assert [p.name for p in (tmp_path / "one").iterdir()] == [f"{parent.info.run_name}-binary"]
+    one = tmp_path / "one"
+    assert compare.main(["--sweep", parent.info.run_id, "--data", "binary01", "--out", str(one)]) == 0
+    assert [p.name for p in one.iterdir()] == [f"{name}-binary01"]
+    assert compare.main(["--sweep", parent.info.run_id, "--task", "binary", "--data", "regression"]) == 2
 
 
 def test_the_jobs_note_stays_under_mlflows_tag_limit_and_says_what_it_left_out():

@@ -57,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task",
         choices=["binary", "regression"],
-        help="only the runs of this task; by default a study that mixes tasks gets one report per task",
+        help="only the runs of this task (by default a study that mixes tasks or data sets gets one report "
+        "per data set)",
     )
+    p.add_argument("--data", metavar="NAME", help="only the runs on this data set (data.name)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="output root (default: ./reports)")
     return p
 
@@ -71,8 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         options = dict(metric=args.metric, baseline=args.baseline, tune=args.tune, all_runs=args.all_runs)
-        if args.task:
-            reports = [build_report(None, args.experiment, args.sweep, args.out, task=args.task, **options)]
+        if args.task or args.data:
+            reports = [
+                build_report(
+                    None, args.experiment, args.sweep, args.out, task=args.task, data=args.data, **options
+                )
+            ]
         else:
             reports = build_reports(None, args.experiment, args.sweep, args.out, **options)
     except (ReportError, tracking.TrackingError) as exc:

@@ -294,7 +294,7 @@ class SweepTracker(Callback):
             self.log.info("report: %s", os.fspath(report))
         if len(reports) == 1:
             return reports[0]
-        tables = [f"### {r.analysis.metric.task} runs\n\n{r.designs_markdown}" for r in reports if r.analysis]
+        tables = [f"### {r.subset}\n\n{r.designs_markdown}" for r in reports]
         joined = "\n\n".join(tables)
         return Report(reports[0].html_path, joined[:6000], {}, None, None, len(reports))
 
@@ -341,7 +341,9 @@ class SweepTracker(Callback):
         """The design table as the parent's note, the best design's metrics; never fails the sweep."""
         link = None
         if report is not None:
-            where = "report/index.html" if report.parts == 1 else "report-<task>/index.html, one per task"
+            where = (
+                "report/index.html" if report.parts == 1 else "report-<data set>/index.html, one per data set"
+            )
             link = f"{links.run_url(self.exp_id, self.parent_id, self.uri)} (Artifacts: {where})"
         try:
             parent.annotate(self.client, self.parent_id, report, rows, link)
