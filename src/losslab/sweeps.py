@@ -248,7 +248,10 @@ class SweepTracker(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """In the process running the job: the sweep's variables (joblib workers predate them)."""
         if self.parent_id is not None:
-            os.environ.update(self._job_env)  # parent run, driver pid, stop file, jobs folder
+            cluster = os.environ.get(interrupts.CLUSTER_ENV) == "1"  # a SLURM job: no driver to watch
+            skip = interrupts.JOB_ENV if cluster else ()
+            # parent run; driver pid, stop file and jobs folder (joblib's warmed workers lack them)
+            os.environ.update({k: v for k, v in self._job_env.items() if k not in skip})
             os.environ[SIZE_ENV] = self._size
         if self.swept:
             os.environ[SWEEP_KEYS_ENV] = ",".join(self.swept)
