@@ -123,6 +123,8 @@ class SweepTracker(Callback):
         self._closed = False
         self._heartbeat: Any = None
         self._job_env: dict[str, str] = {}
+        self._signals: Any = None
+        self._stale_after = 600.0
         self.swept: list[str] = []
         self.uri = ""
         self.exp_id = ""
@@ -130,7 +132,7 @@ class SweepTracker(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         """joblib pickles Hydra's callbacks into every job: leave the driver's heartbeat thread home."""
-        return {**self.__dict__, "_heartbeat": None}
+        return {**self.__dict__, "_heartbeat": None, "_signals": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from .workers import start_warming
@@ -163,12 +165,8 @@ class SweepTracker(Callback):
         self.sweep_dir = Path(str(hc.sweep.dir)).resolve()
         self.log = sweep_logger(self.sweep_dir)
         _claim_sweep_dir(self.sweep_dir)
-        reaped = liveness.reap(
-            self.client,
-            [exp_id],
-            float(OmegaConf.select(config, "tracking.stale_after", default=600)),
-            "a sweep",
-        )
+        self._stale_after = float(OmegaConf.select(config, "tracking.stale_after", default=600))
+        reaped = liveness.reap(self.client, [exp_id], self._stale_after, "a sweep")
         for run, reason in reaped:
             self.log.info("marked run %s (%s) KILLED: %s", run.info.run_id, run.info.run_name, reason)
         self.swept = parent.swept_keys(config)
@@ -205,7 +203,10 @@ class SweepTracker(Callback):
         atexit.register(self._close_if_open)
         # A signal to the driver (or its process group) closes every running job KILLED, then stops
         # the sweep; atexit closes the parent run. Jobs in this process install their own handler.
-        interrupts.DriverSignals(self.sweep_dir)
+        self._signals = interrupts.DriverSignals(self.sweep_dir)
+        from .workers import guard_worker_death
+
+        guard_worker_death(self._worker_died)  # joblib: a dead worker ends the sweep cleanly, not RUNNING
         # what every job needs from the driver, handed over in on_job_start: joblib's workers were
         # started (warmed) before these existed, so they do not inherit them
         self._job_env = {
@@ -255,6 +256,34 @@ class SweepTracker(Callback):
             os.environ[SIZE_ENV] = self._size
         if self.swept:
             os.environ[SWEEP_KEYS_ENV] = ",".join(self.swept)
+
+    def _worker_died(self, exc: BaseException) -> None:
+        """A joblib worker died and loky ended the others: close what cannot close itself, say so."""
+        from . import liveness
+
+        deadline = time.monotonic() + 15.0  # loky SIGKILLs the other workers; wait until they are gone
+        while time.monotonic() < deadline and self._signals is not None and self._signals.running_jobs():
+            time.sleep(0.2)
+        reaped = []
+        with contextlib.suppress(Exception):
+            by = "the sweep (a joblib worker died)"
+            reaped = liveness.reap(self.client, [self.exp_id], self._stale_after, by)
+        codes = re.search(r"exit codes of the workers are (\{[^}]*\})", str(exc))
+        rows = read_results(self.sweep_dir) if self.sweep_dir else []
+        done = sum(r.get("status") in ("FINISHED", "SKIPPED") for r in rows)
+        self._close_if_open("FAILED")
+        names = ", ".join(r.info.run_name or r.info.run_id for r, _ in reaped) or "none"
+        self.log.error(
+            "Error: a joblib worker died (exit codes %s). joblib ends every job of the sweep when one of "
+            "its workers dies, so %d running run(s) were closed KILLED: %s. %d of %s jobs had finished. "
+            "Run the same command again to run the rest: finished configs are skipped.",
+            codes.group(1) if codes else type(exc).__name__,
+            len(reaped),
+            names,
+            done,
+            self._size,
+        )
+        sys.exit(1)
 
     def _close_if_open(self, status: str = "KILLED") -> None:
         if self._closed or self.client is None or self.parent_id is None:
