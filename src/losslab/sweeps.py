@@ -125,6 +125,7 @@ class SweepTracker(Callback):
         self._job_env: dict[str, str] = {}
         self._signals: Any = None
         self._stale_after = 600.0
+        self._deaths = 0
         self.swept: list[str] = []
         self.uri = ""
         self.exp_id = ""
@@ -206,7 +207,7 @@ class SweepTracker(Callback):
         self._signals = interrupts.DriverSignals(self.sweep_dir)
         from .workers import guard_worker_death
 
-        guard_worker_death(self._worker_died)  # joblib: a dead worker ends the sweep cleanly, not RUNNING
+        guard_worker_death(self._worker_died)  # joblib: a dead worker is a failed job, the sweep goes on
         # what every job needs from the driver, handed over in on_job_start: joblib's workers were
         # started (warmed) before these existed, so they do not inherit them
         self._job_env = {
@@ -257,31 +258,42 @@ class SweepTracker(Callback):
         if self.swept:
             os.environ[SWEEP_KEYS_ENV] = ",".join(self.swept)
 
-    def _worker_died(self, exc: BaseException) -> None:
-        """A joblib worker died and loky ended the others: close what cannot close itself, say so."""
-        from . import liveness
+    def _worker_died(
+        self, relaunch: Any, job_overrides: list[list[str]], first_idx: int, config: DictConfig, exc: Any
+    ) -> list[Any]:
+        """A joblib worker died: its job is a failed job and the sweep goes on (`worker_death`)."""
+        from . import liveness, worker_death
 
-        deadline = time.monotonic() + 15.0  # loky SIGKILLs the other workers; wait until they are gone
-        while time.monotonic() < deadline and self._signals is not None and self._signals.running_jobs():
-            time.sleep(0.2)
-        reaped = []
-        with contextlib.suppress(Exception):
-            by = "the sweep (a joblib worker died)"
-            reaped = liveness.reap(self.client, [self.exp_id], self._stale_after, by)
-        codes = re.search(r"exit codes of the workers are (\{[^}]*\})", str(exc))
-        rows = read_results(self.sweep_dir) if self.sweep_dir else []
-        done = sum(r.get("status") in ("FINISHED", "SKIPPED") for r in rows)
+        assert self.sweep_dir is not None and self._signals is not None
+        worker_death.wait_gone(self._signals.running_jobs)  # loky ends the other workers
+        by = "the sweep (a joblib worker died)"
+
+        def reap() -> None:
+            with contextlib.suppress(Exception):
+                for run, why in liveness.reap(self.client, [self.exp_id], self._stale_after, by):
+                    self.log.info("marked run %s (%s) KILLED: %s", run.info.run_id, run.info.run_name, why)
+
+        self._deaths += 1
+        if self._deaths <= worker_death.MAX_DEATHS:
+            return worker_death.recover(
+                relaunch,
+                job_overrides,
+                first_idx,
+                config,
+                exc,
+                sweep_dir=self.sweep_dir,
+                client=self.client,
+                log=self.log,
+                reap=reap,
+            )
+        reap()
         self._close_if_open("FAILED")
-        names = ", ".join(r.info.run_name or r.info.run_id for r, _ in reaped) or "none"
         self.log.error(
-            "Error: a joblib worker died (exit codes %s). joblib ends every job of the sweep when one of "
-            "its workers dies, so %d running run(s) were closed KILLED: %s. %d of %s jobs had finished. "
-            "Run the same command again to run the rest: finished configs are skipped.",
-            codes.group(1) if codes else type(exc).__name__,
-            len(reaped),
-            names,
-            done,
-            self._size,
+            "Error: joblib workers died %d times in this sweep (last exit codes %s); it stops here, its "
+            "running runs closed KILLED. Run the same command again to run the rest: finished configs "
+            "are skipped.",
+            self._deaths,
+            worker_death.exit_codes(exc),
         )
         sys.exit(1)
 
