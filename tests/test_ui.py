@@ -94,6 +94,7 @@ IMAGES = """JSON.stringify({
   title: document.title})"""
 
 
+@pytest.mark.slow
 def test_a_fresh_sweep_reviewed_in_the_ui_from_the_link_it_prints(
     store, client, tmp_path: Path, ui_port: int, make_ui
 ):
