@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -49,16 +50,29 @@ def _returned(overrides: list[str], row: dict[str, Any]) -> JobReturn:
     return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=result.objective)
 
 
-def _ended_by_loky(client: Any, row: dict[str, Any], ended: set[int]) -> bool:
-    """A KILLED job whose worker loky ended (not signalled on its own): it runs again."""
+def _ended_by_loky(client: Any, ended: set[int]) -> set[str]:
+    """The overrides tags of this sweep's runs whose worker loky ended (not signalled on its own).
+
+    Such a job wrote a KILLED result.json without its run id (the signal came before the run
+    handed it back), so its run is found by the worker's pid tag; its config runs again.
+    """
+    from . import tracking
     from .liveness import PID_TAG
 
-    if row.get("status") != "KILLED" or not row.get("run_id"):
-        return False
+    parent = os.environ.get(tracking.PARENT_ENV)
+    if client is None or not parent or not ended:
+        return set()
     with contextlib.suppress(Exception):
-        pid = client.get_run(row["run_id"]).data.tags.get(PID_TAG, "")
-        return pid.isdigit() and int(pid) in ended
-    return False
+        runs = client.search_runs(
+            [client.get_run(parent).info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'KILLED'",
+        )
+        return {
+            r.data.tags.get("overrides", "")
+            for r in runs
+            if r.data.tags.get(PID_TAG, "").isdigit() and int(r.data.tags[PID_TAG]) in ended
+        }
+    return set()
 
 
 def recover(
@@ -80,10 +94,13 @@ def recover(
     returns: dict[int, JobReturn] = {}
     again: list[int] = []
     failed: list[str] = []
+    by_loky = _ended_by_loky(client, ended_by_loky)
     for i, overrides in enumerate(job_overrides):
         job_dir = sweep_dir / str(first_idx + i)
         row = _row(job_dir)
-        if row.get("status") not in (None, "RUNNING") and not _ended_by_loky(client, row, ended_by_loky):
+        tags = {" ".join(overrides), " ".join(redact_overrides(list(overrides)))}
+        again_after_loky = row.get("status") == "KILLED" and bool(tags & by_loky)
+        if row.get("status") not in (None, "RUNNING") and not again_after_loky:
             returns[i] = _returned(overrides, row)
             continue
         run_id = close_running_child(list(overrides), "KILLED", config)
