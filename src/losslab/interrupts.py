@@ -215,3 +215,40 @@ class DriverSignals:
         while time.monotonic() < deadline and self.running_jobs():
             time.sleep(0.2)
         raise KeyboardInterrupt(f"sweep stopped by {name}")
+
+
+class _SubprocessSigintIgnored:
+    """`subprocess` for submitit's local launcher: the processes it starts ignore SIGINT."""
+
+    def __getattr__(self, name: str) -> Any:
+        import subprocess
+
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: Any, **kwargs: Any) -> Any:
+        import subprocess
+
+        kwargs.setdefault("preexec_fn", _ignore_sigint)
+        return subprocess.Popen(*args, **kwargs)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def quiet_submitit_controllers() -> None:
+    """A terminal's Ctrl-C must not print a traceback from submitit's local controller processes.
+
+    Each submitit_local job runs under a controller (`python -m submitit.local._local`) in the
+    sweep's process group; Ctrl-C raised KeyboardInterrupt in its polling loop, which printed a
+    traceback to the terminal and sent its task SIGKILL one second later. Started with SIGINT
+    ignored (inherited by its task until the job's own handler takes over), the controller waits
+    for its task, which closes its run KILLED on the same Ctrl-C (or on the driver's SIGTERM),
+    then exits quietly. Only the controller's launch in the driver is affected.
+    """
+    with contextlib.suppress(ImportError):
+        from submitit.local import local
+
+        if not isinstance(getattr(local, "subprocess", None), _SubprocessSigintIgnored):
+            local.subprocess = _SubprocessSigintIgnored()  # type: ignore[assignment]

@@ -205,6 +205,7 @@ class SweepTracker(Callback):
         # A signal to the driver (or its process group) closes every running job KILLED, then stops
         # the sweep; atexit closes the parent run. Jobs in this process install their own handler.
         self._signals = interrupts.DriverSignals(self.sweep_dir)
+        interrupts.quiet_submitit_controllers()  # submitit_local: Ctrl-C prints no controller traceback
         from .workers import guard_worker_death
 
         guard_worker_death(self._worker_died)  # joblib: a dead worker is a failed job, the sweep goes on
