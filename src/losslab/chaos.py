@@ -2,7 +2,7 @@
 
 `run_chaos` starts a joblib sweep of `configs` seeds, sends `signals` signals (SIGTERM or SIGINT,
 as a scheduler or a user would) to the process of a randomly chosen RUNNING job, optionally ends
-with a SIGKILL of one worker (which joblib answers by abandoning the sweep), waits for the sweep,
+with a SIGKILL of one worker (its job then fails and the sweep goes on with the rest), waits for the sweep,
 then runs the same sweep again to resume it. It checks what the store must say afterwards: every
 config exactly once FINISHED, nothing RUNNING, every FINISHED run with all its points. The bench's
 soak section calls it; `python -m losslab.chaos` runs it alone.
