@@ -22,10 +22,11 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:  # type hints only: a job's signal handling imports this before MLflow is needed
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 HOST_TAG, PID_TAG, START_TAG, HEARTBEAT_TAG = (
     "losslab.host",
