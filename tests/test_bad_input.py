@@ -167,7 +167,8 @@ def test_bad_input_gets_a_short_clear_error_and_leaves_no_trace(case: Case, outc
 
 
 def test_a_silent_tracking_server_fails_fast(store, tmp_path: Path):
-    """A server that accepts connections but never answers: refused within 15 s, before training."""
+    """A server that accepts connections but never answers: refused by the health check, before training
+    and before the write retries' 60 s."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -205,7 +206,9 @@ def test_a_silent_tracking_server_fails_fast(store, tmp_path: Path):
         listener.close()
     assert proc.returncode == 2
     assert "not reachable" in proc.stderr and "Traceback" not in proc.stderr
-    assert took < 15  # the 5 s health-check timeout plus process start-up, not minutes of retries
+    # the 5 s health check plus process start-up (10-16 s on a loaded 2-core machine), well below the
+    # 60 s of retries (tracking.retry_seconds) a silent server would otherwise cost
+    assert took < 45
 
 
 def test_hydra_full_error_shows_the_traceback(seeded_store):
