@@ -299,7 +299,8 @@ def test_a_config_claimed_by_a_live_run_is_not_started_again(store, client):
 def test_chaos_round_ends_with_every_config_finished_once(tmp_path: Path):
     from losslab.chaos import run_chaos
 
-    result = run_chaos(workdir=tmp_path, configs=4, n_jobs=2, steps=400, signals=2, kill9=True, seed=1)
+    # jobs long enough (2000 steps) that the signals land while they run, even on an idle machine
+    result = run_chaos(workdir=tmp_path, configs=4, n_jobs=2, steps=2000, signals=2, kill9=True, seed=1)
     print(result)
     assert len(result["signals"]) >= 1
     assert result["ok"], result
