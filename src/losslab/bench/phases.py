@@ -38,8 +38,8 @@ PHASES: list[tuple[str, str, frozenset[str] | None, bool]] = [
     ("job: other LossLab work", "losslab/task.py", frozenset({"train"}), False),
     ("job: scrub .hydra files", "losslab/params.py", frozenset({"scrub_files"}), False),
     ("job: build model, loss, data", "losslab/build.py", frozenset({"build"}), False),
-    ("job: open store (schema check)", "losslab/store.py", frozenset({"open_store"}), False),
-    ("job: experiment look-up/creation", "losslab/store.py", frozenset({"ensure_experiment"}), False),
+    ("open store (create or check schema)", "losslab/store.py", frozenset({"open_store"}), False),
+    ("experiment look-up/creation", "losslab/store.py", frozenset({"ensure_experiment"}), False),
     ("job: skip check (find_finished)", "losslab/tracking.py", frozenset({"find_finished"}), False),
     ("job: Trainer construction", "losslab/task.py", frozenset({"_trainer"}), False),
     ("job: run creation, params, tags", "losslab/tracking.py", frozenset({"start"}), False),
@@ -69,14 +69,17 @@ PHASES: list[tuple[str, str, frozenset[str] | None, bool]] = [
 ]
 
 
-def classify(frame: FrameType | None) -> str:
-    """The phase of one stack sample (innermost match; a whole phase takes all but imports)."""
+def classify(frame: FrameType | None) -> tuple[str, int | None]:
+    """One stack sample: its phase (innermost match; a whole phase takes all but imports), its job."""
     inner: str | None = None
     whole: str | None = None
+    job: int | None = None
     imported = ""  # the outermost module being imported: imports are shown per top-level package
     while frame is not None:
         code = frame.f_code
         path = code.co_filename.replace(os.sep, "/")
+        if code.co_name == "train" and path.endswith("losslab/task.py"):
+            job = frame.f_locals.get("job_num")
         for label, fragment, names, is_whole in PHASES:
             if fragment in path and (names is None or code.co_name in names):
                 if label == "imports":  # outermost package that is not LossLab itself
@@ -90,10 +93,13 @@ def classify(frame: FrameType | None) -> str:
                 break
         frame = frame.f_back
     if whole is not None and inner != "imports":
-        return whole
+        return whole, job
     if inner == "imports":
-        return f"imports: {imported}"
-    return inner or "other (interpreter, Hydra and launcher glue)"
+        return f"imports: {imported}", job
+    return inner or OTHER, job
+
+
+OTHER = "other (interpreter, Hydra and launcher glue)"
 
 
 class Sampler:
@@ -102,6 +108,9 @@ class Sampler:
     def __init__(self, interval: float = 0.005) -> None:
         self.interval = interval
         self.seconds: dict[str, float] = defaultdict(float)
+        self.first_job: dict[str, float] = defaultdict(float)  # inside job 0 of a sweep
+        self.later_jobs: dict[str, float] = defaultdict(float)  # inside jobs 1..n-1
+        self.jobs = 0
         self.samples = 0
         self._main = threading.main_thread().ident
         self._stop = threading.Event()
@@ -112,7 +121,11 @@ class Sampler:
         while not self._stop.wait(self.interval):
             frame = sys._current_frames().get(self._main)
             now = time.perf_counter()
-            self.seconds[classify(frame)] += now - last
+            label, job = classify(frame)
+            self.seconds[label] += now - last
+            if isinstance(job, int):
+                (self.first_job if job == 0 else self.later_jobs)[label] += now - last
+                self.jobs = max(self.jobs, job + 1)
             self.samples += 1
             last = now
 
@@ -127,26 +140,46 @@ class Sampler:
         self.wall = time.perf_counter() - self.started
 
 
-def table(sampler: Sampler, jobs: int | None, note: str) -> str:
-    seconds = dict(sampler.seconds)
-    imports = {k: v for k, v in seconds.items() if k.startswith("imports: ")}
-    seconds["imports (all)"] = sum(imports.values())
-    small = [k for k, v in imports.items() if v < 0.02 * seconds["imports (all)"]]
-    for k in small:  # keep the table short: small packages in one row
-        seconds["imports: smaller packages"] = seconds.get("imports: smaller packages", 0.0) + seconds.pop(k)
-    rows = sorted(seconds.items(), key=lambda kv: (-kv[1] if not kv[0].startswith("imports: ") else 0, kv[0]))
-    rows = [r for r in rows if not r[0].startswith("imports: ")]
-    at = next(i for i, r in enumerate(rows) if r[0] == "imports (all)") + 1
-    subs = sorted(((k, v) for k, v in seconds.items() if k.startswith("imports: ")), key=lambda kv: -kv[1])
-    rows[at:at] = [("  " + k, v) for k, v in subs]
-    total = sum(sampler.seconds.values()) or 1.0  # the sub-rows of imports are not added twice
-    head = "| phase | seconds | share |" + (" per job (s) |" if jobs else "")
-    lines = [note, "", head, "|---|---|---|" + ("---|" if jobs else "")]
-    for label, secs in rows:
-        per = f" {secs / jobs:.3f} |" if jobs and label.startswith("job:") else (" |" if jobs else "")
-        lines.append(f"| {label} | {secs:.2f} | {secs / total:.1%} |{per}")
+def _merge_small_imports(seconds: dict[str, float], keep: set[str]) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for k, v in seconds.items():
+        out[k if not k.startswith("imports: ") or k in keep else "imports: smaller packages"] += v
+    return out
+
+
+def table(sampler: Sampler, note: str) -> str:
+    """Markdown: phase, seconds, share of the sampled wall time, first job, mean of the later jobs."""
+    total = sum(sampler.seconds.values()) or 1.0
+    all_imports = sum(v for k, v in sampler.seconds.items() if k.startswith("imports: "))
+    keep = {k for k, v in sampler.seconds.items() if k.startswith("imports: ") and v >= 0.02 * all_imports}
+    seconds, first, later = (
+        _merge_small_imports(d, keep) for d in (sampler.seconds, sampler.first_job, sampler.later_jobs)
+    )
+    later_n = max(sampler.jobs - 1, 1)
+    top = sorted((k for k in seconds if not k.startswith("imports: ")), key=lambda k: -seconds[k])
+    subs = sorted((k for k in seconds if k.startswith("imports: ")), key=lambda k: -seconds[k])
+    lines = [
+        note,
+        "",
+        f"| phase | seconds | share | first job (s) | later jobs, mean of {later_n} (s) |",
+        "|---|---|---|---|---|",
+    ]
+
+    def row(label: str, secs: float, f: float, lt: float) -> None:
+        lines.append(f"| {label} | {secs:.2f} | {secs / total:.1%} | {f:.3f} | {lt / later_n:.3f} |")
+
+    rows_done = False
+    for label in top:
+        if not rows_done and seconds[label] < all_imports:
+            row("imports (all)", all_imports, sum(first[k] for k in subs), sum(later[k] for k in subs))
+            for k in subs:
+                row("&nbsp;&nbsp;" + k, seconds[k], first[k], later[k])
+            rows_done = True
+        row(label, seconds[label], first[label], later[label])
+    job_total = (sum(sampler.first_job.values()), sum(sampler.later_jobs.values()))
+    row("**inside jobs (task.train), all phases**", sum(job_total), *job_total)
     lines.append(
-        f"| **wall (sampled {sampler.samples} times)** | {sampler.wall:.2f} | 100% |" + (" |" if jobs else "")
+        f"| **wall, {sampler.samples} samples, {sampler.jobs} jobs** | {sampler.wall:.2f} | 100% | | |"
     )
     return "\n".join(lines)
 
@@ -154,7 +187,6 @@ def table(sampler: Sampler, jobs: int | None, note: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
-    parser.add_argument("--jobs", type=int, help="jobs in the sweep: adds a per-job column")
     parser.add_argument("--interval", type=float, default=0.005)
     parser.add_argument("script", help="the script to run, e.g. train.py")
     parser.add_argument("args", nargs=argparse.REMAINDER)
@@ -173,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} vCPUs, "
         f"load {load:.1f} at start, {os.getloadavg()[0]:.1f} at end, exit {code}"
     )
-    text = table(sampler, ns.jobs, note)
+    text = table(sampler, note)
     print(text)
     if ns.out:
         ns.out.parent.mkdir(parents=True, exist_ok=True)
