@@ -19,7 +19,7 @@ STORE       ?= $(if $(MLFLOW_TRACKING_URI),$(MLFLOW_TRACKING_URI),sqlite:///$(CU
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep report ui check-grads test test-all lint format bench clean doctor
+.PHONY: help install train sweep report ui check-grads test test-all test-slow lint format bench clean doctor
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ test: install  ## the default test suite (a few minutes on 2 cores)
 
 test-all: install  ## every test, the long ones included
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: install  ## only the long end-to-end tests (interrupts, SLURM, DDP, faults, scale); CI runs them after `make test`
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: install  ## ruff lint + format check
 	$(VENV)/bin/ruff check src tests train.py

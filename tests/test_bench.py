@@ -103,6 +103,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.Monk
     assert cli.render(doc["rows"], "header").startswith("header")
 
 
+@pytest.mark.slow
 def test_ceiling_runs_real_loops_side_by_side() -> None:
     """Two real loop processes released together: each reports its own loop time, the ratio follows."""
     out = ceiling.measure(steps=30, threads=1, repeats=1)

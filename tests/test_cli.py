@@ -54,6 +54,7 @@ def test_a_users_config_dir_adds_studies_and_losses(tmp_path: Path):
     assert bad.returncode == 2 and "Did you mean loss=my_huber?" in bad.stderr, bad.stderr
 
 
+@pytest.mark.slow
 def test_a_pip_installed_losslab_trains_from_any_directory(tmp_path: Path, store: str):
     """`pip install` of a real wheel; its `losslab-train` runs in a directory that is not the checkout.
 

@@ -327,6 +327,7 @@ def test_cli_metric_tune_and_baseline(
         assert err.startswith("Error: ") and words in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_mlflow_serves_the_logged_report_self_contained(sweep: tuple[str, str], tmp_path: Path) -> None:
     """MLflow's artifact viewer fetches report/index.html from the server and shows it from a blob URL,
     where only embedded images can load: the served page must be the self-contained one."""

@@ -53,6 +53,7 @@ def test_ctrl_c_during_a_sweep_closes_the_job_and_the_parent(store, client, tmp_
     assert len(client.get_metric_history(child.info.run_id, "train/loss")) >= 100
 
 
+@pytest.mark.slow
 def test_eight_processes_opening_a_brand_new_store_at_once(tmp_path: Path):
     """MLflow alone crashes most of them ('duplicate column name'); the store lock serialises creation."""
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"

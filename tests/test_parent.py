@@ -72,3 +72,64 @@ def test_a_custom_loss_sweep_its_parent_children_and_a_resume_with_nothing_to_do
     assert "all 4 configs of this sweep are done" in again.stdout
     assert f"reports/{parent.info.run_name}/index.html" in again.stdout
     assert len(all_runs(client)) == len(runs)  # no new parent, no new child
+
+
+def test_a_study_that_declares_report_tune_gets_a_tuned_report_at_sweep_end(store, client, tmp_path: Path):
+    """`tracking.report_tune` (the shootouts set [optimizer.lr]): the sweep's own report picks each
+    design's lr on val and says the budget, as `compare --tune optimizer.lr` would."""
+    args = ["loss=hinge", "loss.margin=0.5,1", "optimizer.lr=0.001,0.01", "seed=0,1", "trainer.max_steps=10"]
+    done = run_train([*args, "tracking.report_tune=[optimizer.lr]", "-m"], cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    parent = next(r for r in all_runs(client) if r.data.tags.get("losslab.sweep") == "parent")
+    note = parent.data.tags["mlflow.note.content"]
+    assert "Budget: 2 configs of optimizer.lr tried per design (equal budget)." in note
+    # each design with its chosen lr
+    assert "margin=0.5 (optimizer.lr=" in note and "margin=1 (optimizer.lr=" in note
+    assert f"python -m losslab.compare --sweep {parent.info.run_id} --tune optimizer.lr" in done.stdout
+
+
+def test_a_sweep_over_several_data_sets_gets_one_report_per_data_set(store, client, tmp_path: Path):
+    """Each loss on its own data, as optimizer_stability runs (mse: regression, hinge: binary, BCE:
+    binary01): a metric is ranked only among runs on the same data (never across tasks), one report
+    each, every table in the parent's note; compare does the same, or one subset with --data/--task."""
+    args = ["loss=mse,hinge,bce_with_logits", "seed=0,1", "trainer.max_steps=10", "grid=none", "-m"]
+    done = run_train(args, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "no report for this sweep" not in done.stdout + done.stderr
+    parent = next(r for r in all_runs(client) if r.data.tags.get("losslab.sweep") == "parent")
+    note = parent.data.tags["mlflow.note.content"]
+    assert all(f"### {d}\n" in note for d in ("binary", "binary01", "regression")), note
+    assert "Val accuracy" in note and "Val rmse" in note
+    name = parent.info.run_name
+    for data in ("binary", "binary01", "regression"):
+        assert (tmp_path / "reports" / f"{name}-{data}" / "index.html").is_file()
+        logged = [f.path for f in client.list_artifacts(parent.info.run_id, f"report-{data}")]
+        assert f"report-{data}/index.html" in logged
+
+    from losslab import compare
+
+    out = tmp_path / "again"
+    assert compare.main(["--sweep", parent.info.run_id, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{name}-binary",
+        f"{name}-binary01",
+        f"{name}-regression",
+    ]
+    one = tmp_path / "one"
+    assert compare.main(["--sweep", parent.info.run_id, "--data", "binary01", "--out", str(one)]) == 0
+    assert [p.name for p in one.iterdir()] == [f"{name}-binary01"]
+    assert compare.main(["--sweep", parent.info.run_id, "--task", "binary", "--data", "regression"]) == 2
+
+
+def test_the_jobs_note_stays_under_mlflows_tag_limit_and_says_what_it_left_out():
+    from losslab.parent import summary_markdown
+
+    rows = [
+        {"job": i, "name": f"lr0.1-s{i} ({'x' * 40})", "status": "FINISHED", "val_loss": 0.1}
+        for i in range(360)
+    ]
+    text = summary_markdown(rows)
+    assert len(text) <= 4000
+    shown = text.count("| FINISHED |")
+    assert text.endswith(f"{360 - shown} more jobs: all 360 in summary.txt on this run.")
+    assert summary_markdown(rows[:3]).count("| FINISHED |") == 3

@@ -122,6 +122,7 @@ def test_tags_are_cut_to_mlflow_limits(store, client):
 SECRETS = ("hunter2", "abc123tok", "carolpw", "bobpw")
 
 
+@pytest.mark.slow
 def test_no_secret_in_anything_a_sweep_writes(store, client, tmp_path: Path):
     """Params, tags (the parent's overrides too), config.yaml, summaries, result.json, notes."""
     args = [
@@ -207,6 +208,7 @@ def test_basic_auth_tracking_uri_passes_the_health_check():
         server.server_close()
 
 
+@pytest.mark.slow
 def test_interrupted_store_creation_leaves_no_store_or_a_complete_one(tmp_path: Path):
     """SIGINT at increasing delays during MLflow's migrations: the file is absent or fully usable."""
     code = "import sys; from losslab import tracking; tracking.open_store(sys.argv[1])"

@@ -364,3 +364,14 @@ def test_a_sweep_whose_runs_all_failed_still_gets_a_report_saying_so() -> None:
     assert a.best is None and all(r.failures == {"failed": 2} for r in a.ranked)
     assert any("none is highlighted as best" in w for w in warnings_of(a))
     assert "**best**" not in tables.markdown(a) and "| 2 of 2 |" in tables.markdown(a)
+
+
+def test_a_paired_difference_of_float32_round_off_reads_as_a_tie() -> None:
+    """Two designs with the same accuracies differ by ~1e-8 once MLflow's float32 values are averaged."""
+    from types import SimpleNamespace
+
+    from losslab.report.tables import fmt_paired
+
+    diff = SimpleNamespace(mean=-1.19e-08, half=0.011, lo=-0.011, hi=0.011)
+    r = SimpleNamespace(paired=SimpleNamespace(seeds=5, diff=diff, p_improve=0.5))
+    assert fmt_paired(r) == ("+0 [-0.011, +0.011]", "0.50 (5 seeds)")

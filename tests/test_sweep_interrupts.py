@@ -141,6 +141,37 @@ def test_sigterm_to_one_worker_is_a_failed_job_and_the_sweep_goes_on(store, clie
 
 
 @pytest.mark.slow
+def test_kill_9_of_one_joblib_worker_closes_the_sweep_cleanly_and_a_resume_runs_the_rest(
+    store, client, tmp_path: Path
+):
+    """loky ends every worker when one dies (a broken pool): the sweep closes the runs that cannot close
+    themselves, says so in one paragraph (no traceback), exits 1; a new sweep then runs every seed (here
+    with fewer steps, so that the test ends)."""
+    args = ("seed=0,1,2", "trainer.max_steps=200000")
+    proc = _sweep(tmp_path, *args)
+    try:
+        victim = _wait_for_points(client, 1, n_points=60)[0]
+        os.kill(int(victim.data.tags[liveness.PID_TAG]), signal.SIGKILL)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 1, out[-3000:]
+    assert "Error: a joblib worker died" in out and "Traceback" not in out, out[-3000:]
+    runs = all_runs(client)
+    assert "RUNNING" not in [r.info.status for r in runs], [(r.info.run_name, r.info.status) for r in runs]
+    assert client.get_run(victim.info.run_id).info.status == "KILLED"
+    assert next(r for r in runs if r.data.tags.get("losslab.sweep") == "parent").info.status == "FAILED"
+
+    again = run_train(
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2", "trainer.max_steps=50", "-m"],
+        cwd=tmp_path,
+    )
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    finished = [r for r in _children(client) if r.info.status == "FINISHED"]
+    assert sorted(r.data.params["seed"] for r in finished) == ["0", "1", "2"]
+
+
+@pytest.mark.slow
 def test_kill_9_of_the_driver_then_resume(store, client, tmp_path: Path):
     """Workers notice their driver is gone, close their jobs KILLED and exit; a resume redoes them."""
     args = ("seed=0,1", "trainer.max_steps=1200")

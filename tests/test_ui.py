@@ -94,6 +94,7 @@ IMAGES = """JSON.stringify({
   title: document.title})"""
 
 
+@pytest.mark.slow
 def test_a_fresh_sweep_reviewed_in_the_ui_from_the_link_it_prints(
     store, client, tmp_path: Path, ui_port: int, make_ui
 ):
@@ -138,7 +139,9 @@ def test_a_fresh_sweep_reviewed_in_the_ui_from_the_link_it_prints(
         page.open(
             f"http://127.0.0.1:{ui_port}/#/experiments/{exp_id}/runs/{parent.info.run_id}?{url.split('?')[1]}"
         )
-        note = page.wait_text("Loss designs, ranked", "margin=0.5", "margin=1", "best/val_loss")
+        note = page.wait_text(
+            "Loss designs, ranked", "margin=0.5", "margin=1", "Val accuracy", "best/val_accuracy"
+        )
         assert "Description" in note
 
         page.open(

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import tracking
-from .report import Report, ReportError, build_report, load_runs
+from .report import Report, ReportError, build_report, build_reports, load_runs
 from .report.ranking import METRICS
 
-__all__ = ["Report", "ReportError", "build_report", "load_runs", "main"]
+__all__ = ["Report", "ReportError", "build_report", "build_reports", "load_runs", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         help="params chosen per design on mean val (e.g. optimizer.lr); the other swept params "
         "define designs",
     )
+    p.add_argument(
+        "--task",
+        choices=["binary", "regression"],
+        help="only the runs of this task (by default a study that mixes tasks or data sets gets one report "
+        "per data set)",
+    )
+    p.add_argument("--data", metavar="NAME", help="only the runs on this data set (data.name)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="output root (default: ./reports)")
     return p
 
@@ -65,22 +72,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     try:
-        report = build_report(
-            None,
-            args.experiment,
-            args.sweep,
-            args.out,
-            metric=args.metric,
-            baseline=args.baseline,
-            tune=args.tune,
-            all_runs=args.all_runs,
-        )
+        options = dict(metric=args.metric, baseline=args.baseline, tune=args.tune, all_runs=args.all_runs)
+        if args.task or args.data:
+            reports = [
+                build_report(
+                    None, args.experiment, args.sweep, args.out, task=args.task, data=args.data, **options
+                )
+            ]
+        else:
+            reports = build_reports(None, args.experiment, args.sweep, args.out, **options)
     except (ReportError, tracking.TrackingError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    best = report.best.get("label", "none (every design has a failed run)")
-    print(f"best design: {best}")
-    print(f"report: {report.html_path} ({time.perf_counter() - started:.1f}s)")
+    for report in reports:
+        best = report.best.get("label", "none (every design has a failed run)")
+        print(f"best design: {best}")
+        print(f"report: {report.html_path} ({time.perf_counter() - started:.1f}s)")
     return 0
 
 

@@ -36,6 +36,8 @@ from .liveness import pid_alive, process_start
 DRIVER_ENV = "LOSSLAB_DRIVER"  # "pid:start" of the sweep's driver process
 STOP_ENV = "LOSSLAB_STOP_FILE"  # exists once the driver is stopping the sweep
 JOBS_ENV = "LOSSLAB_JOBS_DIR"  # a file per running job: its pid
+JOB_ENV = (DRIVER_ENV, STOP_ENV, JOBS_ENV)  # what a job process needs from its driver
+CLUSTER_ENV = "LOSSLAB_CLUSTER_JOB"  # "1" in a SLURM job: its driver may be on another node, unwatched
 SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 CLOSE_WAIT = 120.0  # seconds the driver waits for its jobs to close their runs
 

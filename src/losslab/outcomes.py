@@ -145,7 +145,7 @@ def _shape(y: np.ndarray, rules: OutcomeRules) -> tuple[str, str, int | None, Fi
             (
                 f"the loss fell {moved} ({100 * f.drop / gain:.3g}% of the way to its best "
                 f"{_g(f.best)}, {noise}); "
-                f"{last}{share}, flat"
+                f"{last}{share}, {_flat(f.win_t, abs(change), needed, rules.trend_t)}"
             ),
             None,
             f,
@@ -174,6 +174,13 @@ def _as_curve(curve: Sequence[float] | np.ndarray | Tensor) -> np.ndarray:
     if y.size == 0:
         raise ValueError("cannot classify an empty loss curve")
     return y
+
+
+def _flat(t: float, change: float, needed: float, trend_t: float) -> str:
+    """Why the last trend does not count: too noisy (t) or too slow (against progress_tol's rate)."""
+    if t < trend_t:
+        return f"no trend beyond the noise (t = {t:.2g} < {trend_t:g})"
+    return f"too slow to matter ({_g(change)} < {_g(needed)}, progress_tol of the average rate)"
 
 
 def classify(

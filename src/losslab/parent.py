@@ -149,14 +149,22 @@ def latest_parent(client: Any, run_ids: list[str]) -> Any | None:
     return max(runs, key=lambda r: r.info.start_time or 0) if runs else None
 
 
-def summary_markdown(rows: list[dict[str, Any]]) -> str:
-    """The jobs as a markdown table: the note when no design table could be made."""
+def summary_markdown(rows: list[dict[str, Any]], limit: int = 4000) -> str:
+    """The jobs as a markdown table: the note when no design table could be made. Cut at `limit`
+    characters (MLflow truncates tags past 8,000, printing the whole value as a warning), with a
+    line saying how many jobs are left out and where they all are."""
     lines = ["| job | run | status | outcome | val/loss |", "|---|---|---|---|---|"]
-    for r in rows[:200]:
+    size = sum(len(line) + 1 for line in lines)
+    for i, r in enumerate(rows):
         v = r.get("val_loss")
         val = f"{v:.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
         cells = (r.get("job"), r.get("name", "-"), r.get("status", "?"), r.get("outcome") or "-", val)
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+        line = "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
+        if size + len(line) + 1 > limit:
+            lines.append(f"\n{len(rows) - i} more jobs: all {len(rows)} in summary.txt on this run.")
+            break
+        lines.append(line)
+        size += len(line) + 1
     return "\n".join(lines)
 
 

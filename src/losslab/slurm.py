@@ -176,11 +176,13 @@ def _not_a_local_worker() -> Iterator[None]:
     job at its start. A cluster job outlives its driver; stop a sweep with `scancel`."""
     from . import interrupts
 
-    keys = (interrupts.DRIVER_ENV, interrupts.STOP_ENV, interrupts.JOBS_ENV)
-    saved = {k: os.environ.pop(k) for k in keys if k in os.environ}
+    saved = {k: os.environ.pop(k) for k in (*interrupts.JOB_ENV, interrupts.CLUSTER_ENV) if k in os.environ}
+    os.environ[interrupts.CLUSTER_ENV] = "1"  # the sweep callback's on_job_start then hands none back
     try:
         yield
     finally:
+        for k in (*interrupts.JOB_ENV, interrupts.CLUSTER_ENV):
+            os.environ.pop(k, None)
         os.environ.update(saved)
 
 

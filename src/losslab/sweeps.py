@@ -122,6 +122,9 @@ class SweepTracker(Callback):
         self._size = "?"
         self._closed = False
         self._heartbeat: Any = None
+        self._job_env: dict[str, str] = {}
+        self._signals: Any = None
+        self._stale_after = 600.0
         self.swept: list[str] = []
         self.uri = ""
         self.exp_id = ""
@@ -129,7 +132,7 @@ class SweepTracker(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         """joblib pickles Hydra's callbacks into every job: leave the driver's heartbeat thread home."""
-        return {**self.__dict__, "_heartbeat": None}
+        return {**self.__dict__, "_heartbeat": None, "_signals": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from .workers import start_warming
@@ -162,12 +165,8 @@ class SweepTracker(Callback):
         self.sweep_dir = Path(str(hc.sweep.dir)).resolve()
         self.log = sweep_logger(self.sweep_dir)
         _claim_sweep_dir(self.sweep_dir)
-        reaped = liveness.reap(
-            self.client,
-            [exp_id],
-            float(OmegaConf.select(config, "tracking.stale_after", default=600)),
-            "a sweep",
-        )
+        self._stale_after = float(OmegaConf.select(config, "tracking.stale_after", default=600))
+        reaped = liveness.reap(self.client, [exp_id], self._stale_after, "a sweep")
         for run, reason in reaped:
             self.log.info("marked run %s (%s) KILLED: %s", run.info.run_id, run.info.run_name, reason)
         self.swept = parent.swept_keys(config)
@@ -204,7 +203,15 @@ class SweepTracker(Callback):
         atexit.register(self._close_if_open)
         # A signal to the driver (or its process group) closes every running job KILLED, then stops
         # the sweep; atexit closes the parent run. Jobs in this process install their own handler.
-        interrupts.DriverSignals(self.sweep_dir)
+        self._signals = interrupts.DriverSignals(self.sweep_dir)
+        from .workers import guard_worker_death
+
+        guard_worker_death(self._worker_died)  # joblib: a dead worker ends the sweep cleanly, not RUNNING
+        # what every job needs from the driver, handed over in on_job_start: joblib's workers were
+        # started (warmed) before these existed, so they do not inherit them
+        self._job_env = {
+            k: os.environ[k] for k in (*interrupts.JOB_ENV, tracking.PARENT_ENV) if k in os.environ
+        }
         self.log.info(
             "sweep %s: %s jobs, parent run %s in %s",
             name,
@@ -242,12 +249,41 @@ class SweepTracker(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """In the process running the job: the sweep's variables (joblib workers predate them)."""
         if self.parent_id is not None:
-            from .tracking import PARENT_ENV
-
-            os.environ[PARENT_ENV] = self.parent_id
+            cluster = os.environ.get(interrupts.CLUSTER_ENV) == "1"  # a SLURM job: no driver to watch
+            skip = interrupts.JOB_ENV if cluster else ()
+            # parent run; driver pid, stop file and jobs folder (joblib's warmed workers lack them)
+            os.environ.update({k: v for k, v in self._job_env.items() if k not in skip})
             os.environ[SIZE_ENV] = self._size
         if self.swept:
             os.environ[SWEEP_KEYS_ENV] = ",".join(self.swept)
+
+    def _worker_died(self, exc: BaseException) -> None:
+        """A joblib worker died and loky ended the others: close what cannot close itself, say so."""
+        from . import liveness
+
+        deadline = time.monotonic() + 15.0  # loky SIGKILLs the other workers; wait until they are gone
+        while time.monotonic() < deadline and self._signals is not None and self._signals.running_jobs():
+            time.sleep(0.2)
+        reaped = []
+        with contextlib.suppress(Exception):
+            by = "the sweep (a joblib worker died)"
+            reaped = liveness.reap(self.client, [self.exp_id], self._stale_after, by)
+        codes = re.search(r"exit codes of the workers are (\{[^}]*\})", str(exc))
+        rows = read_results(self.sweep_dir) if self.sweep_dir else []
+        done = sum(r.get("status") in ("FINISHED", "SKIPPED") for r in rows)
+        self._close_if_open("FAILED")
+        names = ", ".join(r.info.run_name or r.info.run_id for r, _ in reaped) or "none"
+        self.log.error(
+            "Error: a joblib worker died (exit codes %s). joblib ends every job of the sweep when one of "
+            "its workers dies, so %d running run(s) were closed KILLED: %s. %d of %s jobs had finished. "
+            "Run the same command again to run the rest: finished configs are skipped.",
+            codes.group(1) if codes else type(exc).__name__,
+            len(reaped),
+            names,
+            done,
+            self._size,
+        )
+        sys.exit(1)
 
     def _close_if_open(self, status: str = "KILLED") -> None:
         if self._closed or self.client is None or self.parent_id is None:
@@ -264,19 +300,35 @@ class SweepTracker(Callback):
             self.client.set_terminated(self.parent_id, status=status)
         os.environ.pop(tracking.PARENT_ENV, None)
 
+    @staticmethod
+    def _tune(config: DictConfig) -> list[str]:
+        """`tracking.report_tune`: the params the sweep's report tunes per design (compare's --tune)."""
+        tune = OmegaConf.select(config, "tracking.report_tune", default=None) or []
+        return [str(t) for t in ([tune] if isinstance(tune, str) else tune)]
+
     def _report(self, config: DictConfig) -> Any:
-        """The comparison report of this sweep, beside the runs; a failure here never fails the sweep."""
+        """The comparison report of this sweep, beside the runs (one per task when the study mixes
+        binary and regression data, the parent's note then holding both tables); a failure here never
+        fails the sweep."""
         if not OmegaConf.select(config, "tracking.report_on_sweep_end", default=True):
             return None
-        report = None
         try:
-            from .compare import build_report
+            from .report import build_reports
+            from .report.build import Report
 
-            report = build_report(self.client, None, self.parent_id, Path("reports"))
-            self.log.info("report: %s", os.fspath(report))
+            reports = build_reports(
+                self.client, None, self.parent_id, Path("reports"), tune=self._tune(config)
+            )
         except Exception as exc:
             self.log.warning("warning: no report for this sweep (%s: %s)", type(exc).__name__, exc)
-        return report
+            return None
+        for report in reports:
+            self.log.info("report: %s", os.fspath(report))
+        if len(reports) == 1:
+            return reports[0]
+        tables = [f"### {r.subset}\n\n{r.designs_markdown}" for r in reports]
+        joined = "\n\n".join(tables)
+        return Report(reports[0].html_path, joined[:6000], {}, None, None, len(reports))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .workers import stop_workers
@@ -307,10 +359,11 @@ class SweepTracker(Callback):
             self._annotate(report, rows)
             self.log.info(
                 "MLflow UI (start it with `make ui`): %s\n  this sweep's parent run: %s\n"
-                "  report again: python -m losslab.compare --sweep %s",
+                "  report again: python -m losslab.compare --sweep %s%s",
                 links.runs_url(self.exp_id, self.uri),
                 links.run_url(self.exp_id, self.parent_id, self.uri),
                 self.parent_id,
+                " --tune " + " ".join(self._tune(config)) if self._tune(config) else "",
             )
         if failed:
             self.log.error("%d of %d jobs failed", len(failed), len(rows))
@@ -320,7 +373,10 @@ class SweepTracker(Callback):
         """The design table as the parent's note, the best design's metrics; never fails the sweep."""
         link = None
         if report is not None:
-            link = f"{links.run_url(self.exp_id, self.parent_id, self.uri)} (Artifacts: report/index.html)"
+            where = (
+                "report/index.html" if report.parts == 1 else "report-<data set>/index.html, one per data set"
+            )
+            link = f"{links.run_url(self.exp_id, self.parent_id, self.uri)} (Artifacts: {where})"
         try:
             parent.annotate(self.client, self.parent_id, report, rows, link)
         except Exception as exc:

@@ -478,6 +478,8 @@ def _trainer(cfg: DictConfig, callbacks: list[Any], setup: TrainerSetup | None =
     from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     warnings.filterwarnings("ignore", message=".*treespec.*LeafSpec.*")  # Lightning 2.6 vs torch 2.13 noise
+    # where SLURM is installed, Lightning suggests `srun python ...` for every run outside a SLURM job
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system")
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     setup = setup or trainer_setup(cfg)

@@ -19,6 +19,7 @@ import contextlib
 import os
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -81,3 +82,40 @@ def stop_workers() -> None:
     if executor is not None:
         with contextlib.suppress(Exception):
             executor.shutdown(wait=True, kill_workers=True)
+
+
+#: the sweep callback's handler for a joblib worker's death (set per sweep by `guard_worker_death`)
+_on_worker_death: Callable[[BaseException], None] | None = None
+
+
+def guard_worker_death(handler: Callable[[BaseException], None]) -> None:
+    """Hand a joblib worker's death (kill -9, out of memory) to `handler` instead of a traceback.
+
+    loky treats one dead worker as a broken pool: it SIGKILLs the other workers, with their jobs,
+    and the launcher raises TerminatedWorkerError out of Hydra. The jobs' runs cannot close
+    themselves then, so the sweep callback closes them (`handler`), says what happened and how to
+    resume, and exits non-zero. Wraps the launcher's `launch` once per process.
+    """
+    global _on_worker_death
+    _on_worker_death = handler
+    try:
+        from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+    except ImportError:  # the plugin is not installed: nothing to guard
+        return
+    if getattr(JoblibLauncher.launch, "_losslab_guard", False):
+        return
+    original = JoblibLauncher.launch
+
+    def launch(self: Any, job_overrides: Any, initial_job_idx: int) -> Any:
+        from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+        try:
+            return original(self, job_overrides, initial_job_idx)
+        except TerminatedWorkerError as exc:
+            if _on_worker_death is None:
+                raise
+            _on_worker_death(exc)
+            raise
+
+    launch._losslab_guard = True  # type: ignore[attr-defined]
+    JoblibLauncher.launch = launch  # type: ignore[method-assign]

@@ -6,7 +6,7 @@ store (which runs, their metrics and curves from MLflow) -> designs (grouping by
 (`build_report`, what sweeps and the bench call). `python -m losslab.compare` is the CLI.
 """
 
-from .build import Report, build_report
+from .build import Report, build_report, build_reports
 from .store import ReportError, load_runs
 
-__all__ = ["Report", "ReportError", "build_report", "load_runs"]
+__all__ = ["Report", "ReportError", "build_report", "build_reports", "load_runs"]

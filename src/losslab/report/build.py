@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from . import page, plots, tables
 from .ranking import Analysis, DesignResult, analyse, resolve_metric
-from .store import CURVE_KEYS, attach_curves, select_runs
+from .store import CURVE_KEYS, attach_curves, datasets_of, narrow, select_runs, tasks_of
 
 
 @dataclass
@@ -29,6 +29,8 @@ class Report:
     best: dict[str, Any] = field(default_factory=dict)
     csv_path: Path | None = None
     analysis: Analysis | None = field(default=None, repr=False)
+    parts: int = 1  # >1: the note of several per-task or per-data-set reports (html_path: the first)
+    subset: str | None = None  # the task or data set this report was narrowed to
 
     def __fspath__(self) -> str:
         return str(self.html_path)
@@ -83,6 +85,8 @@ def build_report(
     tune: Sequence[str] = (),
     all_runs: bool = False,
     log_artifacts: bool = True,
+    task: str | None = None,
+    data: str | None = None,
 ) -> Report:
     """Write <out>/<name>/index.html (self-contained) and designs.csv; return a `Report`.
 
@@ -90,10 +94,13 @@ def build_report(
     sweep, the experiment's latest sweep is reported (or all its runs when it has none, or when
     `all_runs`). `metric`: accuracy|auc|rmse|mae|r2 (default: the runs' task's primary metric);
     `baseline`: the design the others are paired with (default: the best); `tune`: params chosen
-    per design on val (see tuning.py). A sweep's report is also logged to its parent run
-    under artifact path "report".
+    per design on val (see tuning.py); `task` / `data`: only the runs of that task (binary|regression)
+    or data set (`data.name`), for a study that mixes them. A sweep's report is also logged to its
+    parent run under artifact path "report" ("report-<data or task>" when narrowed).
     """
     sel = select_runs(client_or_uri, experiment, sweep, all_runs)
+    if task is not None or data is not None:
+        sel = narrow(sel, task=task, data=data)
     yardstick = resolve_metric(sel.runs, metric)
     keys = CURVE_KEYS if yardstick.task is None else (*CURVE_KEYS, yardstick.curve_key)
     attach_curves(sel, keys)
@@ -115,14 +122,35 @@ def build_report(
     csv_path = out_dir / "designs.csv"
     csv_path.write_bytes(csv_bytes)
     if sel.parent is not None and log_artifacts:
-        _log_report(sel.client, sel.parent.info.run_id, [index, csv_path])
-    return Report(index, tables.markdown(a), best_summary(a), csv_path, a)
+        where = f"report-{sel.subset}" if sel.subset else "report"
+        _log_report(sel.client, sel.parent.info.run_id, [index, csv_path], where)
+    return Report(index, tables.markdown(a), best_summary(a), csv_path, a, subset=sel.subset)
 
 
-def _log_report(client: MlflowClient, run_id: str, files: Sequence[Path]) -> None:
+def _log_report(client: MlflowClient, run_id: str, files: Sequence[Path], where: str) -> None:
     """Attach the report to the sweep's parent run; a failure leaves the local report usable."""
     try:
         for path in files:
-            client.log_artifact(run_id, os.fspath(path), "report")
+            client.log_artifact(run_id, os.fspath(path), where)
     except (MlflowException, OSError) as exc:
         print(f"warning: could not log the report to run {run_id}: {exc}", file=sys.stderr)
+
+
+def build_reports(
+    client_or_uri: MlflowClient | str | None,
+    experiment: str | None,
+    sweep: str | None,
+    out: Path | str,
+    **options: Any,
+) -> list[Report]:
+    """`build_report`, or one report per data set when the runs use several (a study such as
+    optimizer_stability runs each loss on its own data): a metric is ranked only among runs on the
+    same data, and never across binary and regression tasks."""
+    sel = select_runs(client_or_uri, experiment, sweep, bool(options.get("all_runs", False)))
+    datasets = datasets_of(sel.runs)
+    if len(datasets) > 1:
+        return [build_report(client_or_uri, experiment, sweep, out, data=d, **options) for d in datasets]
+    tasks = tasks_of(sel.runs)
+    if len(tasks) > 1:
+        return [build_report(client_or_uri, experiment, sweep, out, task=t, **options) for t in tasks]
+    return [build_report(client_or_uri, experiment, sweep, out, **options)]

@@ -70,8 +70,9 @@ def resolve_metric(runs: Sequence[RunData], name: str | None) -> TaskMetric:
     if len(tasks) > 1:
         mix = ", ".join(f"{t} ({n} runs)" for t, n in sorted(tasks.items()))
         raise ReportError(
-            f"These runs mix tasks ({mix}): their metrics cannot be ranked together. Report one study at a "
-            "time (--sweep PARENT_RUN_ID) or one experiment (--experiment NAME)."
+            f"These runs mix tasks ({mix}): their metrics cannot be ranked together. Report one task at a "
+            "time (--task binary or --task regression), one study (--sweep PARENT_RUN_ID) or one experiment "
+            "(--experiment NAME)."
         )
     task = next(iter(tasks), None)
     if task is not None and task not in PRIMARY:

@@ -16,7 +16,7 @@ import sqlite3
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -346,12 +346,41 @@ class Selection:
     experiment: Experiment
     parent: Run | None  # the sweep's parent run; None for a whole-experiment report
     runs: list[RunData]
+    subset: str | None = None  # set when the runs were narrowed to one task or data set (`narrow`)
 
     @property
     def name(self) -> str:
-        return (
+        name = (
             self.parent.info.run_name if self.parent and self.parent.info.run_name else self.experiment.name
         )
+        return f"{name}-{self.subset}" if self.subset else name
+
+
+def tasks_of(runs: Iterable[RunData]) -> list[str]:
+    """The `task` tags of these runs, sorted (several when a study mixes binary and regression data)."""
+    return sorted({r.tags["task"] for r in runs if r.tags.get("task")})
+
+
+def datasets_of(runs: Iterable[RunData]) -> list[str]:
+    """The data sets (`data.name`) of these runs, sorted (several when each loss runs on its own data)."""
+    return sorted({r.params["data.name"] for r in runs if r.params.get("data.name")})
+
+
+def narrow(sel: Selection, *, task: str | None = None, data: str | None = None) -> Selection:
+    """The selection narrowed to one task and/or data set; ReportError naming what is there if empty."""
+    runs = [
+        r
+        for r in sel.runs
+        if (task is None or r.tags.get("task") == task)
+        and (data is None or r.params.get("data.name") == data)
+    ]
+    if not runs:
+        asked = " ".join(f"--{k} {v}" for k, v in (("task", task), ("data", data)) if v is not None)
+        raise ReportError(
+            f"{asked}: no such runs here; tasks: {', '.join(tasks_of(sel.runs)) or 'none tagged'}; "
+            f"data sets: {', '.join(datasets_of(sel.runs)) or 'none recorded'}."
+        )
+    return replace(sel, runs=runs, subset=data or task)
 
 
 def select_runs(

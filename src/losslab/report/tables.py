@@ -33,6 +33,11 @@ def fmt_failed(r: DesignResult) -> str:
     return f"{r.failed} of {r.n} failed ({why})"
 
 
+def _snap(x: float) -> float:
+    """0 for float32 round-off (MLflow stores metrics as float32-derived doubles): -1.19e-08 is a tie."""
+    return 0.0 if abs(x) < 1e-6 else x
+
+
 def fmt_paired(r: DesignResult) -> tuple[str, str]:
     """(difference with its interval, probability of improvement) against the baseline."""
     p = r.paired
@@ -41,11 +46,13 @@ def fmt_paired(r: DesignResult) -> tuple[str, str]:
     if p.seeds == 0:
         return "no shared seeds", ""
     d = p.diff
-    text = f"{d.mean:+.3g}"
+    text = f"{_snap(d.mean):+.3g}"
     if d.half is None:
         text += " (1 seed: no interval)"
     else:
-        text += f" [{d.lo:+.3g}, {d.hi:+.3g}]" + (" (too few seeds)" if p.seeds < MIN_SEEDS else "")
+        text += f" [{_snap(d.lo):+.3g}, {_snap(d.hi):+.3g}]" + (
+            " (too few seeds)" if p.seeds < MIN_SEEDS else ""
+        )
     return text, f"{p.p_improve:.2f} ({p.seeds} seed{'s' if p.seeds != 1 else ''})"
 
 
