@@ -135,3 +135,44 @@ def test_make_bench_quick_end_to_end(tmp_path: Path) -> None:
     assert soaked["finished"] == soaked["jobs"] == soaked["runs_with_exactly_one_point_per_step"]
     assert soaked["points"] == soaked["points_expected"]
     assert soaked["chaos"]["ok"], soaked["chaos"]  # and a real chaos round
+
+
+def test_phase_profile_of_a_real_sweep_names_the_phases(store: str, tmp_path: Path) -> None:
+    """`python -m losslab.bench.phases` on a real 2-job sweep: the phases are found, shares sum to ~100%."""
+    out = tmp_path / "phases.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "losslab.bench.phases",
+            "--out",
+            str(out),
+            str(ROOT / "train.py"),
+            "-m",
+            "seed=0,1",
+            "trainer.max_steps=20",
+            f"hydra.sweep.dir={tmp_path / 'mr'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {}
+    for line in out.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[2].endswith("%"):
+            rows[cells[0]] = (float(cells[1]), float(cells[2].rstrip("%")), float(cells[3] or 0), cells[4])
+    assert "**wall, " in out.read_text() and "2 jobs**" in out.read_text()
+    for phase in (
+        "imports (all)",
+        "job: trainer.fit (Lightning loop, model, loss)",
+        "job: run creation, params, tags",
+        "hydra: compose this job's config",
+        "parent bookkeeping (sweeps.py, parent.py)",
+    ):
+        assert phase in rows, (phase, sorted(rows))
+    top = [r for k, r in rows.items() if not k.startswith("&nbsp;") and not k.startswith("**")]
+    assert 90.0 <= sum(r[1] for r in top) <= 100.5  # each sample counted once
+    assert rows["job: trainer.fit (Lightning loop, model, loss)"][2] > 0  # seen inside the first job

@@ -91,8 +91,10 @@ def pending_jobs(config: DictConfig, client: Any, experiment_id: str) -> tuple[i
     jobs = job_overrides(config)
     if not jobs or not GlobalHydra.instance().is_initialized():
         return None
-    loader = GlobalHydra.instance().config_loader()
     done = _finished_by_hash(client, experiment_id)
+    if not done:  # nothing FINISHED yet (a new study): no job can be covered, compose none of them
+        return None
+    loader = GlobalHydra.instance().config_loader()
     found: list[str] = []
     for overrides in jobs:
         try:

@@ -39,7 +39,7 @@ def loss_curve_png(
     ax.set_title(title, fontsize=9, y=1.0)
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(alpha=0.3)
-    fig.savefig(path)
+    fig.savefig(path, pil_kwargs={"compress_level": 1})  # zlib level 6 (the default) was 15% of the PNG
     return path
 
 
