@@ -20,7 +20,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -105,11 +104,6 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     return "\n".join(lines)
-
-
-def _report_dir(name: str) -> str:
-    """The folder build_report writes a sweep's report to, under reports/ (report.build's naming)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"
 
 
 class SweepTracker(Callback):
@@ -231,7 +225,9 @@ class SweepTracker(Callback):
         last = parent.latest_parent(self.client, run_ids)
         where = "rerun=true runs them again."
         if last is not None:
-            local = Path("reports") / _report_dir(last.info.run_name or last.info.run_id) / "index.html"
+            from .report.build import safe_name
+
+            local = Path("reports") / safe_name(last.info.run_name or last.info.run_id) / "index.html"
             report = (
                 f"{local}" if local.is_file() else f"`python -m losslab.compare --sweep {last.info.run_id}`"
             )
@@ -319,7 +315,7 @@ class SweepTracker(Callback):
         tune = OmegaConf.select(config, "tracking.report_tune", default=None) or []
         return [str(t) for t in ([tune] if isinstance(tune, str) else tune)]
 
-    def _report(self, config: DictConfig) -> Any:
+    def _report(self, config: DictConfig, tune: list[str]) -> Any:
         """The comparison report of this sweep, beside the runs (one per task when the study mixes
         binary and regression data, the parent's note then holding both tables); a failure here never
         fails the sweep."""
@@ -329,9 +325,7 @@ class SweepTracker(Callback):
             from .report import build_reports
             from .report.build import Report
 
-            reports = build_reports(
-                self.client, None, self.parent_id, Path("reports"), tune=self._tune(config)
-            )
+            reports = build_reports(self.client, None, self.parent_id, Path("reports"), tune=tune)
         except Exception as exc:
             self.log.warning("warning: no report for this sweep (%s: %s)", type(exc).__name__, exc)
             return None
@@ -341,7 +335,7 @@ class SweepTracker(Callback):
             return reports[0]
         tables = [f"### {r.subset}\n\n{r.designs_markdown}" for r in reports]
         joined = "\n\n".join(tables)
-        return Report(reports[0].html_path, joined[:6000], {}, None, None, len(reports))
+        return Report(reports[0].html_path, joined[:6000], parts=len(reports))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from .workers import stop_workers
@@ -368,7 +362,8 @@ class SweepTracker(Callback):
                 self.client.log_text(self.parent_id, table + "\n", "summary.txt")
                 self.client.log_dict(self.parent_id, rows, "summary.json")
             self._close_if_open("FAILED" if failed else "FINISHED")
-            report = self._report(config)
+            tune = self._tune(config)
+            report = self._report(config, tune)
             self._annotate(report, rows)
             self.log.info(
                 "MLflow UI (start it with `make ui`): %s\n  this sweep's parent run: %s\n"
@@ -376,7 +371,7 @@ class SweepTracker(Callback):
                 links.runs_url(self.exp_id, self.uri),
                 links.run_url(self.exp_id, self.parent_id, self.uri),
                 self.parent_id,
-                " --tune " + " ".join(self._tune(config)) if self._tune(config) else "",
+                " --tune " + " ".join(tune) if tune else "",
             )
         if failed:
             self.log.error("%d of %d jobs failed", len(failed), len(rows))

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from . import page, plots, tables
 from .ranking import Analysis, DesignResult, analyse, resolve_metric
-from .store import CURVE_KEYS, attach_curves, datasets_of, narrow, select_runs, tasks_of
+from .store import CURVE_KEYS, Selection, attach_curves, datasets_of, narrow, select_runs, tasks_of
 
 
 @dataclass
@@ -62,7 +62,8 @@ def best_summary(a: Analysis) -> dict[str, Any]:
     return out
 
 
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
+    """The folder name a report of `name` is written to, under the output root."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"
 
 
@@ -101,6 +102,19 @@ def build_report(
     sel = select_runs(client_or_uri, experiment, sweep, all_runs)
     if task is not None or data is not None:
         sel = narrow(sel, task=task, data=data)
+    return _write(sel, out, metric=metric, baseline=baseline, tune=tune, log_artifacts=log_artifacts)
+
+
+def _write(
+    sel: Selection,
+    out: Path | str,
+    *,
+    metric: str | None = None,
+    baseline: str | None = None,
+    tune: Sequence[str] = (),
+    log_artifacts: bool = True,
+) -> Report:
+    """The report of the selected runs (see `build_report`)."""
     yardstick = resolve_metric(sel.runs, metric)
     keys = CURVE_KEYS if yardstick.task is None else (*CURVE_KEYS, yardstick.curve_key)
     attach_curves(sel, keys)
@@ -114,7 +128,7 @@ def build_report(
     )
     head, rows = tables.headers(a), tables.rows(a)
     csv_bytes = _csv(head, rows)
-    out_dir = Path(out) / _safe_name(sel.name)
+    out_dir = Path(out) / safe_name(sel.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = page.Context(f"LossLab report: {sel.name}", sel.uri, sel.experiment, sel.parent)
     index = out_dir / "index.html"
@@ -141,16 +155,18 @@ def build_reports(
     experiment: str | None,
     sweep: str | None,
     out: Path | str,
+    *,
+    all_runs: bool = False,
     **options: Any,
 ) -> list[Report]:
     """`build_report`, or one report per data set when the runs use several (a study such as
     optimizer_stability runs each loss on its own data): a metric is ranked only among runs on the
     same data, and never across binary and regression tasks."""
-    sel = select_runs(client_or_uri, experiment, sweep, bool(options.get("all_runs", False)))
+    sel = select_runs(client_or_uri, experiment, sweep, all_runs)
     datasets = datasets_of(sel.runs)
     if len(datasets) > 1:
-        return [build_report(client_or_uri, experiment, sweep, out, data=d, **options) for d in datasets]
+        return [_write(narrow(sel, data=d), out, **options) for d in datasets]
     tasks = tasks_of(sel.runs)
     if len(tasks) > 1:
-        return [build_report(client_or_uri, experiment, sweep, out, task=t, **options) for t in tasks]
-    return [build_report(client_or_uri, experiment, sweep, out, **options)]
+        return [_write(narrow(sel, task=t), out, **options) for t in tasks]
+    return [_write(sel, out, **options)]
