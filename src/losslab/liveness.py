@@ -125,14 +125,17 @@ def claim(
     finished_counts: bool = True,
     stale_after: float = STALE_AFTER,
 ) -> Run | None:
-    """None when `run` holds its config; else the run that does (finished, or alive and earlier)."""
+    """None when `run` holds its config; else the run that does (finished, or alive and earlier). A run
+    made from other loss or model code (`fingerprint`) holds nothing: this one re-runs its config."""
+    from .fingerprint import changed
+
     mine = (run.info.start_time, run.info.run_id)
     others = client.search_runs(
         [experiment_id], filter_string=f"tags.`{HASH_TAG}` = '{config_hash}'", max_results=1000
     )
     holder: Run | None = None
     for other in others:
-        if other.info.run_id == run.info.run_id:
+        if other.info.run_id == run.info.run_id or changed(other.data.tags, run.data.tags):
             continue
         status = other.info.status
         if status == "FINISHED" and finished_counts:

@@ -2,8 +2,10 @@
 
 - `swept_keys`: the config keys that differ between the jobs (command-line sweeps and the sweeper's
   params); the jobs' run names start with them (`naming.run_name`, via SWEEP_KEYS_ENV).
-- `pending_jobs`: for a grid sweep, how many jobs have no FINISHED run of their exact config yet, so
-  a resumed sweep with nothing to do makes no new parent run.
+- `pending_jobs`: for a grid sweep, how many jobs have no FINISHED run of their exact config (and
+  current loss and model code, `fingerprint`) yet, so a resumed sweep with nothing to do makes no
+  new parent run.
+- `source_changed_line`: at the end of a sweep, how many of its jobs re-ran because that code changed.
 - `annotate`: the parent run carries the sweep's result where the UI shows it: the ranked design
   table as the run's note (`mlflow.note.content`, markdown), the best design's key metrics as
   metrics and tags (the report itself is logged on the parent by `build_report`).
@@ -81,9 +83,12 @@ def job_overrides(config: DictConfig) -> list[list[str]] | None:
 
 def pending_jobs(config: DictConfig, client: Any, experiment_id: str) -> tuple[int, list[str]] | None:
     """(number of jobs, run ids of the FINISHED runs that already cover them) when every job is done;
-    None when something is left to run or the sweep cannot be enumerated (e.g. Optuna)."""
+    None when something is left to run or the sweep cannot be enumerated (e.g. Optuna). A FINISHED
+    run made from other loss or model code (`fingerprint`) covers nothing; one whose fingerprint
+    cannot be checked here leaves the job to decide."""
     from hydra.core.global_hydra import GlobalHydra
 
+    from . import fingerprint
     from .naming import config_hash
 
     if OmegaConf.select(config, "rerun", default=False):
@@ -96,6 +101,7 @@ def pending_jobs(config: DictConfig, client: Any, experiment_id: str) -> tuple[i
         return None
     loader = GlobalHydra.instance().config_loader()
     found: list[str] = []
+    shas: dict[str, str | None] = {}  # target -> fingerprint: each source file hashed once per sweep
     for overrides in jobs:
         try:
             job_cfg = loader.load_sweep_config(config, list(overrides))
@@ -104,18 +110,23 @@ def pending_jobs(config: DictConfig, client: Any, experiment_id: str) -> tuple[i
         with open_dict(job_cfg):  # what the job's task sees: Hydra removes its own node first
             del job_cfg["hydra"]
         try:
-            run_id = done.get(config_hash(job_cfg))
+            runs = done.get(config_hash(job_cfg), [])
         except Exception:
             return None
+        now = fingerprint.current(job_cfg, cache=shas)
+        run_id = next((r for r, tags in runs if fingerprint.changed(tags, now, strict=True) == []), None)
         if run_id is None:
             return None
         found.append(run_id)
     return (len(jobs), found) if len(found) == len(jobs) else None
 
 
-def _finished_by_hash(client: Any, experiment_id: str) -> dict[str, str]:
-    """config hash -> newest FINISHED run id in the experiment (one paged search, not one per job)."""
-    out: dict[str, str] = {}
+def _finished_by_hash(client: Any, experiment_id: str) -> dict[str, list[tuple[str, dict[str, str]]]]:
+    """config hash -> its FINISHED runs, newest first, each as (run id, its source fingerprint tags);
+    one paged search, not one per job."""
+    from .fingerprint import TAGS
+
+    out: dict[str, list[tuple[str, dict[str, str]]]] = {}
     token = None
     while True:
         page = client.search_runs(
@@ -127,11 +138,40 @@ def _finished_by_hash(client: Any, experiment_id: str) -> dict[str, str]:
         )
         for run in page:
             h = run.data.tags.get("losslab.config_hash")
-            if h and h not in out:
-                out[h] = run.info.run_id
+            if h:
+                tags = {t: run.data.tags[t] for t in TAGS.values() if t in run.data.tags}
+                out.setdefault(h, []).append((run.info.run_id, tags))
         token = page.token
         if not token:
             return out
+
+
+def source_changed_line(client: Any, experiment_id: str, parent_id: str, jobs: int) -> str | None:
+    """One line saying how many of this sweep's jobs re-ran because their loss (or model) code changed
+    since their FINISHED runs, naming that code; None when none did."""
+    from .fingerprint import CHANGED_TAG
+
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=50000
+    )
+    by_code: dict[tuple[str, str], int] = {}
+    n = 0
+    for run in runs:
+        kinds = [k for k in run.data.tags.get(CHANGED_TAG, "").split(",") if k]
+        n += bool(kinds)
+        for kind in kinds:
+            key = (kind, run.data.params.get(f"{kind}._target_", "?"))
+            by_code[key] = by_code.get(key, 0) + 1
+    if not n:
+        return None
+    what = "; ".join(
+        f"the {kind} source changed: {target} ({k} job{'s' if k != 1 else ''})"
+        for (kind, target), k in sorted(by_code.items())
+    )
+    return (
+        f"{n} of {jobs} jobs re-ran because {what}, since their FINISHED runs. The new runs carry tag "
+        f"{CHANGED_TAG}; the earlier runs stay in the store."
+    )
 
 
 def latest_parent(client: Any, run_ids: list[str]) -> Any | None:

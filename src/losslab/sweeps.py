@@ -353,6 +353,13 @@ class SweepTracker(Callback):
         table = summary_table(rows)
         self.log.info("\nSweep summary\n%s", table)
         if self.client is not None and self.parent_id is not None:
+            try:
+                line = parent.source_changed_line(self.client, self.exp_id, self.parent_id, len(rows))
+            except Exception as exc:  # the store hiccuped: the summary above still stands
+                line = None
+                self.log.warning("warning: could not count re-runs (%s: %s)", type(exc).__name__, exc)
+            if line:
+                self.log.info("%s", line)
             tags = {f"count.{k}": str(v) for k, v in counts.items()}
             tags.update({"jobs_failed": str(len(failed)), "jobs_done": str(len(rows))})
             with contextlib.suppress(Exception):

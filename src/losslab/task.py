@@ -28,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from . import interrupts
+from . import fingerprint, interrupts
 from .build import ConfigError, Job, build, trainer_error, user_error
 from .metrics import primary_metric
 from .naming import SIZE_ENV, choice_label, config_hash, loss_label, run_name
@@ -231,13 +231,26 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         client, tracking.resolve_experiment_name(cfg.tracking.get("experiment"))
     )
     chash = config_hash(cfg)
+    sources = fingerprint.current(cfg, {"loss": job.loss, "model": job.model})
+    source_tags: dict[str, str] = dict(sources)
     if not cfg.get("rerun", False):
-        done = tracking.find_finished(client, exp_id, chash)
-        if done is not None:
+        done = tracking.find_finished(client, exp_id, chash, sources)
+        if done is not None and not done.changed:
             log.info("%sskip: %s already FINISHED as run %s (rerun=true forces)", prefix, name, done.run_id)
             metric = primary_metric(job.data.task)
             value = client.get_run(done.run_id).data.metrics.get(f"best/val_{metric}")
             return Result("SKIPPED", name, done.run_id, done.outcome, done.val_loss, None, metric, value)
+        if done is not None:
+            kinds = ",".join(done.changed)
+            source_tags.update({fingerprint.CHANGED_TAG: kinds, fingerprint.SINCE_TAG: done.run_id})
+            log.info(
+                "%sre-run: %s was FINISHED as run %s, but the %s source changed since (%s)",
+                prefix,
+                name,
+                done.run_id,
+                " and ".join(done.changed),
+                ", ".join(fingerprint.target_of(cfg, k) or k for k in done.changed),
+            )
 
     gradcheck_tags = _maybe_gradcheck(cfg, job.loss)
     rules = job.rules
@@ -268,6 +281,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         "overrides": " ".join(redact_overrides(overrides)),
         "losslab.config_hash": chash,
         "losslab.version": _version(),
+        **source_tags,
         **gradcheck_tags,
         **precision_tags,
     }

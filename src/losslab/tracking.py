@@ -148,20 +148,36 @@ class FinishedRun:
     run_id: str
     outcome: str | None
     val_loss: float | None
+    #: non-empty: no FINISHED run of the config came from the current code; this is the newest one,
+    #: and these kinds (`loss`, `model`) of its code changed since (see `fingerprint`)
+    changed: tuple[str, ...] = ()
 
 
-def find_finished(client: MlflowClient, experiment_id: str, config_hash: str) -> FinishedRun | None:
-    """The newest FINISHED run of this exact config in the experiment, for resumable sweeps."""
+def find_finished(
+    client: MlflowClient, experiment_id: str, config_hash: str, sources: Mapping[str, str] | None = None
+) -> FinishedRun | None:
+    """The newest FINISHED run of this exact config in the experiment, for resumable sweeps, made from
+    the same loss and model source as `sources` (tag -> fingerprint; a run that recorded none counts)."""
+    from . import fingerprint
+
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`losslab.config_hash` = '{config_hash}' and attributes.status = 'FINISHED'",
-        max_results=1,
+        max_results=100,
         order_by=["attributes.start_time DESC"],
     )
     if not runs:
         return None
-    run = runs[0]
-    return FinishedRun(run.info.run_id, run.data.tags.get("outcome"), run.data.metrics.get("final/val_loss"))
+    for run in runs:
+        if not fingerprint.changed(run.data.tags, sources or {}):
+            return _finished(run)
+    return _finished(runs[0], tuple(fingerprint.changed(runs[0].data.tags, sources or {}) or ()))
+
+
+def _finished(run: Any, changed: tuple[str, ...] = ()) -> FinishedRun:
+    return FinishedRun(
+        run.info.run_id, run.data.tags.get("outcome"), run.data.metrics.get("final/val_loss"), changed
+    )
 
 
 # ----------------------------------------------------------------------------- standard tags, dataset
