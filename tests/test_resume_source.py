@@ -105,6 +105,11 @@ def test_an_edited_loss_file_runs_its_jobs_again_and_an_unchanged_one_is_skipped
     assert "all 2 configs of this sweep are done" in again.stdout
     assert len(_children(client)) == 4
 
+    loss_file.write_text(LOSS_V1)  # reverted: the first runs are from this code again
+    reverted = _sweep(tmp_path)
+    assert "all 2 configs of this sweep are done" in reverted.stdout
+    assert len(_children(client)) == 4
+
 
 def test_runs_recorded_before_fingerprints_still_count_as_done(store, client, tmp_path):
     loss_file = _user_package(tmp_path, LOSS_V1)

@@ -169,8 +169,8 @@ def source_changed_line(client: Any, experiment_id: str, parent_id: str, jobs: i
         for (kind, target), k in sorted(by_code.items())
     )
     return (
-        f"{n} of {jobs} jobs re-ran because {what}, since their FINISHED runs. The new runs carry tag "
-        f"{CHANGED_TAG}; the earlier runs stay in the store."
+        f"{n} of {jobs} jobs re-ran because {what}. Their FINISHED runs came from other code; the new "
+        f"runs carry tag {CHANGED_TAG}, the earlier runs stay in the store."
     )
 
 
