@@ -151,8 +151,10 @@ def source_changed_line(client: Any, experiment_id: str, parent_id: str, jobs: i
     since their FINISHED runs, naming that code; None when none did."""
     from .fingerprint import CHANGED_TAG
 
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=50000
+    runs = client.search_runs(  # only the runs that carry the tag: a big sweep's others stay unread
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{CHANGED_TAG}` LIKE '%'",
+        max_results=50000,
     )
     by_code: dict[tuple[str, str], int] = {}
     n = 0
