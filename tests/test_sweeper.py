@@ -67,3 +67,18 @@ def test_a_sweep_runs_losslab_sweeper_and_still_stops_on_a_shape_that_cannot_com
     assert bad.returncode != 0
     assert "Could not override 'loss.margin'" in bad.stdout + bad.stderr
     assert len([r for r in all_runs(client) if r.data.tags.get("losslab.sweep") != "parent"]) == 3
+
+
+def test_the_sweep_driver_imports_no_torch():
+    """The driver composes, creates the parent run and launches: torch (1.4 s) is for the jobs only,
+    and a joblib sweep's driver shares the two vCPUs with workers importing it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, losslab.sweeps, losslab.parent, losslab.tracking, losslab.workers, losslab.interrupts; "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
