@@ -134,3 +134,20 @@ class FailAt(nn.Module):
 def two_outputs(in_features: int, out_features: int, **unused: object) -> nn.Module:
     """A user's model with the wrong output size: (N, 2) predictions against (N, 1) targets."""
     return nn.Linear(in_features, 2)
+
+
+class WrongShape(nn.Module):
+    """Returns the per-sample losses instead of their mean: not a scalar, so every check must fail."""
+
+    def forward(self, y_pred: Tensor, y_true: Tensor, weight: Tensor | None = None) -> Tensor:
+        return (y_pred - y_true) ** 2
+
+
+class UnreshapedWeights(nn.Module):
+    """Weighted MSE that multiplies the (N,) weights into (N, k) errors without reshaping them: fine
+    for (N,) predictions, raises for a (4, 3) batch (4 weights against 3 columns). Unweighted, it is
+    plain MSE."""
+
+    def forward(self, y_pred: Tensor, y_true: Tensor, weight: Tensor | None = None) -> Tensor:
+        sq = (y_pred - y_true) ** 2
+        return sq.mean() if weight is None else (weight * sq).mean()

@@ -22,7 +22,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .naming import loss_label
 
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+#: sweepers that launch every job of the product of the sweep values (LossLab's validates fewer)
+BASIC_SWEEPERS = (
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+    "hydra_plugins.losslab_sweeper.sweeper.LossLabSweeper",
+)
 NOTE_TAG = "mlflow.note.content"
 
 
@@ -71,7 +75,7 @@ def job_overrides(config: DictConfig) -> list[list[str]] | None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if OmegaConf.select(config, "hydra.sweeper._target_", default=None) != BASIC_SWEEPER:
+    if OmegaConf.select(config, "hydra.sweeper._target_", default=None) not in BASIC_SWEEPERS:
         return None
     try:
         parsed = OverridesParser.create().parse_overrides(_sweep_lines(config))

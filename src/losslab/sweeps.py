@@ -130,8 +130,11 @@ class SweepTracker(Callback):
         return {**self.__dict__, "_heartbeat": None, "_signals": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra_plugins.losslab_sweeper.sweeper import use_for
+
         from .workers import start_warming
 
+        use_for(config)  # Hydra's basic sweeper validates one job per config shape, not every job
         start_warming(config)  # joblib: workers import torch/Lightning/MLflow while this sets up
         from . import tracking
 

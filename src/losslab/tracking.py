@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
@@ -27,7 +27,6 @@ from mlflow.tracking import MlflowClient
 
 from . import liveness
 from .params import MAX_METRICS, MAX_PARAM_LEN, MAX_PARAMS_TAGS, MAX_TAG_LEN, clip_tags, flatten, redact_uri
-from .steplog import StepBuffer
 from .store import (
     DEFAULT_EXPERIMENT,
     PROJECT_ROOT,
@@ -43,6 +42,9 @@ from .store import (
     resolve_experiment_name,
     resolve_tracking_uri,
 )
+
+if TYPE_CHECKING:  # steplog imports torch, which a sweep driver does not need (1.4 s at start-up)
+    from .steplog import StepBuffer
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
@@ -247,7 +249,11 @@ class RunRecorder:
         self.client = client
         self.run_id = run_id
         self.retry_seconds = retry_seconds
-        self.buffer = buffer if buffer is not None else StepBuffer(capacity=flush_every)
+        if buffer is None:
+            from .steplog import StepBuffer
+
+            buffer = StepBuffer(capacity=flush_every)
+        self.buffer = buffer
         self.history: dict[str, list[tuple[int, float]]] = {k: [] for k in self.KEEP}
         self._pending: list[Metric] = []
         self._outage_since: float | None = None

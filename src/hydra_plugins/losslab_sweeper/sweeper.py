@@ -1,0 +1,87 @@
+"""Hydra's basic sweeper, validating one job per config shape: what a LossLab sweep runs by default.
+
+Before launching, Hydra's BasicSweeper composes every job's config once to catch composition errors
+early, and the launcher composes each job again when it runs it. In a 16-job seed sweep the first
+pass costs about 1.4 s of start-up (README "Performance"), all before the first job starts.
+
+Jobs whose overrides differ only in the *numbers* given to plain config keys (`seed=range(16)`,
+`optimizer.lr=1e-3,1e-2`, `loss.margin=0,0.5,1`) compose alike: a number cannot add or remove a
+config, and a typed (structured) config accepts or rejects it by its type. So this sweeper
+validates one job per shape, where the shape keeps every config-group choice, every `hydra.*`
+override, every string, and the key and type of each number. Everything else (`params`,
+`max_batch_size`, launching, job order) is the basic sweeper's. Hydra has no setting for how much
+to validate (its source leaves that as a possible future option), hence the subclass.
+
+LossLab's sweep callback swaps it in (`use_for`) when the config names Hydra's basic sweeper, the
+default; a config group option would not do, as the primary config's `override hydra/sweeper:`
+wins over a study's (`override /hydra/sweeper: optuna` would be ignored). The sweep's
+multirun.yaml names the class that ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from omegaconf import DictConfig, OmegaConf, read_write
+
+BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+LOSSLAB = "hydra_plugins.losslab_sweeper.sweeper.LossLabSweeper"
+
+
+def override_shape(override: Override, is_group: Any) -> Hashable:
+    """What of one override can change whether a job's config composes (see the module docstring)."""
+    key = override.key_or_group
+    value = override.value()
+    plain_number = isinstance(value, (bool, int, float)) or value is None
+    if (
+        override.type is OverrideType.CHANGE
+        and override.package is None
+        and plain_number
+        and not key.startswith("hydra")
+        and not is_group(key)
+    ):
+        return (key, type(value).__name__)
+    return override.input_line or f"{key}={value}"
+
+
+def distinct_shapes(batch: Sequence[Sequence[str]], parser: OverridesParser, is_group: Any) -> list[int]:
+    """Indices of the first job of each shape in `batch`, in job order."""
+    seen: set[Hashable] = set()
+    firsts: list[int] = []
+    for i, overrides in enumerate(batch):
+        parsed = parser.parse_overrides(list(overrides))
+        shape = tuple(sorted((override_shape(o, is_group) for o in parsed), key=repr))
+        if shape not in seen:
+            seen.add(shape)
+            firsts.append(i)
+    return firsts
+
+
+class LossLabSweeper(BasicSweeper):
+    """BasicSweeper whose pre-launch validation composes one job per config shape."""
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        assert self.hydra_context is not None and self.config is not None
+        loader = self.hydra_context.config_loader
+        parser = OverridesParser.create(config_loader=loader)
+        repository = getattr(loader, "repository", None)
+
+        def is_group(key: str) -> bool:
+            # without the repository, treat every key as a group: validate every job, as Hydra does
+            return repository is None or bool(repository.group_exists(key))
+
+        for i in distinct_shapes(batch, parser, is_group):
+            loader.load_sweep_config(master_config=self.config, sweep_overrides=list(batch[i]))
+
+
+def use_for(config: DictConfig) -> bool:
+    """Before Hydra builds the sweeper: Hydra's basic sweeper -> this one. True when swapped."""
+    if OmegaConf.select(config, "hydra.sweeper._target_", default=None) != BASIC:
+        return False
+    with read_write(config.hydra.sweeper):
+        config.hydra.sweeper._target_ = LOSSLAB
+    return True
