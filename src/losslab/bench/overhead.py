@@ -1,9 +1,9 @@
 """Section 1: what LossLab costs per training step, against a raw PyTorch loop doing the same work.
 
 LossLab with full tracking (`task.train`: train/loss and gradient statistics every step, validation
-every epoch, a sqlite store) vs the raw loop, on a small (32-256-256-1) and a 4x1024 MLP. On the
-small MLP, plain Lightning (same module, no callbacks, no tracking) runs alongside: Lightning's
-loop is a floor LossLab cannot go under, and LossLab / plain Lightning is the part LossLab adds.
+every epoch, a sqlite store) vs the raw loop, on a small (32-256-256-1) and a 4x1024 MLP. On both,
+plain Lightning (same module, no callbacks, no tracking) runs alongside: Lightning's loop is a
+floor LossLab cannot go under, and LossLab / plain Lightning is the part LossLab adds.
 
 Run alone: `python -m losslab.bench --only 1` (or `python -m losslab.bench.overhead`).
 """
@@ -31,9 +31,7 @@ def run(ctx: Context) -> None:
     out: dict[str, Any] = {"note": NOTE}
     uri = ctx.store("s1")
     for fid, hidden, steps in (("1.small", [256, 256], s.steps), ("1.big", [1024] * 4, s.big_steps)):
-        variants = {"losslab": lambda c: losslab_run(c, uri), "raw": raw_run}
-        if fid == "1.small":
-            variants["lightning"] = lightning_run
+        variants = {"losslab": lambda c: losslab_run(c, uri), "raw": raw_run, "lightning": lightning_run}
         samples = ctx.ab(variants, compose(mlp_overrides(hidden, steps, s.threads)))
         r = paired_ratio(samples["losslab"], samples["raw"])
         fit_r = paired_ratio(samples["losslab"], samples["raw"], "fit_seconds")
