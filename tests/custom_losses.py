@@ -147,3 +147,20 @@ class ProbabilityBCE(nn.Module):
 
     def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy(torch.sigmoid(y_pred), y_true.reshape(y_pred.shape))
+
+
+class WrongShape(nn.Module):
+    """Returns the per-sample losses instead of their mean: not a scalar, so every check must fail."""
+
+    def forward(self, y_pred: Tensor, y_true: Tensor, weight: Tensor | None = None) -> Tensor:
+        return (y_pred - y_true) ** 2
+
+
+class UnreshapedWeights(nn.Module):
+    """Weighted MSE that multiplies the (N,) weights into (N, k) errors without reshaping them: fine
+    for (N,) predictions, raises for a (4, 3) batch (4 weights against 3 columns). Unweighted, it is
+    plain MSE."""
+
+    def forward(self, y_pred: Tensor, y_true: Tensor, weight: Tensor | None = None) -> Tensor:
+        sq = (y_pred - y_true) ** 2
+        return sq.mean() if weight is None else (weight * sq).mean()

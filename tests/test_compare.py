@@ -327,6 +327,64 @@ def test_cli_metric_tune_and_baseline(
         assert err.startswith("Error: ") and words in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_the_help_baseline_examples_name_a_real_design(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--help` shows how to name a baseline; each example must name one design of the sweep it describes."""
+    uri = _uri(store / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    synthetic_experiment(uri, n_runs=40, n_steps=30, experiment="help")  # loss.margin x optimizer.lr
+    text = " ".join(compare._parser().format_help().split())
+    about = text[text.rindex("--baseline DESIGN") : text.rindex("--tune PARAM")]  # the option, not usage
+    examples = re.findall(r"e\.g\. '([^']+)'", about) + re.findall(r"\(([\w.]+=[^()\s]+)\)", about)
+    assert examples, about
+    for example in examples:
+        out = tmp_path / re.sub(r"\W+", "_", example)
+        assert compare.main(["--baseline", example, "--out", str(out)]) == 0, example
+        rows = _designs(next(out.glob("*/index.html")))
+        delta = next(k for k in rows[0] if k.startswith("Δ"))
+        base = [(r["loss.margin"], r["optimizer.lr"]) for r in rows if r[delta].startswith("baseline")]
+        assert base == [("0.5", "0.01")], example
+
+
+def test_failed_runs_show_their_steps_and_error_and_are_counted_when_paired(tmp_path: Path) -> None:
+    """A real sweep with one job failing at its 6th step: the report's run table says how far it got
+    and why it failed, and its design's paired difference counts the failed seed instead of dropping it."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": _uri(tmp_path / "mlflow.db")}
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "loss._target_=tests.custom_losses.FailAt",
+        "+loss.fail_at=-1,5",
+        "trainer.max_steps=30",
+        "tracking.log_curve_png=false",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        "-m",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]  # one job failed
+    parent = re.search(r"parent run ([0-9a-f]{32})", proc.stdout)
+    assert parent, proc.stdout[-2000:]
+    uri = env["MLFLOW_TRACKING_URI"]
+    report = compare.build_report(uri, None, parent.group(1), tmp_path / "reports", log_artifacts=False)
+    client = tracking.open_store(uri)
+    failed = next(r for r in report.analysis.runs if r.status == "FAILED")
+    assert "final/steps" not in failed.metrics and "deliberate failure" in failed.tags["error"]
+    last = max(m.step for key in CURVE_KEYS for m in client.get_metric_history(failed.run_id, key))
+    page = report.html_path.read_text()
+    row = next(tr for tr in page.split("<tr>") if failed.run_id in tr)
+    cells = re.findall(r"<td>(.*?)</td>", row)
+    assert f"{last} (last logged)" in cells, cells  # how far it got
+    assert any(c.startswith("RuntimeError: FailAt: deliberate failure at call") for c in cells), cells
+    done = next(r for r in report.analysis.runs if r.status == "FINISHED")
+    assert "<td>30</td>" in next(tr for tr in page.split("<tr>") if done.run_id in tr)  # its final/steps
+    assert (
+        "no shared seeds (0 of 1 seeds paired; 1 failed)" in page and "1 failed)" in report.designs_markdown
+    )
+
+
 @pytest.mark.slow
 def test_mlflow_serves_the_logged_report_self_contained(sweep: tuple[str, str], tmp_path: Path) -> None:
     """MLflow's artifact viewer fetches report/index.html from the server and shows it from a blob URL,

@@ -12,7 +12,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from custom_losses import DoubledGradMSE, ForgetfulSigmoidL1, FrozenHessianMSE, PlainHinge, PlainSigmoidL1
+from custom_losses import (
+    DoubledGradMSE,
+    ForgetfulSigmoidL1,
+    FrozenHessianMSE,
+    PlainHinge,
+    PlainSigmoidL1,
+    UnreshapedWeights,
+)
 from losslab.gradcheck import builtin_losses, check_configured_loss, check_loss, config_dir, main
 from losslab.losses import Hinge, SigmoidWeightedL1, WeightedMSE
 
@@ -103,6 +110,34 @@ def test_wrong_second_derivative_is_caught() -> None:
         "hessian": "FAIL",
         "hessian, weighted": "SKIP",
     }
+
+
+def test_a_loss_that_raises_names_the_point_that_raised() -> None:
+    """Weighted, the (4, 3) point raises; the row must name it, not the worst of the points before."""
+    report = check_loss(UnreshapedWeights(), points=3)  # points 0, 1, 2 have shapes (16,), (8, 1), (4, 3)
+    grad, weighted = report.rows[0], report.rows[1]
+    assert grad.status == "PASS" and weighted.status == "FAIL" and weighted.raised
+    assert weighted.note.startswith("raised at point 2 shape (4, 3) with per-sample weights: RuntimeError")
+    assert weighted.worst == ""  # points 0 and 1 passed: naming one of them would point at the wrong place
+    line = next(x for x in report.table().splitlines() if "grad, weighted" in x)
+    assert "point 0" not in line and "point 1" not in line
+    assert report.summary().startswith(
+        "UnreshapedWeights: 1 of 2 checks failed: grad, weighted: raised at point 2"
+    )
+
+
+def test_a_fail_row_of_a_loss_that_raised_prints_no_error_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    """A loss returning per-sample losses fails every case before any error is measured: its row
+    must show '-', not the 0.00e+00 of a perfect pass."""
+    assert main(["loss._target_=tests.custom_losses.WrongShape", FEW]) == 1
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("tests.custom_losses.WrongShape")]
+    fails = [r for r in rows if "FAIL" in r]
+    assert len(fails) == 2 and "0.00e+00" not in out
+    for r in fails:
+        assert r[r.index("FAIL") - 3 : r.index("FAIL")] == ["-", "-", "-"], r  # errors and moves
+    assert "raised at point 0 shape (16,): TypeError: the loss must return a 0-dim tensor" in out
+    assert "max abs err 0.00e+00" not in check_loss(UnreshapedWeights(), points=3).summary()
 
 
 def test_user_loss_through_target_override(capsys: pytest.CaptureFixture[str]) -> None:

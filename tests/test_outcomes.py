@@ -521,3 +521,39 @@ def test_relabel_rewrites_the_tags_of_stored_runs(store, client) -> None:
     assert tags["outcome"] == "converged" and tags["outcome_previous"] == "diverged"
     assert "first_bad_step" not in tags and tags["overfitting"] == "false" and "best_val_step" in tags
     assert relabel(["--experiment", "nope", "--uri", store]) == 2
+
+
+def test_relabel_dry_run_counts_only_labels_that_change(store, client, capsys) -> None:
+    """A run whose label stays is not a change: the dry run lists and counts only real ones."""
+    from mlflow.entities import Metric
+
+    from losslab.relabel import main as relabel
+
+    exp = client.create_experiment("study")
+    rms = next(r for r in REAL if r.name == "mse_rmsprop_lr0.01_200")
+    metrics = [Metric("train/loss", v, 0, s) for s, v in rms.train] + [
+        Metric("val/loss", v, 0, s) for s, v in rms.val
+    ]
+
+    def stored_run(name: str, **tags: str) -> str:
+        rid = client.create_run(exp, run_name=name, tags=tags).info.run_id
+        client.log_param(rid, "trainer.max_steps", "200")
+        for i in range(0, len(metrics), 500):
+            client.log_batch(rid, metrics=metrics[i : i + 500])
+        client.set_terminated(rid, "FINISHED")
+        return rid
+
+    for i in range(3):
+        stored_run(f"current-{i}")
+    assert relabel(["--experiment", "study", "--uri", store]) == 0  # three runs with current labels
+    capsys.readouterr()
+    current = client.get_run(client.search_runs([exp])[0].info.run_id).data.tags
+    stale = stored_run("stale", outcome="diverged", overfitting=current["overfitting"])
+    assert relabel(["--experiment", "study", "--uri", store, "--dry-run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and out[0].split() == ["outcome:", "diverged", "->", "converged", "1", "stale"], out
+    assert out[1] == "1 of 4 run(s) would be relabelled; 3 would keep their labels"
+    assert client.get_run(stale).data.tags["outcome"] == "diverged"  # a dry run writes nothing
+    assert relabel(["--experiment", "study", "--uri", store]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("1 of 4 run(s) relabelled; 3 kept")
+    assert client.get_run(stale).data.tags["outcome"] == "converged"

@@ -370,8 +370,44 @@ def test_a_paired_difference_of_float32_round_off_reads_as_a_tie() -> None:
     """Two designs with the same accuracies differ by ~1e-8 once MLflow's float32 values are averaged."""
     from types import SimpleNamespace
 
+    from losslab.report.stats import Interval, Paired
     from losslab.report.tables import fmt_paired
 
-    diff = SimpleNamespace(mean=-1.19e-08, half=0.011, lo=-0.011, hi=0.011)
-    r = SimpleNamespace(paired=SimpleNamespace(seeds=5, diff=diff, p_improve=0.5))
+    r = SimpleNamespace(paired=Paired(Interval(-1.19e-08, 0.011, 5), 0.5, 5, of=5))
     assert fmt_paired(r) == ("+0 [-0.011, +0.011]", "0.50 (5 seeds)")
+
+
+def test_paired_rows_count_the_seeds_whose_runs_failed(study: tuple[str, str, Path]) -> None:
+    """A seed that failed takes no part in a paired difference; the row must say so, in the HTML and
+    the markdown, or a design that lost seeds reads like one that paired on all of them."""
+    uri, parent, tmp = study
+    report = compare.build_report(uri, None, parent, tmp / "reports-paired", log_artifacts=False)
+    a, page, md = report.analysis, report.html_path.read_text(), report.designs_markdown
+    by_label = {r.label: r for r in a.ranked}
+    cases = {  # label: (seeds paired, why the others are left out, text of the Δ cell)
+        _label(*synthetic.FAILED_RUN[:2]): (9, {"failed": 1}, "(9 of 10 seeds paired; 1 failed)"),
+        _label(*synthetic.TRAP): (5, {"failed": 5}, "(5 of 10 seeds paired; 5 failed)"),
+        _label(*synthetic.ALL_DIVERGE): (0, {"failed": 10}, "shared seeds (0 of 10 seeds paired; 10 failed)"),
+    }
+    for label, (seeds, unpaired, text) in cases.items():
+        r = by_label[label]
+        assert (r.paired.seeds, r.paired.of, dict(r.paired.unpaired)) == (seeds, 10, unpaired), label
+        diff, _ = tables.fmt_paired(r, a.paired_on)
+        assert diff.endswith(text), diff
+        assert f"<td>{diff}</td>" in page, diff  # its own cell of the design table
+        md_row = next(line for line in md.splitlines() if line.startswith("| ") and f" {label} |" in line)
+        assert text in md_row, md_row
+    clean = by_label[_label(0.0, 1e-2)]
+    assert clean.paired.seeds == clean.paired.of == 10 and "seeds paired" not in tables.fmt_paired(clean)[0]
+    assert all(r.paired.seeds + sum(r.paired.unpaired.values()) == r.paired.of for r in a.ranked if r.paired)
+    assert "3 design(s) are paired with the baseline on fewer seeds than they ran" in page
+    # the baseline's own failed seed is counted on its row and on every row paired with it
+    with_failed = _analysis(uri, parent, baseline=_label(*synthetic.FAILED_RUN[:2]))
+    assert tables.fmt_paired(with_failed.baseline, with_failed.paired_on) == (
+        "baseline (9 of 10 seeds usable; 1 failed)",
+        "",
+    )
+    best = next(r for r in with_failed.ranked if r.label == _label(*synthetic.BEST))
+    assert dict(best.paired.unpaired) == {"baseline failed": 1} and best.paired.seeds == 9
+    diff, _ = tables.fmt_paired(best, with_failed.paired_on)
+    assert diff.endswith("(9 of 10 seeds paired; 1 baseline failed)"), diff

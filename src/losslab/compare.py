@@ -43,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--baseline",
         metavar="DESIGN",
-        help="design the others are paired with, by label or key=value pairs, e.g. 'loss=Hinge,margin=0.5' "
-        "(default: the best design)",
+        help="design the others are paired with (default: the best design): its label as the report "
+        "prints it, e.g. 'margin=0.5, lr=0.01' in a sweep of loss.margin x optimizer.lr, or key=value pairs "
+        "joined by commas that name only it, short or full keys (margin=0.5,optimizer.lr=0.01)",
     )
     p.add_argument(
         "--tune",

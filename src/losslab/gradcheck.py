@@ -70,6 +70,13 @@ class CaseResult:
     declared_moves: int = 0  # coordinates moved because kink_distance < delta
     detected_moves: int = 0  # coordinates moved because one-sided differences disagreed
     note: str = ""
+    raised: bool = False  # the loss raised: the case stopped at the point `note` names
+
+    @property
+    def measured(self) -> bool:
+        """Whether the error columns mean something: the case ran and was not cut short by a raise
+        (the errors of the points before it would read like a pass)."""
+        return self.passed is not None and not self.raised
 
     @property
     def status(self) -> str:
@@ -97,7 +104,12 @@ class Report:
         failed = [r for r in ran if r.passed is False]
         if not failed:
             return f"{self.loss}: {len(ran)} of {len(ran)} checks passed"
-        details = "; ".join(f"{r.case}: {r.note or r.worst} (max abs err {r.max_abs:.2e})" for r in failed)
+        details = "; ".join(
+            f"{r.case}: {r.note}"
+            if r.raised
+            else f"{r.case}: {r.note or r.worst} (max abs err {r.max_abs:.2e})"
+            for r in failed
+        )
         return f"{self.loss}: {len(failed)} of {len(ran)} checks failed: {details}"
 
 
@@ -320,8 +332,10 @@ def _run_case(
     gen = torch.Generator().manual_seed(seed + 2)
     worst_ratio = -1.0
     unresolved = 0
+    index, shape, weighted = 0, (), False
     try:
         for index, (x, t, w) in enumerate(samples):
+            shape, weighted = tuple(x.shape), w is not None
             f = _objective(loss, t, w)
             res = _check_point(loss, f, x, t, order, opts, gen)
             err = (res.analytic - res.fd).abs()
@@ -339,9 +353,12 @@ def _run_case(
                 worst_ratio = float(ratio.max())
                 flat = int(ratio.argmax())
                 row.worst = _where(index, res.x, t, order, flat, res.analytic, res.fd)
-    except Exception as exc:  # a loss that raises fails its check, with the reason in the row
-        row.passed = False
-        row.note = f"{type(exc).__name__}: {_one_line(str(exc))}"
+    except Exception as exc:  # a loss that raises fails its check, with the point that raised
+        where = f"point {index} shape {shape}" + (" with per-sample weights" if weighted else "")
+        row.note = f"raised at {where}: {type(exc).__name__}: {_one_line(str(exc))}"
+        # the worst point so far is another point: keep it only where it failed by itself
+        row.worst = f"earlier failure: {row.worst}" if row.passed is False and row.worst else ""
+        row.passed, row.raised = False, True
     if unresolved:
         still = f"{unresolved} point(s) still on a kink after {MAX_MOVES} moves"
         row.note = f"{row.note}; {still}" if row.note else still
@@ -509,15 +526,15 @@ def format_table(reports: Sequence[Report]) -> str:
     lines = [head]
     for rep in reports:
         for r in rep.rows:
-            ran = r.passed is not None
+            ran, measured = r.passed is not None, r.measured
             lines.append(
                 (
                     rep.loss,
                     r.case,
                     str(r.points) if ran else "-",
-                    f"{r.max_abs:.2e}" if ran else "-",
-                    f"{r.max_rel:.2e}" if ran else "-",
-                    f"{r.declared_moves}+{r.detected_moves}" if ran else "-",
+                    f"{r.max_abs:.2e}" if measured else "-",
+                    f"{r.max_rel:.2e}" if measured else "-",
+                    f"{r.declared_moves}+{r.detected_moves}" if measured else "-",
                     r.status,
                     "; ".join(s for s in (r.note, r.worst) if s),
                 )

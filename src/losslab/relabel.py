@@ -5,22 +5,49 @@ The outcome labels are a function of the `train/loss` and `val/loss` histories (
 re-labelled in place: `python -m losslab.relabel --experiment optimizer_stability` rewrites the tags
 `outcome`, `outcome_reason`, `overfitting`, `overfitting_reason` and `best_val_step` (and
 `first_bad_step`), and keeps the old label as `outcome_previous` the first time. `--dry-run` only
-prints the changes.
+prints the changes. Only runs whose `outcome` or `overfitting` label differs count as changed; the
+others are counted as staying (their reason tags are still refreshed).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
+from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from .outcome_rules import OutcomeRules
 from .outcomes import classify, overfitting
 
+#: changed runs named per (old -> new) line of the printout; the rest are counted
+SHOWN_RUNS = 5
 
-def relabel_run(client: Any, run: Any, rules: OutcomeRules, dry_run: bool = False) -> tuple[str, str] | None:
-    """(old, new) label of one FINISHED run, written unless `dry_run`; None when it has no train curve."""
+
+@dataclass(frozen=True)
+class Relabel:
+    """One run's labels before and after (`overfitting` as its tag, "" where the run had none)."""
+
+    name: str
+    old: str
+    new: str
+    old_overfitting: str
+    new_overfitting: str
+
+    @property
+    def changes(self) -> list[str]:
+        """What differs, as `outcome: old -> new` lines; empty when every label stays."""
+        out = []
+        if self.old != self.new:
+            out.append(f"outcome: {self.old or '-'} -> {self.new}")
+        if self.old_overfitting != self.new_overfitting:
+            out.append(f"overfitting: {self.old_overfitting or '-'} -> {self.new_overfitting}")
+        return out
+
+
+def relabel_run(client: Any, run: Any, rules: OutcomeRules, dry_run: bool = False) -> Relabel | None:
+    """The labels of one FINISHED run before and after, written unless `dry_run`; None when it has no
+    train curve."""
     run_id = run.info.run_id
     train = sorted(
         ((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss")), key=lambda p: p[0]
@@ -55,7 +82,9 @@ def relabel_run(client: Any, run: Any, rules: OutcomeRules, dry_run: bool = Fals
             client.set_tag(run_id, key, value)
         if outcome.first_bad_step is None and "first_bad_step" in run.data.tags:
             client.delete_tag(run_id, "first_bad_step")
-    return old, outcome.label
+    name = run.info.run_name or run_id[:8]
+    before = run.data.tags.get("overfitting", "")
+    return Relabel(name, old, outcome.label, before, tags["overfitting"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,15 +103,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: no experiment named {args.experiment!r} in this store.", file=sys.stderr)
         return 2
     runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
-    changes: Counter[tuple[str, str]] = Counter()
-    for run in runs:
-        result = relabel_run(client, run, OutcomeRules(), dry_run=args.dry_run)
-        if result is not None:
-            changes[result] += 1
-    for (old, new), count in sorted(changes.items()):
-        print(f"{old or '-':>16} -> {new:<16} {count}")
-    print(f"{sum(changes.values())} run(s) {'would be ' if args.dry_run else ''}relabelled")
+    results = [relabel_run(client, run, OutcomeRules(), dry_run=args.dry_run) for run in runs]
+    print(summary([r for r in results if r is not None], skipped=results.count(None), dry_run=args.dry_run))
     return 0
+
+
+def summary(results: list[Relabel], skipped: int = 0, dry_run: bool = False) -> str:
+    """Each real change (`outcome: converged -> diverged  3  run-a, run-b, run-c`), then how many
+    runs change and how many keep their labels: a run whose label stays is not a change."""
+    by_change: dict[str, list[str]] = defaultdict(list)
+    for r in results:
+        for change in r.changes:
+            by_change[change].append(r.name)
+    lines = []
+    for change, names in sorted(by_change.items()):
+        shown = ", ".join(names[:SHOWN_RUNS]) + (
+            f", ... ({len(names) - SHOWN_RUNS} more)" if len(names) > SHOWN_RUNS else ""
+        )
+        lines.append(f"{change:<40} {len(names):>5}  {shown}")
+    changed = sum(bool(r.changes) for r in results)
+    would = "would be " if dry_run else ""
+    stay = len(results) - changed
+    lines.append(
+        f"{changed} of {len(results)} run(s) {would}relabelled; {stay} {'would keep' if dry_run else 'kept'} "
+        f"their labels" + ("" if dry_run else " (their reason tags refreshed)")
+    )
+    if skipped:
+        lines.append(f"{skipped} FINISHED run(s) skipped: no train/loss curve")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ Jobs whose overrides differ only in the *numbers* given to plain config keys (`s
 config, and a typed (structured) config accepts or rejects it by its type. So this sweeper
 validates one job per shape, where the shape keeps every config-group choice, every `hydra.*`
 override, every string, and the key and type of each number. Everything else (`params`,
-`max_batch_size`, launching, job order) is the basic sweeper's. Hydra offers no setting for this
-(its own code notes "can potentially allow disabling from the config"), hence the subclass.
+`max_batch_size`, launching, job order) is the basic sweeper's. Hydra has no setting for how much
+to validate (its source leaves that as a possible future option), hence the subclass.
 
 LossLab's sweep callback swaps it in (`use_for`) when the config names Hydra's basic sweeper, the
 default; a config group option would not do, as the primary config's `override hydra/sweeper:`

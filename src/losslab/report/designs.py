@@ -113,7 +113,7 @@ def design_label(values: dict[str, str | None], names: dict[str, str]) -> str:
 
 def match_design(designs: Sequence[Design], spec: str) -> Design:
     """The one design `spec` names: its label, or `key=value` pairs (short or full keys) joined by
-    commas, e.g. `loss=Hinge,margin=0.5`. Raises ValueError naming the designs when not exactly one."""
+    commas, e.g. `margin=0.5,lr=0.01`. Raises ValueError naming the designs when not exactly one."""
     exact = [d for d in designs if d.label == spec]
     if len(exact) == 1:
         return exact[0]

@@ -16,10 +16,12 @@ from typing import Any
 from mlflow.entities import Experiment, Run
 
 from .. import links, tracking
+from ..liveness import REASON_TAG as KILLED_REASON
 from .designs import sort_key
 from .ranking import Analysis
 from .stats import MIN_SEEDS
-from .tables import fmt, fmt_interval
+from .store import RunData
+from .tables import fmt, fmt_gaps, fmt_interval
 from .tuning import budget_sentence
 
 CSS = """
@@ -127,6 +129,14 @@ def warnings_of(a: Analysis) -> list[str]:
                 f"{'; '.join(tied)}. The first in param order is highlighted; the val data cannot tell them "
                 "apart, so look at their test values and paired differences."
             )
+    short = [r for r in a.ranked if r.paired is not None and any(r.paired.unpaired.values())]
+    if short:
+        first, p = short[0].label, short[0].paired
+        out.append(
+            f"{len(short)} design(s) are paired with the baseline on fewer seeds than they ran (failed runs, "
+            "or seeds the baseline lacks): their Δ cell counts the seeds left out and why, e.g. "
+            f"{first}: {p.seeds} of {p.of} seeds paired; {fmt_gaps(p.unpaired)}."
+        )
     if a.best is not None and any(r.failed for r in a.ranked):
         n = sum(1 for r in a.ranked if r.failed)
         out.append(
@@ -246,6 +256,23 @@ def _plots_section(a: Analysis, plots: dict[str, bytes | None], notes: dict[str,
     return "\n".join(out)
 
 
+def steps_reached(run: RunData) -> str:
+    """`final/steps`; a run that ended before logging it (FAILED, KILLED) shows the last step it logged."""
+    if "final/steps" in run.metrics:
+        return fmt(run.metrics["final/steps"], 6)
+    last = [int(steps[-1]) for steps, _ in run.curves.values() if len(steps)]
+    return f"{max(last)} (last logged)" if last else "none logged"
+
+
+def why(run: RunData) -> str:
+    """The reason a run ended as it did: its error (FAILED), why it was marked KILLED, else the
+    outcome's reason; all are tags the run recorded."""
+    for key in ("error", KILLED_REASON, "outcome_reason"):
+        if run.tags.get(key):
+            return run.tags[key]
+    return "" if run.status == "FINISHED" else f"ended {run.status} with no reason recorded"
+
+
 def _runs_table(ctx: Context, a: Analysis) -> str:
     exp_id = ctx.experiment.experiment_id
     m = a.metric
@@ -267,8 +294,8 @@ def _runs_table(ctx: Context, a: Analysis) -> str:
                     esc(fmt(next((run.metrics[k] for k in m.val_keys if k in run.metrics), None))),
                     esc(fmt(run.metrics.get(m.test_key))),
                     esc(fmt(run.metrics.get("final/val_loss"))),
-                    esc(fmt(run.metrics.get("final/steps"), 6)),
-                    esc(run.tags.get("outcome_reason", "")),
+                    esc(steps_reached(run)),
+                    esc(why(run)),
                 ]
             )
     head = (
@@ -283,7 +310,7 @@ def _runs_table(ctx: Context, a: Analysis) -> str:
         f"Test {m.name}",
         "Final val loss",
         "Steps",
-        "Why (outcome)",
+        "Why (outcome or error)",
     )
     table = html_table(head, rows)
     return f"<h2>Runs</h2>\n<details><summary>All {len(rows)} runs</summary>\n{table}\n</details>"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -178,6 +178,22 @@ class DesignResult:
                 by_seed.setdefault(str(s.run.seed), []).append(value)
         return {seed: float(np.mean(v)) for seed, v in by_seed.items()}
 
+    @property
+    def seeds(self) -> set[str]:
+        """Every seed the design ran, failed or not."""
+        return {str(s.run.seed) for s in self.scores}
+
+    def seed_gaps(self, which: str) -> dict[str, str]:
+        """{seed: why it has no `which` value} over the design's seeds that lack one: "failed"
+        (every run of the seed failed) or "no <which> value" (a run finished without one)."""
+        have = self.per_seed(which)
+        failed = {seed: True for seed in self.seeds}
+        for s in self.scores:
+            failed[str(s.run.seed)] &= bool(s.failure)
+        return {
+            seed: "failed" if failed[seed] else f"no {which} value" for seed in self.seeds if seed not in have
+        }
+
 
 def evaluate(design: Design, metric: TaskMetric) -> DesignResult:
     return DesignResult(design, [score_run(r, metric) for r in design.runs])
@@ -245,5 +261,22 @@ def analyse(
         base = best or ranked[0]
     on = "test" if base.per_seed("test") else "val"
     for r in ranked:
-        r.paired = None if r is base else paired(r.per_seed(on), base.per_seed(on), metric.maximize)
+        r.paired = None if r is base else pair(r, base, on, metric.maximize)
     return Analysis(metric, keys, list(tune_keys), ranked, best, base, on, list(runs))
+
+
+def pair(r: DesignResult, base: DesignResult, on: str, maximize: bool) -> Paired:
+    """`r` against `base` on their shared seeds' `on` values, counting every seed of `r` left out
+    and why (its runs failed, the baseline's failed, ...): a failed seed must never vanish from a
+    difference that then looks as good as a complete one."""
+    mine = r.per_seed(on)
+    unpaired = Counter(r.seed_gaps(on).values())
+    theirs, base_seeds, base_gaps = base.per_seed(on), base.seeds, base.seed_gaps(on)
+    for seed in mine.keys() - theirs.keys():
+        gap = base_gaps.get(seed, "")
+        if seed not in base_seeds:
+            unpaired["not in baseline"] += 1
+        else:
+            unpaired["baseline failed" if gap == "failed" else f"baseline has {gap}"] += 1
+    result = paired(mine, theirs, maximize)
+    return replace(result, of=len(r.seeds), unpaired=dict(sorted(unpaired.items())))

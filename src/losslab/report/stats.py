@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
@@ -55,11 +55,17 @@ def mean_ci(values: Iterable[float | None]) -> Interval:
 
 @dataclass(frozen=True)
 class Paired:
-    """A design against the baseline on the seeds both have a finite value for."""
+    """A design against the baseline on the seeds both have a finite value for.
+
+    `of` and `unpaired` say what the pairing left out, so a seed that failed is never silently
+    dropped: `seeds + sum(unpaired.values()) == of` (set by ranking, which knows why).
+    """
 
     diff: Interval  # mean of (design - baseline) over shared seeds, with its t-interval
     p_improve: float | None  # share of shared seeds where the design is better (ties count half)
     seeds: int
+    of: int = 0  # the design's seeds, paired or not
+    unpaired: Mapping[str, int] = field(default_factory=dict)  # why the others are left out -> count
 
 
 def paired(design: Mapping[str, float], baseline: Mapping[str, float], maximize: bool) -> Paired:

@@ -38,13 +38,28 @@ def _snap(x: float) -> float:
     return 0.0 if abs(x) < 1e-6 else x
 
 
-def fmt_paired(r: DesignResult) -> tuple[str, str]:
-    """(difference with its interval, probability of improvement) against the baseline."""
+def fmt_gaps(gaps: Counter[str] | dict[str, int]) -> str:
+    """`1 failed; 1 baseline failed`: why seeds are left out of a pairing."""
+    return "; ".join(f"{n} {why}" for why, n in sorted(gaps.items()) if n)
+
+
+def fmt_paired(r: DesignResult, on: str = "test") -> tuple[str, str]:
+    """(difference with its interval, probability of improvement) against the baseline.
+
+    Seeds left out of the pairing are counted and named (`4 of 5 seeds paired; 1 failed`): a
+    difference over the seeds that survived must not read like one over all of them.
+    """
     p = r.paired
     if p is None:
-        return "baseline", ""
+        gaps = Counter(r.seed_gaps(on).values())
+        if not gaps:
+            return "baseline", ""
+        n = len(r.seeds)
+        return f"baseline ({n - sum(gaps.values())} of {n} seeds usable; {fmt_gaps(gaps)})", ""
+    left_out = sum(p.unpaired.values())
+    coverage = f"{p.seeds} of {p.of} seeds paired; {fmt_gaps(p.unpaired)}" if left_out else ""
     if p.seeds == 0:
-        return "no shared seeds", ""
+        return "no shared seeds" + (f" ({coverage})" if coverage else ""), ""
     d = p.diff
     text = f"{_snap(d.mean):+.3g}"
     if d.half is None:
@@ -53,6 +68,8 @@ def fmt_paired(r: DesignResult) -> tuple[str, str]:
         text += f" [{_snap(d.lo):+.3g}, {_snap(d.hi):+.3g}]" + (
             " (too few seeds)" if p.seeds < MIN_SEEDS else ""
         )
+    if coverage:
+        text += f" ({coverage})"
     return text, f"{p.p_improve:.2f} ({p.seeds} seed{'s' if p.seeds != 1 else ''})"
 
 
@@ -101,7 +118,7 @@ def rows(a: Analysis) -> list[list[str]]:
         row = [str(i), *(show_value(k, r.design.values[k]) for k in a.keys)]
         if a.tune_keys:
             row += [show_value(k, (r.tuned or {}).get(k)) for k in a.tune_keys] + [str(len(r.configs))]
-        diff, prob = fmt_paired(r)
+        diff, prob = fmt_paired(r, a.paired_on)
         steps90 = median(steps_to_fraction(*x.curves["train/loss"]) for x in runs if "train/loss" in x.curves)
         row += [
             str(r.n),
@@ -149,7 +166,7 @@ def markdown(a: Analysis, limit: int = MARKDOWN_LIMIT) -> str:
             label += (
                 " (" + ", ".join(f"{names.get(k, k)}={show_value(k, v)}" for k, v in r.tuned.items()) + ")"
             )
-        diff, prob = fmt_paired(r)
+        diff, prob = fmt_paired(r, a.paired_on)
         val, test = _short(r.val), _short(r.test)
         failed = f"{r.failed} of {r.n}" if r.failed else "0"
         mark = " **best**" if r is a.best else ""
