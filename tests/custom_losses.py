@@ -136,6 +136,19 @@ def two_outputs(in_features: int, out_features: int, **unused: object) -> nn.Mod
     return nn.Linear(in_features, 2)
 
 
+class ProbabilityBCE(nn.Module):
+    """A user's BCE on sigmoid probabilities that declares `domain = "01"` (no LossBase).
+
+    torch's binary_cross_entropy raises on a target outside [0, 1]: on regression data this loss
+    failed with a raw traceback before LossLab checked a user's declared domain.
+    """
+
+    domain = "01"
+
+    def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy(torch.sigmoid(y_pred), y_true.reshape(y_pred.shape))
+
+
 class WrongShape(nn.Module):
     """Returns the per-sample losses instead of their mean: not a scalar, so every check must fail."""
 

@@ -9,6 +9,7 @@ Only torch and Hydra are imported: a typo fails in about two seconds.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import random
 import re
@@ -24,13 +25,28 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from .data import DataConfigError, TensorData
+from .label_domains import (  # noqa: F401 - data_options: public here since before label_domains
+    LabelDomainError,
+    Settled,
+    check_labels,
+    data_options,
+    settle,
+    split_config,
+    undeclared_warning,
+)
 from .losses import LossBase, LossInputError, call_loss
 from .models import ModelConfigError
 
 if TYPE_CHECKING:
     from .outcomes import OutcomeRules
 
-USER_ERRORS: tuple[type[BaseException], ...] = (LossInputError, DataConfigError, ModelConfigError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    LossInputError,
+    DataConfigError,
+    ModelConfigError,
+    LabelDomainError,
+)
+log = logging.getLogger("losslab.build")
 
 
 class ConfigError(ValueError):
@@ -208,6 +224,8 @@ class Job:
     optimizer: Any  # partial: parameters -> torch.optim.Optimizer
     scheduler: Any | None
     rules: OutcomeRules
+    #: where the loss's label domain came from: loss, config, torch docs, undeclared
+    labels_from: str = "loss"
 
 
 def seed_all(seed: Any) -> None:
@@ -230,13 +248,16 @@ def build(cfg: DictConfig) -> Job:
     seed_all(cfg.seed)
     data: TensorData = _instantiate(cfg.data, "data")
     model = _instantiate(cfg.model, "model", in_features=data.in_features, out_features=data.out_features)
-    loss = _instantiate(cfg.loss, "loss")
+    loss_node, declared = split_config(cfg.loss)
+    loss = _instantiate(loss_node, "loss")
     if not isinstance(loss, nn.Module):
         raise ConfigError(f"loss._target_ built a {type(loss).__name__}; accepted: a torch.nn.Module.")
+    settled = settle(loss, declared)
     data = for_loss(data, loss)
     optimizer = _instantiate(cfg.optimizer, "optimizer")
     scheduler = _instantiate(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
-    _check_compatible(data, model, loss, cfg)
+    _check_compatible(data, model, loss, cfg, settled.source)
+    _say_labels(settled, loss, data)
     try:  # bad optimizer/scheduler kwargs fail here, before the run exists (on a throwaway copy)
         probe = optimizer([torch.zeros(1, requires_grad=True)])
         if scheduler is not None:
@@ -244,29 +265,45 @@ def build(cfg: DictConfig) -> Job:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"optimizer/scheduler options rejected: {exc}.") from None
     rules = outcome_rules(cfg)
-    return Job(data=data, model=model, loss=loss, optimizer=optimizer, scheduler=scheduler, rules=rules)
+    return Job(
+        data=data,
+        model=model,
+        loss=loss,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        rules=rules,
+        labels_from=settled.source,
+    )
+
+
+def _say_labels(settled: Settled, loss: nn.Module, data: TensorData) -> None:
+    """A warning when binary labels go to a loss that declares no domain, or a stock loss's caveat."""
+    if data.task != "binary":
+        return
+    if settled.domain is None:
+        log.warning("%s", undeclared_warning(type(loss).__name__, data.name, data.labels))
+    elif settled.note:
+        log.warning("Warning: %s.", settled.note)
 
 
 def for_loss(data: TensorData, loss: nn.Module) -> TensorData:
     """Binary labels given in the domain the loss declares (`domain`: 'pm1' or '01'), no flag needed.
 
     A loss that declares no binary domain (mse, a user's loss without `domain`) gets the
-    encoding the data config names (`data.labels`).
+    encoding the data config names (`data.labels`). A stock torch loss or one declared with
+    `loss.domain` has its domain set by `label_domains.settle` first.
     """
     domain = getattr(loss, "domain", None)
     return data.with_labels(domain) if isinstance(domain, str) else data
 
 
-def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: DictConfig) -> None:
+def _check_compatible(
+    data: TensorData, model: nn.Module, loss: nn.Module, cfg: DictConfig, labels_from: str = "loss"
+) -> None:
     """Labels in the loss's domain (whole dataset, once) and a real forward + loss on a small batch."""
     loss_name = str(OmegaConf.select(cfg, "loss._target_", default="loss")).rsplit(".", 1)[-1]
-    if isinstance(loss, LossBase):
-        try:
-            loss.prepare_targets(data.y_train)
-            loss.prepare_targets(data.y_val)
-            loss.prepare_targets(data.y_test)
-        except LossInputError as exc:
-            raise LossInputError(_domain_hint(exc, data, loss)) from None
+    check_labels(data, loss, labels_from)
+    _check_signature(loss, loss_name)
     n = min(data.batch_size or data.n_train, data.n_train)  # a real batch's size; no RNG drawn
     x, y = data.x_train[:n], data.y_train[:n]
     w = None if data.w_train is None else data.w_train[:n]
@@ -277,7 +314,16 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
             raise ConfigError(
                 f"the model failed on a batch of data={data.name} x{tuple(x.shape)}: {exc}"
             ) from None
-        batch_loss = call_loss(loss, y_pred, y, w)
+        try:
+            batch_loss = call_loss(loss, y_pred, y, w)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            if isinstance(exc, LossInputError):
+                raise
+            raise ConfigError(
+                f"loss {loss_name} failed on a batch of data={data.name} (y_pred {tuple(y_pred.shape)}, "
+                f"y_true {tuple(y.shape)}): {type(exc).__name__}: {_one_line(str(exc))}. Accepted: a loss "
+                "called as loss(y_pred, y_true) that returns a 0-dim tensor."
+            ) from None
     if batch_loss.dim() != 0:
         raise ConfigError(
             f"loss {loss_name} returned shape {tuple(batch_loss.shape)}; "
@@ -287,29 +333,27 @@ def _check_compatible(data: TensorData, model: nn.Module, loss: nn.Module, cfg: 
         loss.check_values = False  # validated above for the whole dataset: no per-step host syncs
 
 
-def data_options(labels: str) -> list[str]:
-    """The shipped data configs a loss with this label domain can use (`task:` in conf/data/NAME.yaml).
-
-    Every binary set serves a {-1,+1} or a {0,1} loss (labels are re-encoded per loss, see
-    `for_loss`); a real-valued loss fits the regression sets.
-    """
-    from . import CONF_DIR
-
-    task = "binary" if labels in ("pm1", "01") else "regression"
-    return sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if OmegaConf.load(p).get("task") == task)
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def _domain_hint(exc: LossInputError, data: TensorData, loss: LossBase) -> str:
-    """The loss's message plus the data option that fits; real-valued labels cannot be mapped."""
-    fits = ", ".join(f"data={d}" for d in data_options(loss.domain)) or "a data set in this domain"
-    if data.labels == "real" and loss.domain in ("pm1", "01"):
-        from .losses.base import DOMAINS
+def _check_signature(loss: nn.Module, loss_name: str) -> None:
+    """A loss of more than (y_pred, y_true) (MarginRankingLoss, CosineEmbeddingLoss) cannot be called."""
+    import inspect
 
-        return (
-            f"{loss.name} classifies: its labels must be in {DOMAINS[loss.domain]}, but data={data.name} "
-            f"has real-valued labels (a regression set). Pick a data set with such labels: {fits}."
+    try:
+        params = inspect.signature(loss.forward).parameters.values()
+    except (TypeError, ValueError):
+        return
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    needed = [p.name for p in params if p.kind in positional and p.default is inspect.Parameter.empty]
+    if len(needed) > 2:
+        raise ConfigError(
+            f"loss {loss_name} takes {len(needed)} inputs ({', '.join(needed)}); LossLab calls a loss as "
+            "loss(y_pred, y_true[, weight=w]). Accepted: a loss of a prediction and a target (an "
+            "argument beyond those two needs a default, e.g. weight=None)."
         )
-    return f"{exc} (data={data.name} has labels '{data.labels}'; data sets that fit: {fits})"
 
 
 # ----------------------------------------------------------------------------- identity

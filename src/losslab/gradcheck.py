@@ -647,9 +647,12 @@ def _instantiate(cfg: Any) -> LossFn:
     from hydra.utils import instantiate
     from omegaconf.errors import OmegaConfBaseException
 
+    from .label_domains import LabelDomainError, settle, split_config
+
     target = cfg.loss.get("_target_", "?") if hasattr(cfg.loss, "get") else "?"
     try:
-        loss = instantiate(cfg.loss)
+        node, declared = split_config(cfg.loss)  # `loss.domain` declares targets, like in training
+        loss = instantiate(node)
     except InstantiationException as exc:
         cause = exc.__cause__
         if isinstance(cause, ImportError) or str(exc).startswith("Error locating target"):
@@ -659,12 +662,19 @@ def _instantiate(cfg: Any) -> LossFn:
             ) from None
         reason = f"{type(cause).__name__}: {cause}" if cause else str(exc)
         raise UserInputError(f"cannot build the loss {target!r}: {_one_line(reason)}") from None
+    except LabelDomainError as exc:
+        raise UserInputError(_one_line(str(exc))) from None
     except (OmegaConfBaseException, ValueError, TypeError) as exc:
         raise UserInputError(f"cannot build the loss {target!r}: {_one_line(str(exc))}") from None
     if not callable(loss):
         raise UserInputError(
             f"loss._target_={target!r} built a {type(loss).__name__}, which is not callable."
         )
+    if isinstance(loss, nn.Module):  # a stock torch loss's documented domain, or loss.domain
+        try:
+            settle(loss, declared)
+        except LabelDomainError as exc:
+            raise UserInputError(_one_line(str(exc))) from None
     return loss
 
 

@@ -277,6 +277,8 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         "data": job.data.name,
         "task": job.data.task,
         "heldout": "true" if job.data.heldout else "false",
+        "labels": job.data.labels,  # the encoding the loss trained on: pm1, 01, real
+        "labels_from": job.labels_from,  # loss, config, torch docs, undeclared (see label_domains)
         "optimizer": choice_label(cfg, choices, "optimizer"),
         "overrides": " ".join(redact_overrides(overrides)),
         "losslab.config_hash": chash,
