@@ -58,7 +58,7 @@ ui: $(if $(SKIP_INSTALL),,install)  ## MLflow UI on LOSSLAB_UI_HOST:LOSSLAB_UI_P
 check-grads: install  ## finite-difference gradient check of every built-in loss
 	$(PY) -m losslab.gradcheck $(ARGS)
 
-test: install  ## the default test suite (a few minutes on 2 cores)
+test: install  ## the default test suite (about 9 minutes on 2 cores)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-all: install  ## every test, the long ones included

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, all_runs, run_train
 
 LOSS_V1 = '''
@@ -111,6 +113,7 @@ def test_an_edited_loss_file_runs_its_jobs_again_and_an_unchanged_one_is_skipped
     assert len(_children(client)) == 4
 
 
+@pytest.mark.slow  # 14 s; the edited-loss resume test stays in the default suite
 def test_runs_recorded_before_fingerprints_still_count_as_done(store, client, tmp_path):
     loss_file = _user_package(tmp_path, LOSS_V1)
     args = [a for a in SWEEP if not a.startswith("+loss.scale")]

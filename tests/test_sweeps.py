@@ -38,6 +38,7 @@ def test_joblib_workers_share_one_fresh_store_and_one_parent(store, client, tmp_
     assert "[8/8]" in proc.stdout
 
 
+@pytest.mark.slow  # 21 s; a failing job in a real multirun is also in test_compare (report)
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(store, client, tmp_path: Path):
     args = [
         "loss._target_=tests.custom_losses.FailAt",
@@ -68,6 +69,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(store, client, tmp_path
     assert sum(r.info.status == "FINISHED" for r in children2) == 1
 
 
+@pytest.mark.slow  # 24 s; resume with nothing to do is also in test_parent and test_resume_source
 def test_rerunning_a_finished_sweep_adds_no_runs(store, client, tmp_path: Path):
     args = ["loss=mse", "seed=0,1", "trainer.max_steps=10", "-m"]
     assert run_train(args, cwd=tmp_path).returncode == 0

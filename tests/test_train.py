@@ -145,6 +145,7 @@ def test_interrupt_leaves_run_killed_with_partial_curve(store, client, tmp_path:
 
 
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux `script` for a pseudo-terminal")
+@pytest.mark.slow  # 19 s: a pseudo-terminal run
 def test_progress_bar_only_in_a_terminal(store, tmp_path: Path):
     """Lightning's bar in a terminal (a pty via `script`), none when output goes to a pipe or a log."""
     cmd = " ".join(shlex.quote(a) for a in train_cmd("trainer.max_steps=30", "rerun=true"))
