@@ -103,3 +103,23 @@ def test_gradcheck_reads_loss_domain_like_training(capsys):
     assert gradcheck.main(["loss._target_=torch.nn.L1Loss", "+loss.domain=01"]) in (0, 1)
     out = capsys.readouterr()
     assert "cannot build the loss" not in out.err and "declares no `domain`" not in out.out
+
+
+def test_any_error_of_a_loss_on_the_probe_batch_is_a_config_error():
+    """Before: only RuntimeError, ValueError and TypeError were; an IndexError was a traceback."""
+    with pytest.raises(ConfigError, match=r"IndexesAColumn failed on a batch .*IndexError"):
+        build(compose(["loss._target_=custom_losses.IndexesAColumn", "data=regression"]))
+
+
+def test_bce_loss_on_raw_scores_says_how_to_fix_it():
+    with pytest.raises(ConfigError, match=r"loss._target_=torch.nn.BCEWithLogitsLoss"):
+        build(compose(["loss._target_=torch.nn.BCELoss", "data=binary"]))
+
+
+def test_a_config_domain_against_torchs_docs_is_allowed_and_said(caplog):
+    with caplog.at_level(logging.WARNING, logger="losslab"):
+        job = build(compose(["loss._target_=torch.nn.BCEWithLogitsLoss", "data=binary", "+loss.domain=pm1"]))
+        kept = build(compose(["loss._target_=torch.nn.BCEWithLogitsLoss", "data=binary", "+loss.domain=01"]))
+    assert job.data.labels == "pm1" and kept.data.labels == "01"
+    said = [r.getMessage() for r in caplog.records if "overrides what torch documents" in r.getMessage()]
+    assert len(said) == 1 and "{0, 1}" in said[0] and "{-1, +1}" in said[0]

@@ -316,13 +316,13 @@ def _check_compatible(
             ) from None
         try:
             batch_loss = call_loss(loss, y_pred, y, w)
-        except (RuntimeError, ValueError, TypeError) as exc:
+        except Exception as exc:  # any error of the user's loss on a real batch (IndexError, KeyError...)
             if isinstance(exc, LossInputError):
                 raise
             raise ConfigError(
                 f"loss {loss_name} failed on a batch of data={data.name} (y_pred {tuple(y_pred.shape)}, "
                 f"y_true {tuple(y.shape)}): {type(exc).__name__}: {_one_line(str(exc))}. Accepted: a loss "
-                "called as loss(y_pred, y_true) that returns a 0-dim tensor."
+                f"called as loss(y_pred, y_true) that returns a 0-dim tensor.{_probe_hint(loss_name, exc)}"
             ) from None
     if batch_loss.dim() != 0:
         raise ConfigError(
@@ -331,6 +331,17 @@ def _check_compatible(
         )
     if isinstance(loss, LossBase):
         loss.check_values = False  # validated above for the whole dataset: no per-step host syncs
+
+
+def _probe_hint(loss_name: str, exc: Exception) -> str:
+    """A fix for the one stock loss no shipped model can feed: BCELoss needs probabilities."""
+    if loss_name == "BCELoss" and "between 0 and 1" in str(exc):
+        return (
+            " BCELoss takes probabilities, and LossLab's models output raw scores: use "
+            "loss._target_=torch.nn.BCEWithLogitsLoss (the same loss on logits) or a model ending in "
+            "a sigmoid."
+        )
+    return ""
 
 
 def _one_line(text: str, limit: int = 300) -> str:

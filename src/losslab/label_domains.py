@@ -141,10 +141,16 @@ def settle(loss: nn.Module, declared: str | None) -> Settled:
                 "(data.labels=pm1|01 picks the labels a real-valued loss sees on binary data)."
             )
         return Settled(own, "loss")
+    known = stock(loss)
     if declared is not None:
         loss.domain = declared
-        return Settled(declared, "config")
-    known = stock(loss)
+        note = ""
+        if known is not None and known.domain != declared:  # allowed (the user may know better), said
+            note = (
+                f"loss.domain={declared} overrides what torch documents for {name}'s targets "
+                f"({DOMAINS[known.domain]}); it trains on {DOMAINS[declared]}"
+            )
+        return Settled(declared, "config", note)
     if known is None:
         return Settled(None, "undeclared")
     loss.domain = known.domain
