@@ -551,9 +551,50 @@ def test_relabel_dry_run_counts_only_labels_that_change(store, client, capsys) -
     stale = stored_run("stale", outcome="diverged", overfitting=current["overfitting"])
     assert relabel(["--experiment", "study", "--uri", store, "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 2 and out[0].split() == ["outcome:", "diverged", "->", "converged", "1", "stale"], out
+    assert len(out) == 3 and out[0].split() == ["outcome:", "diverged", "->", "converged", "1", "stale"], out
     assert out[1] == "1 of 4 run(s) would be relabelled; 3 would keep their labels"
+    assert out[2].startswith("rules: today's defaults")
     assert client.get_run(stale).data.tags["outcome"] == "diverged"  # a dry run writes nothing
     assert relabel(["--experiment", "study", "--uri", store]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("1 of 4 run(s) relabelled; 3 kept")
+    assert capsys.readouterr().out.strip().splitlines()[-2].startswith("1 of 4 run(s) relabelled; 3 kept")
     assert client.get_run(stale).data.tags["outcome"] == "converged"
+
+
+def test_relabel_keeps_the_thresholds_a_run_chose_and_skips_sweep_parents(store, client, capsys) -> None:
+    """A run trained with `outcome.near_tol=0` (plateaued) is not re-labelled under the default near_tol
+    (converged); a sweep parent has no curve and is not counted as a skipped run."""
+    from mlflow.entities import Metric
+
+    from losslab.relabel import main as relabel
+
+    exp = client.create_experiment("chosen")
+    rms = next(r for r in REAL if r.name == "mse_rmsprop_lr0.01_200")
+    assert classify([v for _, v in rms.train], OutcomeRules(), planned_steps=200).label == "converged"
+    own = OutcomeRules(near_tol=0.0)
+    assert classify([v for _, v in rms.train], own, planned_steps=200).label == "plateaued"
+    over = overfitting(rms.train, rms.val, own)
+    tags = {
+        "outcome": "plateaued",
+        "overfitting": str(over.flag).lower(),
+        "overrides": "loss=mse outcome.near_tol=0.0 trainer.max_steps=200",
+    }
+    rid = client.create_run(exp, run_name="chosen", tags=tags).info.run_id
+    client.log_batch(
+        rid,
+        metrics=[Metric("train/loss", v, 0, s) for s, v in rms.train]
+        + [Metric("val/loss", v, 0, s) for s, v in rms.val],
+    )
+    client.log_param(rid, "trainer.max_steps", "200")
+    client.log_param(rid, "outcome.near_tol", "0.0")
+    client.set_terminated(rid, "FINISHED")
+    parent = client.create_run(exp, run_name="sweep", tags={"losslab.sweep": "parent"}).info.run_id
+    client.set_terminated(parent, "FINISHED")
+
+    for extra in ([], ["--stored-rules"]):
+        assert relabel(["--experiment", "chosen", "--uri", store, "--dry-run", *extra]) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        assert out[0] == "0 of 1 run(s) would be relabelled; 1 would keep their labels", out
+        assert out[-1].endswith("(1 run(s) had values of their own)") and len(out) == 2, out
+    client.set_tag(rid, "overrides", "loss=mse trainer.max_steps=200")  # as if it had used the defaults
+    assert relabel(["--experiment", "chosen", "--uri", store, "--dry-run"]) == 0
+    assert "outcome: plateaued -> converged" in capsys.readouterr().out

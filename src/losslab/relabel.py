@@ -7,6 +7,11 @@ re-labelled in place: `python -m losslab.relabel --experiment optimizer_stabilit
 `first_bad_step`), and keeps the old label as `outcome_previous` the first time. `--dry-run` only
 prints the changes. Only runs whose `outcome` or `overfitting` label differs count as changed; the
 others are counted as staying (their reason tags are still refreshed).
+
+Which rules: today's defaults, plus every `outcome.NAME=VALUE` the run set on its command line (its
+`overrides` tag), so a run trained with `outcome.trend_t=5` keeps that threshold and only the
+defaults it did not choose move. `--stored-rules` instead applies every `outcome.*` value the run
+recorded as a param: the rules exactly as it was trained with (an unchanged run keeps its labels).
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .outcome_rules import OutcomeRules
 from .outcomes import classify, overfitting
+
+#: the outcome.* config keys that are classification rules (stop_on_divergence is not one)
+RULE_KEYS = {f.name for f in fields(OutcomeRules)}
 
 #: changed runs named per (old -> new) line of the printout; the rest are counted
 SHOWN_RUNS = 5
@@ -43,6 +51,23 @@ class Relabel:
         if self.old_overfitting != self.new_overfitting:
             out.append(f"overfitting: {self.old_overfitting or '-'} -> {self.new_overfitting}")
         return out
+
+
+def rules_for(run: Any, stored: bool = False) -> tuple[OutcomeRules, dict[str, str]]:
+    """The rules to re-label `run` with (module doc) and the values taken from the run itself."""
+    picked: dict[str, str] = {}
+    if stored:
+        for key, value in run.data.params.items():
+            name = key.removeprefix("outcome.")
+            if key.startswith("outcome.") and name in RULE_KEYS:
+                picked[name] = value
+    else:
+        for token in run.data.tags.get("overrides", "").split():
+            key, sep, value = token.lstrip("+").partition("=")
+            name = key.removeprefix("outcome.")
+            if sep and key.startswith("outcome.") and name in RULE_KEYS:
+                picked[name] = value
+    return (OutcomeRules.from_dict(picked) if picked else OutcomeRules()), picked
 
 
 def relabel_run(client: Any, run: Any, rules: OutcomeRules, dry_run: bool = False) -> Relabel | None:
@@ -96,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         "--uri", default=None, help="tracking URI (default: MLFLOW_TRACKING_URI or the project store)"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+    parser.add_argument(
+        "--stored-rules",
+        action="store_true",
+        help="re-label each run with every outcome.* value it recorded (default: today's defaults plus the "
+        "outcome.* overrides of its command line)",
+    )
     args = parser.parse_args(argv)
     client = tracking.open_store(tracking.resolve_tracking_uri(args.uri))
     exp = client.get_experiment_by_name(args.experiment)
@@ -103,8 +134,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: no experiment named {args.experiment!r} in this store.", file=sys.stderr)
         return 2
     runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
-    results = [relabel_run(client, run, OutcomeRules(), dry_run=args.dry_run) for run in runs]
+    results, own = [], 0
+    for run in runs:
+        if run.data.tags.get("losslab.sweep") == "parent":  # a sweep's parent has no curve of its own
+            continue
+        try:
+            rules, picked = rules_for(run, stored=args.stored_rules)
+        except ValueError as exc:
+            print(f"Error: run {run.info.run_name or run.info.run_id}: {exc}", file=sys.stderr)
+            return 2
+        own += bool(picked)
+        results.append(relabel_run(client, run, rules, dry_run=args.dry_run))
     print(summary([r for r in results if r is not None], skipped=results.count(None), dry_run=args.dry_run))
+    where = (
+        "every outcome.* value each run recorded"
+        if args.stored_rules
+        else ("today's defaults, with each run's own command-line outcome.* values")
+    )
+    print(f"rules: {where} ({own} run(s) had values of their own)")
     return 0
 
 
