@@ -29,6 +29,8 @@ def fmt_interval(stat: Interval) -> str:
 def fmt_failed(r: DesignResult) -> str:
     if not r.failed:
         return "0"
+    if set(r.failures) == {"failed"}:  # no reason beyond the status: say it once
+        return f"{r.failed} of {r.n} failed"
     why = ", ".join(f"{reason} {n}" for reason, n in sorted(r.failures.items()))
     return f"{r.failed} of {r.n} failed ({why})"
 
