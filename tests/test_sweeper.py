@@ -64,9 +64,29 @@ def test_a_sweep_runs_losslab_sweeper_and_still_stops_on_a_shape_that_cannot_com
         ],
         tmp_path,
     )
-    assert bad.returncode != 0
+    assert bad.returncode != 0  # Hydra's own error: the master config (default loss mse) has no margin
     assert "Could not override 'loss.margin'" in bad.stdout + bad.stderr
-    assert len([r for r in all_runs(client) if r.data.tags.get("losslab.sweep") != "parent"]) == 3
+    assert len(all_runs(client)) == 4  # the first sweep's 3 jobs and its parent
+
+    # huber has a delta already, so `+loss.delta` composes for hinge only: refused before a parent run
+    # exists (before: the parent was made first and left KILLED, and Hydra printed its raw message)
+    bad = run_train(
+        [
+            "-m",
+            "loss=hinge,huber",
+            "+loss.delta=2",
+            "seed=0,1",
+            "trainer.max_steps=3",
+            f"hydra.sweep.dir={tmp_path / 'c'}",
+        ],
+        tmp_path,
+    )
+    said = bad.stdout + bad.stderr
+    assert bad.returncode == 2, said
+    assert "Error: job 2 of this 4-job sweep (loss=huber +loss.delta=2 seed=0" in said, said
+    assert "An item is already at 'loss.delta'" in said and "Traceback" not in said
+    assert len(said.strip().splitlines()) == 1, said
+    assert len(all_runs(client)) == 4
 
 
 def test_the_sweep_driver_imports_no_torch():

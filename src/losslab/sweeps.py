@@ -130,11 +130,15 @@ class SweepTracker(Callback):
         return {**self.__dict__, "_heartbeat": None, "_signals": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra_plugins.losslab_sweeper.sweeper import use_for
+        from hydra_plugins.losslab_sweeper.sweeper import use_for, validate_before_start
 
         from .workers import start_warming
 
         use_for(config)  # Hydra's basic sweeper validates one job per config shape, not every job
+        problem = validate_before_start(config, parent.job_overrides(config))  # before any parent run
+        if problem is not None:
+            self.log.error("Error: %s", problem)
+            sys.exit(2)
         start_warming(config)  # joblib: workers import torch/Lightning/MLflow while this sets up
         from . import tracking
 

@@ -61,21 +61,57 @@ def distinct_shapes(batch: Sequence[Sequence[str]], parser: OverridesParser, is_
     return firsts
 
 
+#: job override lists composed already in this process (by `validate_before_start`): not again
+_validated: set[tuple[str, ...]] = set()
+
+
+def _compose_shapes(loader: Any, master: DictConfig, batch: Sequence[Sequence[str]]) -> None:
+    """Compose the first job of each shape in `batch`; Hydra's exception for the first that fails."""
+    parser = OverridesParser.create(config_loader=loader)
+    repository = getattr(loader, "repository", None)
+
+    def is_group(key: str) -> bool:
+        # without the repository, treat every key as a group: validate every job, as Hydra does
+        return repository is None or bool(repository.group_exists(key))
+
+    for i in distinct_shapes(batch, parser, is_group):
+        if tuple(batch[i]) in _validated:
+            continue
+        try:
+            loader.load_sweep_config(master_config=master, sweep_overrides=list(batch[i]))
+        except Exception as exc:
+            exc.losslab_job = i  # type: ignore[attr-defined]  # which job: for the callback's message
+            raise
+        _validated.add(tuple(batch[i]))
+
+
+def validate_before_start(config: DictConfig, jobs: Sequence[Sequence[str]] | None) -> str | None:
+    """From the sweep callback, before the parent run exists: None when every shape composes, else
+    one paragraph naming the job that cannot. Hydra's sweeper validates only after the callback has
+    made the parent run, so a failure there left a KILLED parent and Hydra's raw message."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not jobs or not GlobalHydra.instance().is_initialized():
+        return None
+    try:
+        _compose_shapes(GlobalHydra.instance().config_loader(), config, jobs)
+    except Exception as exc:
+        number = int(getattr(exc, "losslab_job", 0))
+        what = " ".join(str(exc).split()).rstrip(".")
+        return (
+            f"job {number} of this {len(jobs)}-job sweep ({' '.join(jobs[number]) or 'no overrides'}) cannot "
+            f"be composed: {what}. A sweep starts only when the config of every job composes: nothing was "
+            "run or recorded. Every value swept must fit every config-group choice it is combined with."
+        )
+    return None
+
+
 class LossLabSweeper(BasicSweeper):
     """BasicSweeper whose pre-launch validation composes one job per config shape."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         assert self.hydra_context is not None and self.config is not None
-        loader = self.hydra_context.config_loader
-        parser = OverridesParser.create(config_loader=loader)
-        repository = getattr(loader, "repository", None)
-
-        def is_group(key: str) -> bool:
-            # without the repository, treat every key as a group: validate every job, as Hydra does
-            return repository is None or bool(repository.group_exists(key))
-
-        for i in distinct_shapes(batch, parser, is_group):
-            loader.load_sweep_config(master_config=self.config, sweep_overrides=list(batch[i]))
+        _compose_shapes(self.hydra_context.config_loader, self.config, batch)
 
 
 def use_for(config: DictConfig) -> bool:
