@@ -85,7 +85,9 @@ def job_overrides(config: DictConfig) -> list[list[str]] | None:
     return batch
 
 
-def pending_jobs(config: DictConfig, client: Any, experiment_id: str) -> tuple[int, list[str]] | None:
+def pending_jobs(
+    config: DictConfig, client: Any, experiment_id: str, jobs: list[list[str]] | None = None
+) -> tuple[int, list[str]] | None:
     """(number of jobs, run ids of the FINISHED runs that already cover them) when every job is done;
     None when something is left to run or the sweep cannot be enumerated (e.g. Optuna). A FINISHED
     run made from other loss or model code (`fingerprint`) covers nothing; one whose fingerprint
@@ -97,7 +99,7 @@ def pending_jobs(config: DictConfig, client: Any, experiment_id: str) -> tuple[i
 
     if OmegaConf.select(config, "rerun", default=False):
         return None
-    jobs = job_overrides(config)
+    jobs = job_overrides(config) if jobs is None else jobs  # the sweep callback has them already
     if not jobs or not GlobalHydra.instance().is_initialized():
         return None
     done = _finished_by_hash(client, experiment_id)

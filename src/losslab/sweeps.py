@@ -121,6 +121,7 @@ class SweepTracker(Callback):
         self._stale_after = 600.0
         self._deaths = 0
         self.swept: list[str] = []
+        self._jobs: list[list[str]] | None = None
         self.uri = ""
         self.exp_id = ""
         self.log = sweep_logger(None)
@@ -135,7 +136,8 @@ class SweepTracker(Callback):
         from .workers import start_warming
 
         use_for(config)  # Hydra's basic sweeper validates one job per config shape, not every job
-        problem = validate_before_start(config, parent.job_overrides(config))  # before any parent run
+        self._jobs = parent.job_overrides(config)  # every job's overrides (None: not a grid sweep)
+        problem = validate_before_start(config, self._jobs)  # before any parent run exists
         if problem is not None:
             self.log.error("Error: %s", problem)
             sys.exit(2)
@@ -225,7 +227,7 @@ class SweepTracker(Callback):
 
     def _exit_if_all_done(self, config: DictConfig, exp_id: str) -> None:
         """A resumed sweep with nothing left: say so and where the report is; no new parent run."""
-        done = parent.pending_jobs(config, self.client, exp_id)
+        done = parent.pending_jobs(config, self.client, exp_id, self._jobs)
         if done is None:
             return
         n, run_ids = done

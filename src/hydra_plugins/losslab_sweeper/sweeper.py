@@ -61,7 +61,7 @@ def distinct_shapes(batch: Sequence[Sequence[str]], parser: OverridesParser, is_
     return firsts
 
 
-#: job override lists composed already in this process (by `validate_before_start`): not again
+#: job override lists composed already in this sweep (by `validate_before_start`): not again
 _validated: set[tuple[str, ...]] = set()
 
 
@@ -91,6 +91,7 @@ def validate_before_start(config: DictConfig, jobs: Sequence[Sequence[str]] | No
     made the parent run, so a failure there left a KILLED parent and Hydra's raw message."""
     from hydra.core.global_hydra import GlobalHydra
 
+    _validated.clear()  # a new sweep: what an earlier one in this process composed does not count
     if not jobs or not GlobalHydra.instance().is_initialized():
         return None
     try:
