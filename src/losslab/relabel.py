@@ -55,18 +55,16 @@ class Relabel:
 
 def rules_for(run: Any, stored: bool = False) -> tuple[OutcomeRules, dict[str, str]]:
     """The rules to re-label `run` with (module doc) and the values taken from the run itself."""
-    picked: dict[str, str] = {}
     if stored:
-        for key, value in run.data.params.items():
-            name = key.removeprefix("outcome.")
-            if key.startswith("outcome.") and name in RULE_KEYS:
-                picked[name] = value
-    else:
-        for token in run.data.tags.get("overrides", "").split():
-            key, sep, value = token.lstrip("+").partition("=")
-            name = key.removeprefix("outcome.")
-            if sep and key.startswith("outcome.") and name in RULE_KEYS:
-                picked[name] = value
+        pairs = list(run.data.params.items())
+    else:  # `key=value` tokens of the command line; `+key=value` adds a key, same rule
+        tokens = (t.lstrip("+").partition("=") for t in run.data.tags.get("overrides", "").split())
+        pairs = [(key, value) for key, sep, value in tokens if sep]
+    picked = {
+        key.removeprefix("outcome."): value
+        for key, value in pairs
+        if key.startswith("outcome.") and key.removeprefix("outcome.") in RULE_KEYS
+    }
     return (OutcomeRules.from_dict(picked) if picked else OutcomeRules()), picked
 
 
