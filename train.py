@@ -1,6 +1,6 @@
-"""`python train.py ARGS` is `losslab-train ARGS` from a checkout: see `losslab.cli.train`."""
+"""`python train.py ARGS` is `losslab-train ARGS` from a checkout: see `losslab.__main__`."""
 
-from losslab.cli import train
+from losslab.__main__ import main
 
 if __name__ == "__main__":
-    train()
+    main()

@@ -38,7 +38,7 @@ def reader(path: str, stop: mp.Event, ready: mp.Event) -> None:
 
 
 def train(uri: str, with_reader: bool) -> tuple[float, float]:
-    from losslab import tracking
+    from losslab.tracking import recorder as tracking
 
     client = tracking.open_store(uri)
     exp = tracking.ensure_experiment(client, "stall")

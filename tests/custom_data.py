@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from losslab.data import TensorData, sklearn_dataset
+from losslab.data.datasets import TensorData, sklearn_dataset
 
 
 def breast_cancer_test_flipped(**kwargs: Any) -> TensorData:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, all_runs, compose, train_cmd
-from losslab import task
+from losslab.train import job as task
 
 SEED_W = "[1,2,1,1,3,1,1,2,1,1]"
 
@@ -34,7 +34,7 @@ class Case:
 
 
 CASES = [
-    # config mistakes (losslab.configcheck): the bad value, the closest accepted one, what is accepted
+    # config mistakes (losslab.config.commandline): the bad value, the closest accepted one, what is accepted
     Case("unknown-loss", ["loss=hinje"], ["loss=hinje", "Did you mean loss=hinge?", "bce_with_logits"]),
     Case("unknown-model", ["model=nope"], ["model=nope", "mlp"]),
     Case("unknown-data", ["data=nope"], ["data=nope", "breast_cancer"]),

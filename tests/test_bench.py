@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from losslab.bench import ceiling, cli, harness, http_store, soak, sweep
+from losslab.bench import ceiling, harness, http_store, soak, sweep
+from losslab.bench import main as cli
 
 SECTION_KEYS = {"1", "2", "3", "4", "5", "6", "syncs"}
 #: what the issue-14 table needs from one run

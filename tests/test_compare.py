@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from losslab import compare, tracking
+from losslab import compare
 from losslab.report.designs import design_params, group_designs, varying_params
 from losslab.report.plots import majority, plot_heatmap
-from losslab.report.store import CURVE_KEYS, RunData, histories_via_client
-from losslab.synthetic import synthetic_experiment
+from losslab.report.runs import CURVE_KEYS, RunData, histories_via_client
+from losslab.testing.synthetic import synthetic_experiment
+from losslab.tracking import recorder as tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -8,8 +8,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from losslab import CONF_DIR, models
-from losslab.data import (
+from losslab import CONF_DIR
+from losslab.data.datasets import (
     DataConfigError,
     TensorBatches,
     TensorData,
@@ -18,6 +18,7 @@ from losslab.data import (
     teacher_binary,
     teacher_regression,
 )
+from losslab.models import dense as models
 
 DATA_NAMES = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
 
@@ -466,7 +467,7 @@ def test_splits_are_disjoint():
 
 def test_data_weights_are_estimated_on_the_train_split_only():
     """Changing every val/test target changes no training weight (real data, estimated noise)."""
-    from losslab.splits import sample_weights
+    from losslab.data.splits import sample_weights
 
     d = _build("diabetes", weights="noise_inverse")
     assert d.w_train is not None and d.w_train.shape == (d.n_train,)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import all_runs, compose, free_port, run_train, train_cmd, wait_for
-from losslab import task, tracking
+from losslab.tracking import recorder as tracking
+from losslab.train import job as task
 
 
 def test_nan_loss_is_a_diverged_finished_run_with_a_finite_objective(store, client):

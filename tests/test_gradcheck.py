@@ -20,7 +20,13 @@ from custom_losses import (
     PlainSigmoidL1,
     UnreshapedWeights,
 )
-from losslab.gradcheck import builtin_losses, check_configured_loss, check_loss, config_dir, main
+from losslab.gradcheck import (
+    builtin_losses,
+    check_configured_loss,
+    check_loss,
+    config_dir,
+    main,
+)
 from losslab.losses import Hinge, SigmoidWeightedL1, WeightedMSE
 
 ROOT = Path(__file__).resolve().parents[1]

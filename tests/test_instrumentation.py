@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, all_runs, compose, run_train
-from losslab import task
+from losslab.train import job as task
 
 
 def _keys(client, run_id: str) -> set[str]:
@@ -111,7 +111,7 @@ def test_noise_scale_is_unbiased_on_gradients_with_a_known_noise_scale():
     """Per-sample gradients G + N(0, sigma^2 I) in d dims: B = d sigma^2 / |G|^2, here 320 = 10x the probe."""
     import torch
 
-    from losslab.gradients import unbiased_noise_scale
+    from losslab.train.callbacks.gradients import unbiased_noise_scale
 
     gen = torch.Generator().manual_seed(0)
     d, probe, sigma = 400, 32, 1.0

@@ -13,10 +13,11 @@ import logging
 import pytest
 
 from conftest import ROOT, all_runs, compose, run_train
-from losslab import gradcheck, task
-from losslab.build import ConfigError, build
-from losslab.label_domains import LabelDomainError
+from losslab import gradcheck
+from losslab.config.build import ConfigError, build
 from losslab.losses import LossInputError
+from losslab.losses.domains import LabelDomainError
+from losslab.train import job as task
 
 UNDECLARED = "declares no label domain"
 

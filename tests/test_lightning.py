@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose, run_train
-from losslab import task
+from losslab.train import job as task
 
 
 def _only_run(client):

@@ -1,4 +1,4 @@
-"""Task metrics (losslab.metrics) against scikit-learn on fixed arrays, and the decision thresholds."""
+"""Task metrics (losslab.train.metrics) against scikit-learn on fixed arrays, and the decision thresholds."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from sklearn import metrics as skm
 
 from losslab import losses
-from losslab.metrics import (
+from losslab.train.metrics import (
     TASK_METRICS,
     better,
     decision_threshold,

@@ -17,7 +17,14 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from losslab import CONF_DIR
-from losslab.outcomes import LABELS, DivergenceGuard, Outcome, OutcomeRules, classify, overfitting
+from losslab.outcomes.classify import (
+    LABELS,
+    DivergenceGuard,
+    Outcome,
+    OutcomeRules,
+    classify,
+    overfitting,
+)
 from outcome_corpus import DATA, Spec, curve, real, stretched, synthetic
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
@@ -436,7 +443,7 @@ def _replay(case_name: str) -> list[str]:
 def test_replayed_rmsprop_spike_trains_to_the_end_and_is_not_diverged(store, client) -> None:
     """The issue's done-when: MSE + RMSprop lr 0.01 (121x spike at step 2) trains to the end, guard on."""
     from conftest import compose
-    from losslab import task
+    from losslab.train import job as task
 
     result = task.train(compose(_replay("mse_rmsprop_lr0.01_200")))
     run = client.get_run(result.run_id)
@@ -450,7 +457,7 @@ def test_replayed_rmsprop_spike_trains_to_the_end_and_is_not_diverged(store, cli
 
 def test_replayed_sustained_blowup_is_stopped_by_the_guard(store, client, tmp_path: Path) -> None:
     from conftest import compose
-    from losslab import task
+    from losslab.train import job as task
 
     y = np.r_[np.linspace(1.0, 0.5, 50), np.full(150, 40.0)]
     path = tmp_path / "blowup.json"
@@ -469,7 +476,7 @@ def test_replayed_sustained_blowup_is_stopped_by_the_guard(store, client, tmp_pa
 def test_replayed_val_rise_sets_the_overfitting_tags(store, client, tmp_path: Path) -> None:
     """Train keeps falling, val bottoms out at step 60 and climbs: overfitting=true, best_val_step=60."""
     from conftest import compose
-    from losslab import task
+    from losslab.train import job as task
 
     t = np.arange(200)
     train = 0.1 + np.exp(-t / 40)

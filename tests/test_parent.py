@@ -122,7 +122,7 @@ def test_a_sweep_over_several_data_sets_gets_one_report_per_data_set(store, clie
 
 
 def test_the_jobs_note_stays_under_mlflows_tag_limit_and_says_what_it_left_out():
-    from losslab.parent import summary_markdown
+    from losslab.sweep.parent import summary_markdown
 
     rows = [
         {"job": i, "name": f"lr0.1-s{i} ({'x' * 40})", "status": "FINISHED", "val_loss": 0.1}

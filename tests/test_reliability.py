@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 
 from conftest import all_runs, compose, run_train
-from losslab import params, task, tracking
+from losslab.tracking import params
+from losslab.tracking import recorder as tracking
+from losslab.train import job as task
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (run as another user / mount a tmpfs)")
 

@@ -1,5 +1,5 @@
 """Which design the report calls best: statistics against scipy, and synthetic studies whose answers
-are known by construction (losslab.synthetic: BEST, TRAP, ALL_DIVERGE, FAILED_RUN, best_lr)."""
+are known by construction (losslab.testing.synthetic: BEST, TRAP, ALL_DIVERGE, FAILED_RUN, best_lr)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from losslab import compare, synthetic, tracking
+from losslab import compare
 from losslab.report import ranking, tables
+from losslab.report.runs import ReportError, RunData, select_runs
 from losslab.report.stats import mean_ci, paired, steps_to_fraction
-from losslab.report.store import ReportError, RunData, select_runs
-from losslab.synthetic import synthetic_experiment
+from losslab.testing import synthetic
+from losslab.testing.synthetic import synthetic_experiment
+from losslab.tracking import recorder as tracking
 
 
 @contextlib.contextmanager

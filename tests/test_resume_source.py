@@ -59,6 +59,16 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def _package_sha(package: Path) -> str:
+    """A package's fingerprint: `__init__.py` first, then its other files by path, each path and text."""
+    init = package / "__init__.py"
+    files = [init, *sorted(p for p in package.rglob("*.py") if p != init and "__pycache__" not in p.parts)]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def _children(client) -> list:
     return [r for r in all_runs(client) if "mlflow.parentRunId" in r.data.tags]
 
@@ -76,7 +86,7 @@ def test_an_edited_loss_file_runs_its_jobs_again_and_an_unchanged_one_is_skipped
     assert len(first) == 2 and all(r.info.status == "FINISHED" for r in first)
     # the fingerprint is the file's SHA-256 (as `sha256sum` prints it); the model's is recorded too
     assert {r.data.tags["loss_source_sha"] for r in first} == {_sha(loss_file)}
-    assert {r.data.tags["model_source_sha"] for r in first} == {_sha(ROOT / "src/losslab/models.py")}
+    assert {r.data.tags["model_source_sha"] for r in first} == {_package_sha(ROOT / "src/losslab/models")}
 
     unchanged = _sweep(tmp_path)
     assert "all 2 configs of this sweep are done" in unchanged.stdout
@@ -133,7 +143,7 @@ def test_the_driver_finds_a_loss_file_without_importing_it_or_torch(tmp_path, mo
     loss_file = _user_package(tmp_path, LOSS_V1)
     code = (
         "import sys\n"
-        "from losslab.fingerprint import source_files, source_sha\n"
+        "from losslab.tracking.fingerprint import source_files, source_sha\n"
         "print(source_files('mypkg.losses.Scaled'), source_sha('mypkg.losses.Scaled'))\n"
         "print(len(source_files('losslab.losses.Hinge')), 'torch' in sys.modules, 'mypkg' in sys.modules)\n"
     )
@@ -152,7 +162,7 @@ def test_the_driver_finds_a_loss_file_without_importing_it_or_torch(tmp_path, mo
 
 
 def test_what_a_target_that_names_no_module_file_is_fingerprinted_by(tmp_path, monkeypatch):
-    from losslab.fingerprint import current, source_files
+    from losslab.tracking.fingerprint import current, source_files
 
     loss_file = _user_package(tmp_path, LOSS_V1)
     monkeypatch.syspath_prepend(str(tmp_path))

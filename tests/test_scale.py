@@ -36,7 +36,7 @@ def make_source(uri: str, tmp: Path) -> dict[str, str]:
     and a run still RUNNING. Returns the run ids by role."""
     from mlflow.entities import Metric, Param
 
-    from losslab import tracking
+    from losslab.tracking import recorder as tracking
 
     client = tracking.open_store(uri)
     exp = tracking.ensure_experiment(client, "losslab")

@@ -10,7 +10,7 @@ import math
 import pytest
 
 from conftest import compose
-from losslab import task
+from losslab.train import job as task
 
 BINARY = ("val/accuracy", "val/auc")
 REGRESSION = ("val/rmse", "val/mae", "val/r2")
@@ -119,7 +119,7 @@ def test_objective_direction_follows_the_metric():
 
 def test_a_job_that_never_scored_hands_the_sweeper_its_tasks_bad_extreme():
     """The error path of a multirun job and SLURM's lost jobs use the config's task, like Result."""
-    from losslab import slurm
+    from losslab.sweep import slurm
 
     assert task.config_penalty(compose(["data=breast_cancer"])) == -task.PENALTY  # accuracy: max
     assert task.config_penalty(compose(["loss=hinge"])) == -task.PENALTY  # hinge picks binary data

@@ -62,7 +62,7 @@ def slurm_cluster() -> Iterator[dict[str, str]]:
 
 def test_queue_watcher_reads_squeue_and_ends_jobs_that_left_it() -> None:
     """Without accounting, states come from `squeue --array --states=all -o %i|%T|%N` (this layout)."""
-    from losslab.slurm import QueueWatcher, run_status
+    from losslab.sweep.slurm import QueueWatcher, run_status
 
     watcher = QueueWatcher()
     watcher.use_sacct = False

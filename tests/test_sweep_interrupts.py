@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import all_runs, compose, run_train, train_cmd, wait_for
-from losslab import liveness, task, tracking
+from losslab.tracking import liveness
+from losslab.tracking import recorder as tracking
+from losslab.train import job as task
 
 FLUSH = 50
 
@@ -281,7 +283,7 @@ def test_stale_runs_are_found_by_pid_here_and_by_heartbeat_elsewhere(store, clie
 
 def test_a_config_claimed_by_a_live_run_is_not_started_again(store, client):
     cfg = compose(["trainer.max_steps=3"])
-    from losslab.naming import config_hash
+    from losslab.tracking.naming import config_hash
 
     exp = tracking.ensure_experiment(client, "losslab")
     holder = tracking.RunRecorder.start(client, exp, "holder", {}, {"losslab.config_hash": config_hash(cfg)})
@@ -297,7 +299,7 @@ def test_a_config_claimed_by_a_live_run_is_not_started_again(store, client):
 
 @pytest.mark.slow
 def test_chaos_round_ends_with_every_config_finished_once(tmp_path: Path):
-    from losslab.chaos import run_chaos
+    from losslab.testing.chaos import run_chaos
 
     # jobs long enough (2000 steps) that the signals land while they run, even on an idle machine
     result = run_chaos(workdir=tmp_path, configs=4, n_jobs=2, steps=2000, signals=2, kill9=True, seed=1)

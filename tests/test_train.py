@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, all_runs, compose, run_train, train_cmd, wait_for
-from losslab import task
+from losslab.train import job as task
 
 
 def _history(client, run_id: str, key: str) -> list:

@@ -13,9 +13,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import tracking
-from .report import Report, ReportError, build_report, build_reports, load_runs
-from .report.ranking import METRICS
+from losslab.report import Report, ReportError, build_report, build_reports, load_runs
+from losslab.report.ranking import METRICS
+from losslab.tracking import recorder as tracking
 
 __all__ = ["Report", "ReportError", "build_report", "build_reports", "load_runs", "main"]
 

@@ -14,7 +14,7 @@ import shlex
 import subprocess
 import sys
 
-from .liveness import STALE_AFTER
+from losslab.tracking.liveness import STALE_AFTER
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.stale_after > 0:
         parser.error(f"--stale-after={args.stale_after} is not valid; accepted: a number of seconds > 0")
 
-    from . import liveness, tracking
+    from losslab.tracking import liveness
+    from losslab.tracking import recorder as tracking
 
     uri = tracking.resolve_tracking_uri(args.uri)
     try:

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import CONF_DIR
+from losslab import CONF_DIR
 
 LossFn = Callable[..., Tensor]
 
@@ -647,7 +647,7 @@ def _instantiate(cfg: Any) -> LossFn:
     from hydra.utils import instantiate
     from omegaconf.errors import OmegaConfBaseException
 
-    from .label_domains import LabelDomainError, settle, split_config
+    from losslab.losses.domains import LabelDomainError, settle, split_config
 
     target = cfg.loss.get("_target_", "?") if hasattr(cfg.loss, "get") else "?"
     try:

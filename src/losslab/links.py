@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m losslab.links", description=__doc__.splitlines()[0])
     p.add_argument("--store", help="tracking URI (default: MLFLOW_TRACKING_URI or the project's mlflow.db)")
     args = p.parse_args(argv)
-    from . import tracking
+    from losslab.tracking import recorder as tracking
 
     uri = tracking.resolve_tracking_uri(args.store)
     try:

@@ -33,7 +33,7 @@ from mlflow.entities import Experiment, Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from . import tracking
+from losslab.tracking import recorder as tracking
 
 FROM_TAG = "losslab.migrated_from"
 STATE_TAG = "losslab.migration"

@@ -22,8 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .outcome_rules import OutcomeRules
-from .outcomes import classify, overfitting
+from losslab.outcomes.classify import classify, overfitting
+from losslab.outcomes.rules import OutcomeRules
 
 #: the outcome.* config keys that are classification rules (stop_on_divergence is not one)
 RULE_KEYS = {f.name for f in fields(OutcomeRules)}
@@ -111,7 +111,7 @@ def relabel_run(client: Any, run: Any, rules: OutcomeRules, dry_run: bool = Fals
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import tracking
+    from losslab.tracking import recorder as tracking
 
     parser = argparse.ArgumentParser(prog="python -m losslab.relabel", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="experiment name")

@@ -1,7 +1,7 @@
 """`hydra/launcher=slurm`: hydra-submitit-launcher's SlurmLauncher, waiting for every job.
 
 Hydra imports this module at every start (plugin discovery), so it imports nothing heavy; the
-work is in losslab.slurm, whose docstring says what real clusters needed beyond the stock launcher.
+work is in losslab.sweep.slurm, whose docstring says what real clusters needed beyond the stock launcher.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         """In the job: SLURM's time-limit signal and scancel stop training cleanly."""
         from hydra.core.utils import setup_globals
 
-        from losslab.slurm import run_interrupted_job
+        from losslab.sweep.slurm import run_interrupted_job
 
         setup_globals()  # the ${now:} resolver of hydra.sweep.dir, before _job_dir reads it
 
@@ -70,7 +70,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         """Submit the sweep as one array job, then collect every job's return, failed ones included."""
-        from losslab.slurm import collect, driver_script, watch_with_queue
+        from losslab.sweep.slurm import collect, driver_script, watch_with_queue
 
         assert self.config is not None
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

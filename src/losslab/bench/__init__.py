@@ -12,7 +12,7 @@ One module per benchmark beside a small shared harness, so each can be read, run
   report.py     5. the comparison report over a synthetic experiment
   soak.py       6. 64 short jobs on 2 joblib workers, every point counted
   gpu.py        host syncs per step and GPU ratios, where CUDA is available
-  cli.py        the command line, the table, the JSON
+  main.py       the command line, the table, the JSON
 
 Every comparison is a ratio of variants run side by side, alternating, median of paired rounds;
 the load average is recorded with every row. Nothing is cached between variants: every LossLab

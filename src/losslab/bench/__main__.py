@@ -1,7 +1,7 @@
-"""`python -m losslab.bench`: see losslab.bench.cli."""
+"""`python -m losslab.bench`: see losslab.bench.main."""
 
 import sys
 
-from .cli import main
+from losslab.bench.main import main
 
 sys.exit(main())

@@ -24,14 +24,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .harness import PROJECT_ROOT, TRACKING_ENV, stop
+from losslab.bench.harness import PROJECT_ROOT, TRACKING_ENV, stop
 
 
 def _child(steps: int, threads: int) -> int:
     """Build the job, say `ready`, wait for a line on stdin, run the raw loop, print its seconds."""
-    from .. import task
-    from .harness import compose, quiet
-    from .runs import raw_loop
+    from losslab.bench.harness import compose, quiet
+    from losslab.bench.runs import raw_loop
+    from losslab.train import job as task
 
     cfg = compose(
         [f"trainer.max_steps={steps}", f"torch_threads={threads}", "trainer.enable_progress_bar=false"]

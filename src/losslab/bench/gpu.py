@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .harness import Context, compose, mlp_overrides, tracking_env
+from losslab.bench.harness import Context, compose, mlp_overrides, tracking_env
 
 
 def run(ctx: Context) -> None:
@@ -60,7 +60,7 @@ def count_syncs_per_step(threads: int, uri: str, steps: int = 100) -> tuple[floa
 
 def losslab_run_unquiet(cfg: Any, uri: str) -> None:
     """`task.train` without `quiet()` (which would swallow the sync warnings being counted)."""
-    from .. import task
+    from losslab.train import job as task
 
     with tracking_env(uri), contextlib.redirect_stdout(io.StringIO()):
         task.train(cfg)
@@ -68,8 +68,8 @@ def losslab_run_unquiet(cfg: Any, uri: str) -> None:
 
 def model_ratios(ctx: Context) -> dict[str, Any]:
     """LossLab / raw loop on the GPU, small and 4x1024 MLP, alternating like section 1."""
-    from .harness import paired_ratio
-    from .runs import losslab_run, raw_run
+    from losslab.bench.harness import paired_ratio
+    from losslab.bench.runs import losslab_run, raw_run
 
     s, uri, out = ctx.sizes, ctx.store("gpu"), {}
     for fid, hidden, steps in (("gpu.small", [256, 256], s.steps), ("gpu.big", [1024] * 4, s.big_steps)):

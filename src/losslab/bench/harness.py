@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .. import CONF_DIR
+from losslab import CONF_DIR
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 TRACKING_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "LOSSLAB_PARENT_RUN_ID")
@@ -271,7 +271,7 @@ class Context:
 
         Fresh per section, so nothing a variant finds was left by another section.
         """
-        from .. import tracking
+        from losslab.tracking import recorder as tracking
 
         if uri is None:
             self._stores += 1

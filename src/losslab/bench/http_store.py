@@ -16,8 +16,17 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from .harness import Context, compose, free_port, mlp_overrides, paired_ratio, quiet, stop, summary
-from .runs import losslab_run
+from losslab.bench.harness import (
+    Context,
+    compose,
+    free_port,
+    mlp_overrides,
+    paired_ratio,
+    quiet,
+    stop,
+    summary,
+)
+from losslab.bench.runs import losslab_run
 
 
 def run(ctx: Context) -> None:
@@ -100,7 +109,7 @@ def _warm_server(uri: str, calls: int = 12) -> None:
     """
     from mlflow.entities import Metric
 
-    from .. import tracking
+    from losslab.tracking import recorder as tracking
 
     with quiet():
         client = tracking.open_store(uri)
@@ -113,6 +122,6 @@ def _warm_server(uri: str, calls: int = 12) -> None:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from losslab.bench.main import main
 
     sys.exit(main(["--only", "3", *sys.argv[1:]]))

@@ -13,8 +13,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .harness import Context, compose, mib, mlp_overrides, paired_ratio, ratio, summary
-from .runs import lightning_run, losslab_run, raw_run
+from losslab.bench.harness import (
+    Context,
+    compose,
+    mib,
+    mlp_overrides,
+    paired_ratio,
+    ratio,
+    summary,
+)
+from losslab.bench.runs import lightning_run, losslab_run, raw_run
 
 NOTE = (
     "ratio = the whole task.train(cfg) call (build, run create + params, training with every metric "
@@ -83,6 +91,6 @@ def run(ctx: Context) -> None:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from losslab.bench.main import main
 
     sys.exit(main(["--only", "1", *sys.argv[1:]]))

@@ -24,7 +24,7 @@ from types import FrameType
 #: `whole` phase anywhere on the stack takes the sample unless the innermost match is an import.
 PHASES: list[tuple[str, str, frozenset[str] | None, bool]] = [
     ("imports", "importlib._bootstrap", frozenset({"_find_and_load"}), False),
-    ("command-line check (configcheck)", "losslab/configcheck.py", frozenset({"check"}), False),
+    ("command-line check (configcheck)", "losslab/config/commandline.py", frozenset({"check"}), False),
     (
         "hydra: compose every job config before the first job",
         "hydra/plugins/sweeper.py",
@@ -33,39 +33,39 @@ PHASES: list[tuple[str, str, frozenset[str] | None, bool]] = [
     ),
     ("hydra: compose this job's config", "config_loader_impl.py", frozenset({"load_sweep_config"}), False),
     ("hydra: job set-up, .hydra/*.yaml, logging", "hydra/core/utils.py", frozenset({"run_job"}), False),
-    ("parent bookkeeping (sweeps.py, parent.py)", "losslab/sweeps.py", None, False),
-    ("parent bookkeeping (sweeps.py, parent.py)", "losslab/parent.py", None, False),
-    ("job: other LossLab work", "losslab/task.py", frozenset({"train"}), False),
-    ("job: scrub .hydra files", "losslab/params.py", frozenset({"scrub_files"}), False),
-    ("job: build model, loss, data", "losslab/build.py", frozenset({"build"}), False),
-    ("open store (create or check schema)", "losslab/store.py", frozenset({"open_store"}), False),
-    ("experiment look-up/creation", "losslab/store.py", frozenset({"ensure_experiment"}), False),
-    ("job: skip check (find_finished)", "losslab/tracking.py", frozenset({"find_finished"}), False),
-    ("job: Trainer construction", "losslab/task.py", frozenset({"_trainer"}), False),
-    ("job: run creation, params, tags", "losslab/tracking.py", frozenset({"start"}), False),
-    ("job: dataset input", "losslab/task.py", frozenset({"_log_dataset"}), False),
+    ("parent bookkeeping (sweeps.py, parent.py)", "losslab/sweep/callback.py", None, False),
+    ("parent bookkeeping (sweeps.py, parent.py)", "losslab/sweep/parent.py", None, False),
+    ("job: other LossLab work", "losslab/train/job.py", frozenset({"train"}), False),
+    ("job: scrub .hydra files", "losslab/tracking/params.py", frozenset({"scrub_files"}), False),
+    ("job: build model, loss, data", "losslab/config/build.py", frozenset({"build"}), False),
+    ("open store (create or check schema)", "losslab/tracking/store.py", frozenset({"open_store"}), False),
+    ("experiment look-up/creation", "losslab/tracking/store.py", frozenset({"ensure_experiment"}), False),
+    ("job: skip check (find_finished)", "losslab/tracking/recorder.py", frozenset({"find_finished"}), False),
+    ("job: Trainer construction", "losslab/train/job.py", frozenset({"_trainer"}), False),
+    ("job: run creation, params, tags", "losslab/tracking/recorder.py", frozenset({"start"}), False),
+    ("job: dataset input", "losslab/train/job.py", frozenset({"_log_dataset"}), False),
     (
         "job: trainer.fit (Lightning loop, model, loss)",
         "pytorch_lightning/trainer/trainer.py",
         frozenset({"fit"}),
         False,
     ),
-    ("job: LossLab per-step callbacks", "losslab/gradients.py", None, False),
-    ("job: LossLab per-step callbacks", "losslab/recording.py", None, False),
-    ("job: LossLab per-step callbacks", "losslab/steplog.py", None, False),
+    ("job: LossLab per-step callbacks", "losslab/train/callbacks/gradients.py", None, False),
+    ("job: LossLab per-step callbacks", "losslab/train/callbacks/recording.py", None, False),
+    ("job: LossLab per-step callbacks", "losslab/train/steplog.py", None, False),
     (
         "job: LossLab per-step callbacks",
-        "losslab/outcomes.py",
+        "losslab/outcomes/classify.py",
         frozenset({"on_train_batch_end", "on_validation_end", "on_before_optimizer_step"}),
         False,
     ),
-    ("job: metric flush to the store", "losslab/tracking.py", frozenset({"flush", "_write", "write"}), False),
-    ("job: final metrics, tags, outcome", "losslab/task.py", frozenset({"_finish"}), False),
-    ("job: outcome classification", "losslab/outcomes.py", frozenset({"classify", "overfitting"}), False),
-    ("job: artifacts (config.yaml)", "losslab/task.py", frozenset({"_log_artifacts"}), False),
-    ("job: loss-curve PNG", "losslab/plots.py", frozenset({"loss_curve_png"}), False),
-    ("job: close run", "losslab/tracking.py", frozenset({"close"}), False),
-    ("job: result.json", "losslab/task.py", frozenset({"_write_result"}), False),
+    ("job: metric flush to the store", "losslab/tracking/recorder.py", frozenset({"flush", "_write", "write"}), False),
+    ("job: final metrics, tags, outcome", "losslab/train/job.py", frozenset({"_finish"}), False),
+    ("job: outcome classification", "losslab/outcomes/classify.py", frozenset({"classify", "overfitting"}), False),
+    ("job: artifacts (config.yaml)", "losslab/train/job.py", frozenset({"_log_artifacts"}), False),
+    ("job: loss-curve PNG", "losslab/train/curve_plot.py", frozenset({"loss_curve_png"}), False),
+    ("job: close run", "losslab/tracking/recorder.py", frozenset({"close"}), False),
+    ("job: result.json", "losslab/train/job.py", frozenset({"_write_result"}), False),
 ]
 
 
@@ -78,7 +78,7 @@ def classify(frame: FrameType | None) -> tuple[str, int | None]:
     while frame is not None:
         code = frame.f_code
         path = code.co_filename.replace(os.sep, "/")
-        if code.co_name == "train" and path.endswith("losslab/task.py"):
+        if code.co_name == "train" and path.endswith("losslab/train/job.py"):
             job = frame.f_locals.get("job_num")
         for label, fragment, names, is_whole in PHASES:
             if fragment in path and (names is None or code.co_name in names):

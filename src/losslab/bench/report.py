@@ -13,12 +13,12 @@ import statistics
 import sys
 import time
 
-from .harness import Context, quiet
+from losslab.bench.harness import Context, quiet
 
 
 def run(ctx: Context) -> None:
-    from .. import compare
-    from ..synthetic import synthetic_experiment
+    from losslab import compare
+    from losslab.testing.synthetic import synthetic_experiment
 
     s = ctx.sizes
     uri = ctx.store("s5")
@@ -54,6 +54,6 @@ def run(ctx: Context) -> None:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from losslab.bench.main import main
 
     sys.exit(main(["--only", "5", *sys.argv[1:]]))

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .harness import Sample, quiet, tracking_env
+from losslab.bench.harness import Sample, quiet, tracking_env
 
 
 def _optimizer_factory(job: Any) -> Callable[..., torch.optim.Optimizer]:
@@ -29,7 +29,8 @@ def _optimizer_factory(job: Any) -> Callable[..., torch.optim.Optimizer]:
 
 def losslab_run(cfg: Any, uri: str) -> Sample:
     """`task.train(cfg)` timed as a whole; training alone from the run's `final/wall_seconds`."""
-    from .. import task, tracking
+    from losslab.tracking import recorder as tracking
+    from losslab.train import job as task
 
     with tracking_env(uri), quiet():
         started = time.perf_counter()
@@ -46,7 +47,7 @@ def losslab_run(cfg: Any, uri: str) -> Sample:
 
 def raw_run(cfg: Any, device: str | None = None) -> Sample:
     """The same work without Lightning or tracking: same build, batches, loss, optimizer, validation."""
-    from .. import task
+    from losslab.train import job as task
 
     with quiet():
         started = time.perf_counter()
@@ -61,7 +62,7 @@ def raw_run(cfg: Any, device: str | None = None) -> Sample:
 
 def raw_loop(job: Any, max_steps: int, device: str | None = None) -> tuple[int, int]:
     """Plain PyTorch: an epoch of TensorBatches, then a validation pass, until max_steps."""
-    from ..losses import call_loss
+    from losslab.losses import call_loss
 
     model, loss_fn, data = job.model, job.loss, job.data
     if device is not None:
@@ -89,7 +90,7 @@ def raw_loop(job: Any, max_steps: int, device: str | None = None) -> tuple[int, 
 
 
 def _raw_validation(model: torch.nn.Module, loss_fn: torch.nn.Module, data: Any) -> float:
-    from ..losses import call_loss
+    from losslab.losses import call_loss
 
     model.eval()
     total, count = None, 0
@@ -108,9 +109,9 @@ def lightning_run(cfg: Any) -> Sample:
     The gap between this and the raw loop is Lightning's loop; the gap between LossLab and this is
     what LossLab adds (gradient statistics, the metric buffer, the divergence guard, the run).
     """
-    from .. import task
-    from ..datamodule import TensorDataModule
-    from ..module import LossLabModule
+    from losslab.data.datamodule import TensorDataModule
+    from losslab.train import job as task
+    from losslab.train.module import LossLabModule
 
     with quiet():
         started = time.perf_counter()
@@ -138,7 +139,7 @@ def stock_run(cfg: Any, uri: str) -> Sample:
     from pytorch_lightning.loggers import MLFlowLogger
     from torch.utils.data import DataLoader, TensorDataset
 
-    from .. import task
+    from losslab.train import job as task
 
     with tracking_env(uri), quiet():
         started = time.perf_counter()

@@ -1,7 +1,7 @@
 """Section 6: soak, many short jobs on 2 reused joblib workers into one sqlite store, then chaos.
 
 Counts what reached the store, point by point: every job's run FINISHED with exactly one
-`train/loss` point per step. Then one chaos round (`losslab.chaos.run_chaos`): signals to random
+`train/loss` point per step. Then one chaos round (`losslab.testing.chaos.run_chaos`): signals to random
 workers of a parallel sweep, a resume, and the books (every config FINISHED once, nothing RUNNING,
 every point there).
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import sys
 
-from . import sweep
-from .harness import Context, Sizes
+from losslab.bench import sweep
+from losslab.bench.harness import Context, Sizes
 
 
 def run(ctx: Context) -> None:
-    from .. import tracking
+    from losslab.tracking import recorder as tracking
 
     s = ctx.sizes
     uri = ctx.store("soak", experiments=("losslab",))
@@ -54,7 +54,7 @@ def run(ctx: Context) -> None:
 
 
 def chaos_round(ctx: Context) -> None:
-    from ..chaos import run_chaos
+    from losslab.testing.chaos import run_chaos
 
     s = ctx.sizes
     folder = ctx.tmp / "chaos"
@@ -73,6 +73,6 @@ def chaos_round(ctx: Context) -> None:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from losslab.bench.main import main
 
     sys.exit(main(["--only", "6", *sys.argv[1:]]))

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import sys
 
-from .harness import Context, compose, mib, mlp_overrides, paired_ratio, ratio, summary
-from .runs import losslab_run, stock_run
+from losslab.bench.harness import (
+    Context,
+    compose,
+    mib,
+    mlp_overrides,
+    paired_ratio,
+    ratio,
+    summary,
+)
+from losslab.bench.runs import losslab_run, stock_run
 
 
 def run(ctx: Context) -> None:
@@ -51,6 +59,6 @@ def run(ctx: Context) -> None:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from losslab.bench.main import main
 
     sys.exit(main(["--only", "2", *sys.argv[1:]]))

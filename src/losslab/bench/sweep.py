@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import ceiling
-from .harness import PROJECT_ROOT, TRACKING_ENV, Context, Sizes, stop
+from losslab.bench import ceiling
+from losslab.bench.harness import PROJECT_ROOT, TRACKING_ENV, Context, Sizes, stop
 
 NOTE = (
     "startup = process start to the first job's first line (imports, Hydra, store, parent run; joblib: "
@@ -112,7 +112,7 @@ def run_sweep(
     The store exists already (as a project's mlflow.db does), so its one-off schema creation is
     not billed to the sweep.
     """
-    from .. import tracking
+    from losslab.tracking import recorder as tracking
 
     sweep_dir = tmp / f"sweep-{launcher}"
     cmd = [
@@ -211,6 +211,6 @@ def _sweep_fit_seconds(client: Any, sweep_dir: Path) -> dict[int, float]:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from losslab.bench.main import main
 
     sys.exit(main(["--only", "4", *sys.argv[1:]]))

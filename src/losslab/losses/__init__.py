@@ -1,6 +1,6 @@
 """Loss functions. Each is an nn.Module called as `loss(y_pred, y_true[, weight])` -> 0-dim tensor."""
 
-from .base import (
+from losslab.losses.base import (
     DOMAINS,
     LossBase,
     LossInputError,
@@ -10,8 +10,14 @@ from .base import (
     check_weights,
     match_shapes,
 )
-from .classification import BCEWithLogits, Focal, Hinge, SquaredHinge
-from .regression import MSE, Huber, LogCosh, SigmoidWeightedL1, WeightedMSE
+from losslab.losses.classification import BCEWithLogits, Focal, Hinge, SquaredHinge
+from losslab.losses.regression import (
+    MSE,
+    Huber,
+    LogCosh,
+    SigmoidWeightedL1,
+    WeightedMSE,
+)
 
 __all__ = [
     "DOMAINS",

@@ -90,7 +90,7 @@ class LossBase(nn.Module):
 
     domain: str = "real"
     #: the score above which a sample counts as positive for binary accuracy; None: the midpoint
-    #: of the label values (0 for {-1,+1}, 0.5 for {0,1}), see losslab.metrics
+    #: of the label values (0 for {-1,+1}, 0.5 for {0,1}), see losslab.train.metrics
     decision_threshold: float | None = None
     #: whether the second derivative exists almost everywhere (checked by gradcheck)
     twice_differentiable: bool = True

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import LossBase, LossInputError
+from losslab.losses.base import LossBase, LossInputError
 
 
 def _finite_number(name: str, key: str, value: object, minimum: float | None = None) -> float:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import LossBase, LossInputError, check_weights
+from losslab.losses.base import LossBase, LossInputError, check_weights
 
 
 class MSE(LossBase):

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .store import RunData
+from losslab.report.runs import RunData
 
 #: params that never define a design: `seed` is pooled over, and so is `data.split_seed` (it
 #: defaults to the seed: runs with the same seed share their split); the rest are bookkeeping

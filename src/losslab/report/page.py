@@ -15,14 +15,15 @@ from typing import Any
 
 from mlflow.entities import Experiment, Run
 
-from .. import links, tracking
-from ..liveness import REASON_TAG as KILLED_REASON
-from .designs import sort_key
-from .ranking import Analysis
-from .stats import MIN_SEEDS
-from .store import RunData
-from .tables import fmt, fmt_gaps, fmt_interval
-from .tuning import budget_sentence
+from losslab import links
+from losslab.report.designs import sort_key
+from losslab.report.ranking import Analysis
+from losslab.report.runs import RunData
+from losslab.report.stats import MIN_SEEDS
+from losslab.report.tables import fmt, fmt_gaps, fmt_interval
+from losslab.report.tuning import budget_sentence
+from losslab.tracking import recorder as tracking
+from losslab.tracking.liveness import REASON_TAG as KILLED_REASON
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..plots import plt
-from .designs import Design, group_designs, short_names, show_value, sort_key
-from .store import RunData
+from losslab.report.designs import Design, group_designs, short_names, show_value, sort_key
+from losslab.report.runs import RunData
+from losslab.train.curve_plot import plt
 
 OUTCOMES = ("converged", "still_improving", "plateaued", "oscillating", "diverged")
 OUTCOME_COLOURS = {

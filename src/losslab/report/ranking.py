@@ -17,9 +17,9 @@ from functools import cached_property
 
 import numpy as np
 
-from .designs import Design, design_params, group_designs, match_design
-from .stats import Interval, Paired, mean_ci, paired
-from .store import ReportError, RunData
+from losslab.report.designs import Design, design_params, group_designs, match_design
+from losslab.report.runs import ReportError, RunData
+from losslab.report.stats import Interval, Paired, mean_ci, paired
 
 #: metric -> (higher is better, task it belongs to)
 METRICS: dict[str, tuple[bool, str]] = {
@@ -240,7 +240,7 @@ def analyse(
     baseline: str | None = None,
 ) -> Analysis:
     """Group, (tune,) rank, choose the best and pair every design with the baseline."""
-    from .tuning import check_tune_keys, tune_designs
+    from losslab.report.tuning import check_tune_keys, tune_designs
 
     tune_keys = check_tune_keys(runs, tune)
     keys = design_params(runs, exclude=tune_keys)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from .designs import short_names, show_value
-from .plots import ordered_outcomes
-from .ranking import Analysis, DesignResult
-from .stats import MIN_SEEDS, Interval, mean_ci, median, steps_to_fraction
-from .store import RunData
+from losslab.report.designs import short_names, show_value
+from losslab.report.plots import ordered_outcomes
+from losslab.report.ranking import Analysis, DesignResult
+from losslab.report.runs import RunData
+from losslab.report.stats import MIN_SEEDS, Interval, mean_ci, median, steps_to_fraction
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -157,7 +157,7 @@ def markdown(a: Analysis, limit: int = MARKDOWN_LIMIT) -> str:
     names = short_names(a.keys)
     intro = f"Designs ranked on val {m} ({a.metric.direction}); test {m} beside it is the honest estimate."
     if a.tune_keys:
-        from .tuning import budget_sentence
+        from losslab.report.tuning import budget_sentence
 
         intro += " " + budget_sentence(a.budgets, a.tune_keys)
     head = f"| # | Design | Val {m} | Test {m} | Δ {a.paired_on} vs baseline | P(improve) | Failed |"

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .designs import Design, group_designs, varying_params
-from .ranking import DesignResult, TaskMetric, evaluate, rank
-from .store import ReportError, RunData
+from losslab.report.designs import Design, group_designs, varying_params
+from losslab.report.ranking import DesignResult, TaskMetric, evaluate, rank
+from losslab.report.runs import ReportError, RunData
 
 
 def check_tune_keys(runs: Sequence[RunData], tune: Sequence[str]) -> list[str]:

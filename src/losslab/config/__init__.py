@@ -1,0 +1,1 @@
+"""From a command line and a composed config to a checked job, before any run exists."""

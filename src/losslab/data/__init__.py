@@ -1,0 +1,9 @@
+"""Data sets as tensors, their splits, and the LightningDataModule that serves them.
+
+The builders are exported here because configs name them as `losslab.data.<builder>`
+(`_target_` in conf/data/*.yaml and in users' own data configs).
+"""
+
+from losslab.data.datasets import seed_noise, sklearn_dataset, teacher_binary, teacher_regression
+
+__all__ = ["seed_noise", "sklearn_dataset", "teacher_binary", "teacher_regression"]

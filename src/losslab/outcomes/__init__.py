@@ -1,0 +1,1 @@
+"""What happened to a run, read off its curves (numpy only, no torch)."""

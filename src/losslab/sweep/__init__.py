@@ -1,0 +1,1 @@
+"""Sweeps: the Hydra callback, the parent run, launchers' workers, interrupts."""

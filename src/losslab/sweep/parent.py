@@ -1,0 +1,257 @@
+"""What a sweep is called, which of its jobs are left, and what its parent run shows in the MLflow UI.
+
+- `swept_keys`: the config keys that differ between the jobs (command-line sweeps and the sweeper's
+  params); the jobs' run names start with them (`naming.run_name`, via SWEEP_KEYS_ENV).
+- `pending_jobs`: for a grid sweep, how many jobs have no FINISHED run of their exact config (and
+  current loss and model code, `fingerprint`) yet, so a resumed sweep with nothing to do makes no
+  new parent run.
+- `source_changed_line`: at the end of a sweep, how many of its jobs re-ran because that code changed.
+- `annotate`: the parent run carries the sweep's result where the UI shows it: the ranked design
+  table as the run's note (`mlflow.note.content`, markdown), the best design's key metrics as
+  metrics and tags (the report itself is logged on the parent by `build_report`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from losslab.tracking.naming import loss_label
+
+#: sweepers that launch every job of the product of the sweep values (LossLab's validates fewer)
+BASIC_SWEEPERS = (
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+    "hydra_plugins.losslab_sweeper.sweeper.LossLabSweeper",
+)
+NOTE_TAG = "mlflow.note.content"
+
+
+def _sweep_lines(config: DictConfig) -> list[str]:
+    """The sweeper's params then the command line's overrides, as `key=value` lines (CLI wins)."""
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+    plain = OmegaConf.to_container(params) if isinstance(params, DictConfig) else {}
+    lines = [f"{k}={v}" for k, v in plain.items()]  # type: ignore[union-attr]
+    return lines + list(config.hydra.overrides.task)
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """Keys that take several values in this sweep, in command-line order (`+`/`~` stripped)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    by_key: dict[str, bool] = {}
+    try:
+        for ov in OverridesParser.create().parse_overrides(_sweep_lines(config)):
+            key = ov.get_key_element().lstrip("+~")
+            by_key[key] = ov.is_sweep_override() and (ov.is_discrete_sweep() is False or _n(ov) > 1)
+    except Exception:  # a sweep line we cannot read: names fall back to the full form
+        return []
+    return [k for k, swept in by_key.items() if swept]
+
+
+def _n(ov: Any) -> int:
+    try:
+        return len(list(ov.sweep_string_iterator()))
+    except Exception:
+        return 2
+
+
+def sweep_name(config: DictConfig, keys: Iterable[str]) -> str:
+    """The study's name, else the loss's (a user's loss: its class name), e.g. `cauchy-sweep`."""
+    choices = config.hydra.runtime.choices
+    if choices.get("experiment"):
+        return str(choices["experiment"])
+    if {"loss", "loss._target_"} & set(keys):
+        return "losses-sweep"
+    plain = {k: str(v) for k, v in choices.items() if v is not None and not str(k).startswith("hydra/")}
+    return f"{loss_label(config, plain)}-sweep"
+
+
+def job_overrides(config: DictConfig) -> list[list[str]] | None:
+    """Every job's override list, as Hydra's BasicSweeper will launch them; None for other sweepers."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if OmegaConf.select(config, "hydra.sweeper._target_", default=None) not in BASIC_SWEEPERS:
+        return None
+    try:
+        parsed = OverridesParser.create().parse_overrides(_sweep_lines(config))
+        (batch,) = BasicSweeper.split_arguments(parsed, None)
+    except Exception:
+        return None
+    return batch
+
+
+def pending_jobs(
+    config: DictConfig, client: Any, experiment_id: str, jobs: list[list[str]] | None = None
+) -> tuple[int, list[str]] | None:
+    """(number of jobs, run ids of the FINISHED runs that already cover them) when every job is done;
+    None when something is left to run or the sweep cannot be enumerated (e.g. Optuna). A FINISHED
+    run made from other loss or model code (`fingerprint`) covers nothing; one whose fingerprint
+    cannot be checked here leaves the job to decide."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from losslab.tracking import fingerprint
+    from losslab.tracking.naming import config_hash
+
+    if OmegaConf.select(config, "rerun", default=False):
+        return None
+    jobs = job_overrides(config) if jobs is None else jobs  # the sweep callback has them already
+    if not jobs or not GlobalHydra.instance().is_initialized():
+        return None
+    done = _finished_by_hash(client, experiment_id)
+    if not done:  # nothing FINISHED yet (a new study): no job can be covered, compose none of them
+        return None
+    loader = GlobalHydra.instance().config_loader()
+    found: list[str] = []
+    shas: dict[str, str | None] = {}  # target -> fingerprint: each source file hashed once per sweep
+    for overrides in jobs:
+        try:
+            job_cfg = loader.load_sweep_config(config, list(overrides))
+        except Exception:
+            return None  # a job that cannot compose will fail and be reported: run the sweep
+        with open_dict(job_cfg):  # what the job's task sees: Hydra removes its own node first
+            del job_cfg["hydra"]
+        try:
+            runs = done.get(config_hash(job_cfg), [])
+        except Exception:
+            return None
+        now = fingerprint.current(job_cfg, cache=shas)
+        run_id = next((r for r, tags in runs if fingerprint.changed(tags, now, strict=True) == []), None)
+        if run_id is None:
+            return None
+        found.append(run_id)
+    return (len(jobs), found) if len(found) == len(jobs) else None
+
+
+def _finished_by_hash(client: Any, experiment_id: str) -> dict[str, list[tuple[str, dict[str, str]]]]:
+    """config hash -> its FINISHED runs, newest first, each as (run id, its source fingerprint tags);
+    one paged search, not one per job."""
+    from losslab.tracking.fingerprint import TAGS
+
+    out: dict[str, list[tuple[str, dict[str, str]]]] = {}
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            filter_string="attributes.status = 'FINISHED'",
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=token,
+        )
+        for run in page:
+            h = run.data.tags.get("losslab.config_hash")
+            if h:
+                tags = {t: run.data.tags[t] for t in TAGS.values() if t in run.data.tags}
+                out.setdefault(h, []).append((run.info.run_id, tags))
+        token = page.token
+        if not token:
+            return out
+
+
+def source_changed_line(client: Any, experiment_id: str, parent_id: str, jobs: int) -> str | None:
+    """One line saying how many of this sweep's jobs re-ran because their loss (or model) code changed
+    since their FINISHED runs, naming that code; None when none did."""
+    from losslab.tracking.fingerprint import CHANGED_TAG
+
+    runs = client.search_runs(  # only the runs that carry the tag: a big sweep's others stay unread
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{CHANGED_TAG}` LIKE '%'",
+        max_results=50000,
+    )
+    by_code: dict[tuple[str, str], int] = {}
+    n = 0
+    for run in runs:
+        kinds = [k for k in run.data.tags.get(CHANGED_TAG, "").split(",") if k]
+        n += bool(kinds)
+        for kind in kinds:
+            key = (kind, run.data.params.get(f"{kind}._target_", "?"))
+            by_code[key] = by_code.get(key, 0) + 1
+    if not n:
+        return None
+    what = "; ".join(
+        f"the {kind} source changed: {target} ({k} job{'s' if k != 1 else ''})"
+        for (kind, target), k in sorted(by_code.items())
+    )
+    return (
+        f"{n} of {jobs} jobs re-ran because {what}. Their FINISHED runs came from other code; the new "
+        f"runs carry tag {CHANGED_TAG}, the earlier runs stay in the store."
+    )
+
+
+def latest_parent(client: Any, run_ids: list[str]) -> Any | None:
+    """The newest sweep parent among these runs' parents (where their report was made)."""
+    parents = set()
+    for run_id in run_ids:
+        with contextlib.suppress(Exception):
+            pid = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+            if pid:
+                parents.add(pid)
+    runs = []
+    for pid in parents:
+        with contextlib.suppress(Exception):
+            runs.append(client.get_run(pid))
+    return max(runs, key=lambda r: r.info.start_time or 0) if runs else None
+
+
+def summary_markdown(rows: list[dict[str, Any]], limit: int = 4000) -> str:
+    """The jobs as a markdown table: the note when no design table could be made. Cut at `limit`
+    characters (MLflow truncates tags past 8,000, printing the whole value as a warning), with a
+    line saying how many jobs are left out and where they all are."""
+    lines = ["| job | run | status | outcome | val/loss |", "|---|---|---|---|---|"]
+    size = sum(len(line) + 1 for line in lines)
+    for i, r in enumerate(rows):
+        v = r.get("val_loss")
+        val = f"{v:.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+        cells = (r.get("job"), r.get("name", "-"), r.get("status", "?"), r.get("outcome") or "-", val)
+        line = "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
+        if size + len(line) + 1 > limit:
+            lines.append(f"\n{len(rows) - i} more jobs: all {len(rows)} in summary.txt on this run.")
+            break
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines)
+
+
+def note_text(report: Any, rows: list[dict[str, Any]], report_link: str | None) -> str:
+    """The parent run's note: the ranked design table (the report's), else the job table."""
+    table = getattr(report, "designs_markdown", None) if report is not None else None
+    head = "## Loss designs, ranked\n\n" if table else "## Jobs\n\n"
+    body = table or summary_markdown(rows)
+    tail = f"\n\nFull report (self-contained HTML): {report_link}" if report_link else ""
+    return head + body + tail
+
+
+def best_metrics(best: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """The best design's numbers as parent metrics (`best/val_accuracy`, ...) and its label as tags."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    for key, value in best.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(float(value)):
+            name = key if "/" in key else f"best/{key}"
+            metrics[name] = float(value)
+        elif key in ("label", "metric", "direction"):
+            tags[f"best.{key}"] = str(value)
+    return metrics, tags
+
+
+def annotate(client: Any, parent_id: str, report: Any, rows: list[dict[str, Any]], link: str | None) -> None:
+    """Note, best-design metrics and tags on the parent run (each write on its own: one failing
+    leaves the others)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    client.set_tag(parent_id, NOTE_TAG, note_text(report, rows, link))
+    best = getattr(report, "best", None) or {}
+    metrics, tags = best_metrics(best)
+    for k, v in tags.items():
+        client.set_tag(parent_id, k, v[:5000])
+    if metrics:
+        now = int(time.time() * 1000)
+        client.log_batch(parent_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])

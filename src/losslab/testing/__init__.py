@@ -1,0 +1,1 @@
+"""Tools for tests and the bench: a synthetic store, the chaos round."""

@@ -1,0 +1,1 @@
+"""MLflow: the store, runs and their lifecycle, names, liveness, fingerprints."""

@@ -1,0 +1,178 @@
+"""Is a RUNNING run still alive? Host, process and heartbeat of every run; stale runs; config claims.
+
+A run killed with SIGKILL (or by a power loss) cannot end itself: MLflow shows it RUNNING forever
+and a resumed sweep would neither redo it nor know it is dead. Every LossLab run therefore records
+where it runs (`losslab.host`, `losslab.pid`, `losslab.pid_start`: the process start time, so a
+reused pid is not mistaken for the run) and refreshes `losslab.heartbeat` (unix seconds) from a
+background thread. A RUNNING run is stale when, on this machine, its process is gone, or, on another
+machine, its heartbeat is older than `stale_after` seconds. `reap` marks stale runs KILLED with a
+`killed_reason` tag.
+
+Claims: before a job trains, its freshly created run is compared with the other live or finished
+runs of the same config hash; the earliest (start time, run id) holds the config and the others
+delete their run and skip. Every store (sqlite or a server) serialises run creation, so two sweeps
+on one store never train one config twice. Hand-written: MLflow has no lease or lock API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # type hints only: a job's signal handling imports this before MLflow is needed
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+HOST_TAG, PID_TAG, START_TAG, HEARTBEAT_TAG = (
+    "losslab.host",
+    "losslab.pid",
+    "losslab.pid_start",
+    "losslab.heartbeat",
+)
+REASON_TAG = "killed_reason"
+HASH_TAG = "losslab.config_hash"
+HEARTBEAT_SECONDS = 30.0
+STALE_AFTER = 600.0  # seconds without a heartbeat before a run on another machine counts as dead
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot), or None where /proc has no answer."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22 counted after the command name
+
+
+def identity() -> dict[str, str]:
+    """Tags that say where this process runs, and a first heartbeat."""
+    pid = os.getpid()
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(pid),
+        START_TAG: process_start(pid) or "",
+        HEARTBEAT_TAG: f"{time.time():.0f}",
+    }
+
+
+def pid_alive(pid: int, start: str | None = None) -> bool:
+    """True while process `pid` exists and (when known) is the same process that started the run."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if start:
+        now = process_start(pid)
+        return now is None or now == start
+    return True
+
+
+def stale_reason(run: Run, stale_after: float = STALE_AFTER, now: float | None = None) -> str | None:
+    """Why a RUNNING run can no longer end itself, or None while it may still be alive."""
+    if run.info.status != "RUNNING":
+        return None
+    tags = run.data.tags
+    now = time.time() if now is None else now
+    host, pid = tags.get(HOST_TAG), tags.get(PID_TAG)
+    if host == socket.gethostname() and pid and pid.isdigit():
+        if pid_alive(int(pid), tags.get(START_TAG)):
+            return None
+        return f"its process {pid} on {host} is gone (killed or crashed without closing the run)"
+    try:
+        beat = float(tags.get(HEARTBEAT_TAG) or run.info.start_time / 1000)
+    except (TypeError, ValueError):
+        beat = run.info.start_time / 1000
+    age = now - beat
+    if age <= stale_after:
+        return None
+    where = f" from {host} (pid {pid})" if host else ""
+    return f"no heartbeat{where} for {age:.0f}s (limit {stale_after:g}s)"
+
+
+def reap(
+    client: MlflowClient, experiment_ids: Iterable[str], stale_after: float = STALE_AFTER, by: str = "LossLab"
+) -> list[tuple[Run, str]]:
+    """Mark every stale RUNNING run KILLED with a `killed_reason` tag; return them with their reasons."""
+    ids = list(experiment_ids)
+    if not ids:
+        return []
+    found = []
+    runs = client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=5000)
+    for run in runs:
+        reason = stale_reason(run, stale_after)
+        if reason is None:
+            continue
+        with contextlib.suppress(Exception):  # another sweep may be reaping the same run
+            client.set_tag(run.info.run_id, REASON_TAG, f"{reason}; marked KILLED by {by}"[:8000])
+            client.set_terminated(run.info.run_id, status="KILLED")
+            found.append((run, reason))
+    return found
+
+
+def claim(
+    client: MlflowClient,
+    experiment_id: str,
+    run: Run,
+    config_hash: str,
+    finished_counts: bool = True,
+    stale_after: float = STALE_AFTER,
+) -> Run | None:
+    """None when `run` holds its config; else the run that does (finished, or alive and earlier). A run
+    made from other loss or model code (`fingerprint`) holds nothing: this one re-runs its config."""
+    from losslab.tracking.fingerprint import changed
+
+    mine = (run.info.start_time, run.info.run_id)
+    others = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{HASH_TAG}` = '{config_hash}'", max_results=1000
+    )
+    holder: Run | None = None
+    for other in others:
+        if other.info.run_id == run.info.run_id or changed(other.data.tags, run.data.tags):
+            continue
+        status = other.info.status
+        if status == "FINISHED" and finished_counts:
+            return other
+        if status != "RUNNING" or (other.info.start_time, other.info.run_id) > mine:
+            continue
+        if other.data.tags.get("losslab.sweep") == "parent":
+            continue
+        if stale_reason(other, stale_after) is not None:
+            reap_one(client, other, stale_after)
+            continue
+        holder = other
+    return holder
+
+
+def reap_one(client: MlflowClient, run: Run, stale_after: float) -> None:
+    reason = stale_reason(run, stale_after)
+    if reason is not None:
+        with contextlib.suppress(Exception):
+            client.set_tag(run.info.run_id, REASON_TAG, f"{reason}; marked KILLED by LossLab")
+            client.set_terminated(run.info.run_id, status="KILLED")
+
+
+class Heartbeat:
+    """Refreshes a run's `losslab.heartbeat` tag every `interval` seconds from a daemon thread."""
+
+    def __init__(self, client: Any, run_id: str, interval: float = HEARTBEAT_SECONDS) -> None:
+        self.client, self.run_id, self.interval = client, run_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="losslab-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(Exception):  # a store outage: the run's own writes report it
+                self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -1,0 +1,271 @@
+"""The MLflow store: where it is, whether it can be used, and creating it safely.
+
+- A brand-new sqlite store is created atomically: MLflow's schema migrations run on a temporary
+  file beside the target, which is renamed into place only once complete. MLflow migrates in
+  place, one step at a time; an interruption part-way leaves a file every later open refuses
+  ("table ... already exists"). Creation also holds a file lock, since MLflow creates its tables
+  without one (parallel jobs on a new file crash with "duplicate column name").
+- Problems a user can fix (server down, read-only file, full disk, a file that is not an MLflow
+  store) are a `TrackingError` with one paragraph, raised before any run exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from losslab.tracking.params import redact_uri
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_EXPERIMENT = "losslab"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable server, unwritable or foreign file)."""
+
+
+def default_tracking_uri() -> str:
+    """mlflow.db in the checkout LossLab runs from (any cwd), else in the current directory (pip install)."""
+    checkout = (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "src" / "losslab").is_dir()
+    return f"sqlite:///{(PROJECT_ROOT if checkout else Path.cwd()) / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """`MLFLOW_TRACKING_URI` wins over the config, as MLflow users expect; then the project's sqlite file."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        # make relative sqlite paths absolute so every job (whatever its cwd) hits the same file
+        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
+    return uri
+
+
+def resolve_experiment_name(configured: str | None) -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or configured or DEFAULT_EXPERIMENT
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+_sqlite_path = sqlite_path  # the name other modules used before the split
+
+
+def disk_full(exc: BaseException) -> bool:
+    """sqlite's SQLITE_FULL or the OS's ENOSPC, however MLflow/SQLAlchemy wrapped it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(seen).lower()
+        if "database or disk is full" in text or "no space left on device" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def disk_full_error(uri: str, what: str) -> TrackingError:
+    where = sqlite_path(uri)
+    place = f"the disk holding {where.parent}" if where is not None else f"the disk of {redact_uri(uri)}"
+    return TrackingError(
+        f"No space left: {place} is full, so {what}. Free some space (or point MLFLOW_TRACKING_URI / "
+        "tracking.uri at a store on another disk) and run again; a sweep resumes where it stopped."
+    )
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise first-time schema creation of a sqlite store across processes (a lock file beside it)."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _refuse_foreign_sqlite(path: Path) -> None:
+    """Never let MLflow create its tables inside somebody else's database, or read a corrupt file."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as fh:
+        header = fh.read(16)
+    if header != b"SQLite format 3\x00":
+        raise TrackingError(
+            f"{path} is not a SQLite database, so it cannot be an MLflow store. Accepted: an MLflow "
+            "sqlite store, or a path where a new one can be created."
+        )
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("select name from sqlite_master where type='table'")}
+    except sqlite3.DatabaseError as exc:
+        msg = f"{path} is a corrupt SQLite file ({exc}); it cannot be an MLflow store."
+        raise TrackingError(msg) from None
+    if tables and "experiments" not in tables:
+        shown = ", ".join(sorted(tables)[:5])
+        raise TrackingError(
+            f"{path} is a SQLite database of something else (tables: {shown}), not an MLflow store; "
+            "LossLab will not add MLflow's tables to it. Accepted: an MLflow sqlite store or a new path."
+        )
+
+
+def _refuse_read_only(path: Path) -> None:
+    """A store LossLab cannot write would fail at the first run write, after the run exists."""
+    folder_ok = os.access(path.parent, os.W_OK | os.X_OK)
+    if path.exists() and not (os.access(path, os.W_OK) and folder_ok):
+        what = "file" if not os.access(path, os.W_OK) else f"folder {path.parent}"
+        raise TrackingError(
+            f"The MLflow store {path} is read-only (its {what} is not writable by this user), so no run "
+            "can be recorded. Accepted: a sqlite file in a folder this user can write (fix the "
+            "permissions, or point MLFLOW_TRACKING_URI / tracking.uri elsewhere)."
+        )
+
+
+def split_basic_auth(uri: str) -> tuple[str, dict[str, str]]:
+    """`http://user:pass@host` -> (`http://host`, Authorization header): urllib cannot take userinfo."""
+    parts = urlsplit(uri)
+    if parts.username is None:
+        return uri, {}
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=host)), {"Authorization": f"Basic {token}"}
+
+
+def check_store_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (seconds, not MLflow's minutes of retries) when a tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    base, headers = split_basic_auth(uri)
+    request = urllib.request.Request(base.rstrip("/") + "/health", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise TrackingError(
+                f"The MLflow tracking server at {redact_uri(uri)} refused LossLab's credentials "
+                f"(HTTP {exc.code}). Accepted: http(s)://USER:PASSWORD@HOST:PORT, or "
+                "MLFLOW_TRACKING_USERNAME "
+                "and MLFLOW_TRACKING_PASSWORD in the environment."
+            ) from None
+        if exc.code >= 500:
+            raise _unreachable(uri, exc) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise _unreachable(uri, exc) from None
+
+
+def _unreachable(uri: str, exc: BaseException) -> TrackingError:
+    return TrackingError(
+        f"The MLflow tracking server at {redact_uri(uri)} is not reachable ({exc}). Start it (e.g. `make ui` "
+        "or `make server`), fix MLFLOW_TRACKING_URI / tracking.uri, or unset them to use the local "
+        "sqlite store."
+    )
+
+
+def _dispose(client: MlflowClient) -> None:
+    """Close the SQLAlchemy engine behind a client, so its file can be renamed safely."""
+    store: Any = getattr(getattr(client, "_tracking_client", None), "store", None)
+    engine = getattr(store, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """Run MLflow's migrations on a temporary file, then rename it into place (atomic on POSIX)."""
+    for stale in path.parent.glob(f".{path.name}.creating-*"):  # left by an interrupted creation
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
+    try:
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp}")
+        client.search_experiments(max_results=1)
+        _dispose(client)
+        if path.exists() and path.stat().st_size == 0:
+            path.unlink()
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+def open_store(uri: str) -> MlflowClient:
+    """Return a client on a store whose schema exists; create it once, atomically, under a lock."""
+    path = sqlite_path(uri)
+    if path is not None:
+        if not path.parent.is_dir():
+            raise TrackingError(
+                f"Cannot create the MLflow store {uri}: folder {path.parent} does not exist. "
+                "Accepted: a sqlite:///ABSOLUTE/PATH.db in an existing, writable folder."
+            )
+        _refuse_foreign_sqlite(path)
+        _refuse_read_only(path)
+    check_store_reachable(uri)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" per job
+    # Large timeouts would hang on a dead server; MLflow's HTTP retries are bounded by these.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # LossLab queues and retries itself
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # schema-migration chatter on every job
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        with _store_lock(uri):
+            if path is not None and (not path.exists() or path.stat().st_size == 0):
+                _create_sqlite_store(path)
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # migrates an older schema
+    except Exception as exc:  # sqlalchemy, sqlite3, HTTP errors all mean "this store is unusable"
+        if disk_full(exc):
+            raise disk_full_error(uri, "the store cannot be created or opened") from None
+        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TrackingError(
+            f"Cannot open the MLflow store {redact_uri(uri)}: {msg}. Accepted: a writable sqlite file "
+            "(sqlite:///ABSOLUTE/PATH.db), or an http(s) URI of a running MLflow server."
+        ) from None
+    return client
+
+
+def _artifact_location(client: MlflowClient, name: str) -> str | None:
+    """Artifacts of a sqlite store live beside the database file, not under whatever cwd a job had."""
+    path = sqlite_path(client.tracking_uri)
+    if path is None:
+        return None  # a tracking server decides
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    return (path.parent / "mlartifacts" / safe).as_uri()
+
+
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """Experiment id for `name`, creating it; safe when parallel jobs race to create it."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_location(client, name))
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id

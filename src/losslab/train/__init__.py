@@ -1,0 +1,1 @@
+"""One training job: the LightningModule, the Trainer and the task metrics."""

@@ -1,0 +1,1 @@
+"""Lightning callbacks LossLab adds to every Trainer."""

@@ -1,0 +1,256 @@
+"""Gradient statistics recorded at every optimizer step, computed on the device.
+
+What a loss does to the gradient is the thing LossLab exists to show. The callback
+computes, with foreach kernels and no host reads, per step:
+
+- `grad/global_norm`, `grad/max_abs`, `grad/nonfinite` (count of non-finite values);
+- `grad/norm/<layer>` per module (all of a module's tensors together);
+- `grad/update_ratio/<layer>` = ||w_after - w_before|| / ||w_before||;
+- `grad/pred/mean_abs`, `grad/pred/max_abs`, `grad/pred/zero_frac`: the per-sample dL/dy_hat
+  (the batch-mean loss's gradient times the batch size), captured by a tensor hook during the
+  normal backward (zero_frac = share of samples whose gradient is exactly zero: hinge's inactive
+  margin, a saturated weight);
+- optionally every K steps, `grad/noise_scale` and `grad/snr` from per-sample gradients
+  (torch.func vmap) on a fixed probe batch, with unbiased estimators (`unbiased_noise_scale`).
+
+Rows go into the run's `StepBuffer`, which reaches the host once per flush.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import OrderedDict
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from losslab.data.datasets import like_weights
+from losslab.train.steplog import StepBuffer
+
+PRED_NAMES = ("grad/pred/mean_abs", "grad/pred/max_abs", "grad/pred/zero_frac")
+
+
+def layer_of(param_name: str) -> str:
+    """`model.fc0.weight` -> `fc0`; parameters are grouped by the module that owns them."""
+    parts = param_name.split(".")
+    if parts and parts[0] == "model" and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts[:-1]) or parts[-1]
+
+
+def _max_abs(grads: list[Tensor]) -> Tensor:
+    """max |g| over all gradients, as a float32 0-dim tensor on their device.
+
+    On CUDA the fused `_foreach_norm(ord=inf)` is one kernel launch. On CPU that op falls back to
+    a scalar loop (torch 2.13: 0.3 ms for the 74k gradients of a 32-256-256-1 MLP, 12 ms for a
+    4x1024 MLP, i.e. a fifth of a training step), while one vectorised `aminmax` per tensor
+    takes 0.05 ms / 1 ms.
+    """
+    if grads[0].device.type != "cpu":
+        return torch.stack(torch._foreach_norm(grads, ord=math.inf)).amax().float()
+    extremes = [t for g in grads if g.numel() for t in torch.aminmax(g)]
+    if not extremes:
+        return torch.zeros((), device=grads[0].device)
+    return torch.stack(extremes).abs().amax().float()
+
+
+class GradientStats(pl.Callback):
+    """Records gradient statistics into `buffer` (see module doc for the metric names).
+
+    Cost matters more than elegance here: this runs at every optimizer step, and for a small model
+    each eager op costs about as much as its arithmetic (a few microseconds on CPU). So the L2 norms
+    of the gradients (and of the weights, for the update ratio) come from one foreach call, the
+    per-layer sums from one `index_add`, the whole row (dL/dy_hat stats included) goes into the
+    buffer as one tensor, and the update ratio subtracts in place into a buffer kept between steps.
+    """
+
+    def __init__(
+        self,
+        buffer: StepBuffer,
+        every_n_steps: int = 1,
+        per_layer: bool = True,
+        update_ratio: bool = True,
+        pred_grad: bool = True,
+        noise_every: int = 0,
+        probe_size: int = 32,
+    ) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"grad_stats.every_n_steps must be >= 1, got {every_n_steps}")
+        self.buffer = buffer
+        self.every = every_n_steps
+        self.per_layer = per_layer
+        self.update_ratio = update_ratio
+        self.pred_grad = pred_grad
+        self.noise_every = noise_every
+        self.probe_size = probe_size
+        self._params: list[Tensor] = []
+        self._layer_index: Tensor | None = None
+        self._layers: list[str] = []
+        self._names: tuple[str, ...] = ()
+        self._names_pred: tuple[str, ...] = ()
+        self._ratio_names: tuple[str, ...] = ()
+        self._layer_zeros: Tensor | None = None  # (L,) / (2, L) zeros that index_add sums into
+        self._ratio_zeros: Tensor | None = None
+        self._zero: Tensor | None = None
+        self._prev: list[Tensor] = []
+        self._w_sq: Tensor | None = None
+        self._pred_stats: Tensor | None = None
+        self._pending_ratio = False
+
+    # -------------------------------------------------------------- set-up
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        named = [(n, p) for n, p in pl_module.named_parameters() if p.requires_grad]
+        self._params = [p for _, p in named]
+        layers = list(OrderedDict.fromkeys(layer_of(n) for n, _ in named))
+        index = [layers.index(layer_of(n)) for n, _ in named]
+        device = pl_module.device
+        self._layers = layers
+        self._layer_index = torch.tensor(index, device=device)
+        self._layer_zeros = torch.zeros(len(layers), device=device)
+        self._ratio_zeros = torch.zeros(2, len(layers), device=device)
+        self._zero = torch.zeros(1, device=device)
+        self._prev = []
+        names = ["grad/global_norm"]
+        if self.per_layer:
+            names += [f"grad/norm/{layer}" for layer in layers]
+        names += ["grad/max_abs", "grad/nonfinite"]
+        self._names = tuple(names)
+        self._names_pred = (*names, *PRED_NAMES)
+        self._ratio_names = tuple(f"grad/update_ratio/{layer}" for layer in layers)
+
+    def _active(self, trainer: pl.Trainer) -> bool:
+        return trainer.global_step % self.every == 0
+
+    # -------------------------------------------------------------- dL/dy_hat
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        pred = getattr(pl_module, "last_pred", None)
+        if self.pred_grad and self._active(trainer) and isinstance(pred, Tensor) and pred.requires_grad:
+            pred.register_hook(self._on_pred_grad)
+
+    def _on_pred_grad(self, grad: Tensor) -> None:
+        # dL/dy_hat of the batch-mean loss is (1/B) x each sample's derivative: times B it is the
+        # per-sample derivative, so the last short batch of an epoch does not double the curve
+        a = grad.detach().reshape(grad.shape[0], -1).abs() * grad.shape[0]
+        per_sample = a.amax(dim=1)  # 0 exactly when all of a sample's gradient is 0 (NaN is not 0)
+        zero_frac = (per_sample == 0).to(a.dtype).mean()
+        self._pred_stats = torch.stack([a.mean(), per_sample.amax(), zero_frac]).float()
+
+    # -------------------------------------------------------------- parameter gradients
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if not self._active(trainer) or not self._params:
+            return
+        step = trainer.global_step
+        params, n = self._params, len(self._params)
+        with torch.no_grad():
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            # one foreach call for the L2 norms of the gradients and, for the update ratio, the weights
+            l2 = torch.stack(torch._foreach_norm(grads + params if self.update_ratio else grads)).float()
+            sq = l2.square()
+            g_sq = sq[:n]
+            total = g_sq.sum()
+            parts = [total.sqrt().reshape(1)]
+            if self.per_layer:
+                parts.append(torch.index_add(self._layer_zeros, 0, self._layer_index, g_sq).sqrt())
+            max_abs = _max_abs(grads)
+            parts += [max_abs.reshape(1), self._nonfinite(grads, total)]
+            names = self._names
+            if self._pred_stats is not None:
+                parts.append(self._pred_stats)
+                names = self._names_pred
+                self._pred_stats = None
+            self.buffer.record(step, names, torch.cat(parts))
+            if self.update_ratio:
+                if not self._prev:
+                    self._prev = [torch.empty_like(p) for p in params]
+                torch._foreach_copy_(self._prev, params)
+                self._w_sq = sq[n:]
+                self._pending_ratio = True
+        if self.noise_every and step % self.noise_every == 0:
+            self._noise_scale(trainer, pl_module, step)
+
+    def _nonfinite(self, grads: list[Tensor], total: Tensor) -> Tensor:
+        """Count non-finite values; on CPU skip the per-tensor pass when the total norm is finite."""
+        if total.device.type == "cpu" and math.isfinite(float(total)):
+            assert self._zero is not None
+            return self._zero
+        counts = torch.stack([(~torch.isfinite(g)).sum() for g in grads]).sum().float()
+        return counts.reshape(1)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not self._pending_ratio:
+            return
+        self._pending_ratio = False
+        assert self._w_sq is not None and self._ratio_zeros is not None
+        with torch.no_grad():
+            torch._foreach_sub_(self._prev, self._params)  # prev := w_before - w_after, in place
+            d_sq = torch.stack(torch._foreach_norm(self._prev)).float().square()
+            both = torch.index_add(self._ratio_zeros, 1, self._layer_index, torch.stack([d_sq, self._w_sq]))
+            root = both.sqrt()
+            ratio = root[0] / root[1].clamp_min(1e-12)
+        self.buffer.record(trainer.global_step - 1, self._ratio_names, ratio)
+
+    # -------------------------------------------------------------- gradient noise scale
+
+    def _noise_scale(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        """`grad/noise_scale` and `grad/snr` from per-sample gradients of the probe batch."""
+        from torch.func import functional_call, grad, vmap
+
+        data = getattr(pl_module, "data", None)
+        if data is None:
+            return
+        model, loss_fn = pl_module.model, pl_module.loss
+        x, y = like_weights(model, data.x_train[: self.probe_size], data.y_train[: self.probe_size])
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        checked = getattr(loss_fn, "check_values", None)
+
+        def sample_loss(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
+            return loss_fn(functional_call(model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+        try:
+            if checked is not None:
+                loss_fn.check_values = False  # data was validated up front; vmap cannot branch on values
+            per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, x, y)
+        except Exception as exc:  # a user loss that vmap cannot trace: turn the probe off, keep training
+            warnings.warn(f"gradient noise probe disabled: {exc}", stacklevel=1)
+            self.noise_every = 0
+            return
+        finally:
+            if checked is not None:
+                loss_fn.check_values = checked
+        flat = torch.cat([g.reshape(g.shape[0], -1) for g in per_sample.values()], dim=1)
+        noise_scale, snr = unbiased_noise_scale(flat)
+        self.buffer.record(step, ("grad/noise_scale", "grad/snr"), torch.stack([noise_scale, snr]).float())
+
+
+def unbiased_noise_scale(per_sample: Tensor) -> tuple[Tensor, Tensor]:
+    """Simple noise scale B = tr(Sigma) / |G|^2 and SNR = |G|^2 / (tr(Sigma) / P) from P per-sample gradients.
+
+    |mean|^2 over P samples overestimates |G|^2 by tr(Sigma) / P, which capped the old estimate at about
+    P. The unbiased estimators of McCandlish et al. (2018, "An Empirical Model of Large-Batch Training",
+    appendix A), with batch sizes 1 and P, are S = sum |g_i - mean|^2 / (P - 1) for tr(Sigma) and
+    |mean|^2 - S / P for |G|^2; B is their ratio. When the |G|^2 estimate is not positive the gradient
+    is indistinguishable from noise at this probe size: B is undefined (nan) and the SNR 0.
+    """
+    p = per_sample.shape[0]
+    if p < 2:
+        nan = torch.full((), math.nan, device=per_sample.device)
+        return nan, nan
+    per_sample = per_sample.double()
+    mean = per_sample.mean(0)
+    tr_sigma = ((per_sample - mean) ** 2).sum() / (p - 1)
+    g2 = (mean**2).sum() - tr_sigma / p
+    positive = g2 > 0
+    nan = torch.full((), math.nan, dtype=g2.dtype, device=g2.device)
+    noise_scale = torch.where(positive, tr_sigma / g2.clamp_min(1e-300), nan)
+    snr = torch.where(positive, g2 / (tr_sigma / p).clamp_min(1e-300), torch.zeros_like(g2))
+    return noise_scale, snr

@@ -1,0 +1,181 @@
+"""The LightningModule: one optimizer step per batch; validation loss, task metrics and selection.
+
+Free of MLflow: the recording callback reads what it needs from `outputs` and from the
+attributes set here. Validation values also go through `self.log`, so Lightning callbacks
+configured by the user (EarlyStopping, ModelCheckpoint with `monitor="val/loss"` or
+`"val/accuracy"`) see them. Nothing here runs in a training step beyond the forward and the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from losslab.data.datasets import TensorData, like_weights
+from losslab.losses import accepts_weight
+from losslab.train.metrics import (
+    TASK_METRICS,
+    better,
+    decision_threshold,
+    primary_metric,
+    task_metrics,
+)
+
+
+class LossLabModule(pl.LightningModule):
+    """Trains `model` on `data` by minimising `loss(model(x), y[, weight])`.
+
+    `optimizer` and `scheduler` are partials (Hydra `_partial_: true`) that take the
+    parameters / the optimizer. `last_pred` holds the current batch's predictions so the
+    gradient callback can hook dL/dy_hat during the normal backward.
+
+    Selection: after every validation the primary task metric (accuracy: max, rmse: min) is
+    compared with the best so far; on a strict improvement the weights are copied in memory.
+    `test_metrics()` scores the test split with that copy. Only val takes part in selection.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        data: TensorData,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self._data = data
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.weighted = accepts_weight(loss)
+        self.task = data.task
+        self.metric_names = TASK_METRICS[data.task]
+        self.primary = primary_metric(data.task)
+        self.threshold = decision_threshold(loss, data.labels)
+        self.last_pred: Tensor | None = None
+        self.val_loss: Tensor | None = None
+        self.val_metrics: dict[str, Tensor] = {}
+        self.best_metrics: dict[str, float] | None = None
+        self.best_step: int | None = None
+        self._best_state: dict[str, Tensor] | None = None
+        self._val_sum: Tensor | None = None
+        self._val_count = 0
+        self._val_scores: list[Tensor] = []
+        self._val_targets: list[Tensor] = []
+
+    #: Set ~50 times a step: Lightning writes `_current_fx_name` around every hook call, the steps
+    #: write the rest. None is ever a parameter, buffer or submodule, so the bookkeeping of
+    #: nn.Module.__setattr__ (~2 us a call) is skipped for them.
+    _PLAIN_ATTRS = frozenset({"_current_fx_name", "last_pred", "val_loss", "_val_sum", "_val_count"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in LossLabModule._PLAIN_ATTRS:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def data(self) -> TensorData:
+        """The data on the training device once the datamodule moved it (the gradient probe reads it)."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return dm.data if dm is not None and hasattr(dm, "data") else self._data
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def _loss(self, y_pred: Tensor, y: Tensor, w: Tensor | None) -> Tensor:
+        if w is not None and self.weighted:  # signature inspected once, not per step
+            return self.loss(y_pred, y, weight=w)
+        return self.loss(y_pred, y)
+
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor | None], batch_idx: int) -> Tensor:
+        x, y, w = batch
+        y_pred = self.model(x)
+        self.last_pred = y_pred
+        return self._loss(y_pred, y, w)
+
+    # ------------------------------------------------------------------ validation and selection
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum, self._val_count = None, 0
+        self._val_scores, self._val_targets = [], []
+
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor | None], batch_idx: int) -> None:
+        x, y, _ = batch  # val/test losses are unweighted: no weight may depend on a held-out target
+        y_pred = self.model(x)
+        loss = self._loss(y_pred, y, None).detach() * x.shape[0]
+        self._val_sum = loss if self._val_sum is None else self._val_sum + loss
+        self._val_count += x.shape[0]
+        self.val_loss = self._val_sum / self._val_count
+        self._val_scores.append(y_pred.detach())
+        self._val_targets.append(y)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_scores:
+            return
+        values = task_metrics(
+            self.task, torch.cat(self._val_scores), torch.cat(self._val_targets), self.threshold
+        )
+        self._val_scores, self._val_targets = [], []
+        self.val_metrics = values
+        log = {"val/loss": self.val_loss, **{f"val/{k}": v for k, v in values.items()}}
+        for name, value in log.items():
+            if value is not None:
+                self.log(name, value, on_step=False, on_epoch=True, batch_size=1)
+        if self._trainer is None or not self.trainer.sanity_checking:
+            self._select(values)
+
+    def _select(self, values: dict[str, Tensor]) -> None:
+        """Keep the weights of the validation with the best primary metric (one host read)."""
+        host = dict(zip(values, torch.stack(list(values.values())).tolist(), strict=True))
+        best = None if self.best_metrics is None else self.best_metrics[self.primary]
+        if better(self.primary, host[self.primary], best):
+            self.best_metrics = host
+            self.best_step = self.trainer.global_step if self._trainer is not None else 0
+            self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    @torch.no_grad()
+    def test_metrics(self) -> dict[str, float]:
+        """Task metrics on the test split, with the selected weights (the final ones if none was)."""
+        data = self.data
+        current = None
+        if self._best_state is not None:
+            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self._best_state)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            # outside Lightning's loop: inputs meet the weights where Lightning put them (cuda, or
+            # float64/bf16 under trainer.precision=64-true/bf16-true)
+            batches = [
+                (self.model(*like_weights(self.model, x)).float(), y) for x, y, _ in data.test_batches()
+            ]
+            scores = torch.cat([s for s, _ in batches])
+            targets = torch.cat([y for _, y in batches]).to(scores.device)
+            values = task_metrics(self.task, scores, targets, self.threshold)
+        finally:
+            self.model.train(was_training)
+            if current is not None:
+                self.model.load_state_dict(current)
+        return dict(zip(values, torch.stack(list(values.values())).tolist(), strict=True))
+
+    def selection_metrics(self) -> dict[str, float]:
+        """What the run reports at its end: best/val_<m> and best/step of the selected validation,
+        and test/<m> on its weights (on the final weights, with no best/*, if no validation scored)."""
+        out: dict[str, float] = {f"test/{k}": v for k, v in self.test_metrics().items()}
+        if self.best_metrics is not None and self.best_step is not None:
+            out.update({f"best/val_{k}": v for k, v in self.best_metrics.items()})
+            out["best/step"] = float(self.best_step)
+        return out
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
