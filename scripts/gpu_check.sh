@@ -40,6 +40,6 @@ jobs=$(( $(nproc) > 8 ? 8 : $(nproc) ))
 xdist=$("$py" -c 'import xdist' 2>/dev/null && echo "-n $jobs")
 # shellcheck disable=SC2086
 timeout 240 "$py" -m pytest -q -x -m "not slow" -p no:cacheprovider $xdist \
-    tests/test_bad_input.py tests/test_reliability.py tests/test_sweeps.py tests/test_lightning.py 2>&1 \
+    tests/e2e/test_bad_input.py tests/e2e/test_reliability.py tests/e2e/test_sweeps.py tests/unit/train/test_module.py 2>&1 \
     | tail -40 | tee "$out/tests-gpu.txt"
 rm -rf "$work"

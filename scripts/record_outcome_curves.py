@@ -3,7 +3,7 @@
 Each case is one `python train.py OVERRIDES` run with the divergence guard off (the whole curve is
 kept), into a throw-away sqlite store; its `train/loss` and `val/loss` histories are written as JSON
 with the command that produced them. The expected label is added by hand after looking at the curve
-(see tests/test_outcomes.py), so re-recording never silently changes what the test expects.
+(see tests/unit/outcomes/test_classify.py), so re-recording never silently changes what the test expects.
 
     PYTHONPATH=src python scripts/record_outcome_curves.py [NAME ...]
 """

@@ -87,7 +87,7 @@ def test_a_loss_that_cannot_be_called_on_a_prediction_and_a_target_is_a_config_e
 def test_a_user_loss_declaring_01_on_regression_data_is_one_error_paragraph(store, client):
     """Before: torch's raw traceback (target outside [0, 1]) and exit 1."""
     proc = run_train(
-        ["loss._target_=tests.custom_losses.ProbabilityBCE", "data=regression", "trainer.max_steps=5"],
+        ["loss._target_=tests.helpers.custom_losses.ProbabilityBCE", "data=regression", "trainer.max_steps=5"],
         cwd=ROOT,
         env={"MLFLOW_TRACKING_URI": store, "HYDRA_FULL_ERROR": ""},
     )
@@ -109,7 +109,7 @@ def test_gradcheck_reads_loss_domain_like_training(capsys):
 def test_any_error_of_a_loss_on_the_probe_batch_is_a_config_error():
     """Before: only RuntimeError, ValueError and TypeError were; an IndexError was a traceback."""
     with pytest.raises(ConfigError, match=r"IndexesAColumn failed on a batch .*IndexError"):
-        build(compose(["loss._target_=custom_losses.IndexesAColumn", "data=regression"]))
+        build(compose(["loss._target_=helpers.custom_losses.IndexesAColumn", "data=regression"]))
 
 
 def test_bce_loss_on_raw_scores_says_how_to_fix_it():

@@ -70,7 +70,7 @@ CASES = [
     Case("bce-with-real-labels", ["loss=bce_with_logits", "data=diabetes"], ["{0, 1}", "data=diabetes"]),
     Case(
         "user-model-shape-mismatch",
-        ["model._target_=tests.custom_losses.two_outputs"],
+        ["model._target_=tests.helpers.custom_losses.two_outputs"],
         ["(64, 2)", "(64, 1)", "equal shapes"],
     ),
     Case("lr-zero", ["optimizer.lr=0"], ["optimizer.lr=0", "finite number > 0"]),

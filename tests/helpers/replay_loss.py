@@ -1,6 +1,6 @@
 """A user loss that replays a recorded curve, for end-to-end outcome tests.
 
-`python train.py loss._target_=tests.replay_loss.ReplayCurve +loss.path=FILE.json` trains with a loss
+`python train.py loss._target_=tests.helpers.replay_loss.ReplayCurve +loss.path=FILE.json` trains with a loss
 whose value at optimizer step i is the file's i-th `train` value and whose validation value is the
 latest `val` value recorded at or before the current step. The value is added to `0 * y_pred.sum()`,
 so the gradient is exactly zero: the model never moves and the curve is exactly the script.

@@ -41,7 +41,7 @@ def test_joblib_workers_share_one_fresh_store_and_one_parent(store, client, tmp_
 @pytest.mark.slow  # 21 s; a failing job in a real multirun is also in test_compare (report)
 def test_a_failing_job_is_recorded_and_the_sweep_goes_on(store, client, tmp_path: Path):
     args = [
-        "loss._target_=tests.custom_losses.FailAt",
+        "loss._target_=tests.helpers.custom_losses.FailAt",
         "+loss.fail_at=5,-1",
         "trainer.max_steps=30",
         "-m",

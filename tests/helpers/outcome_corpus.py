@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parent / "data" / "outcome_curves"
+DATA = Path(__file__).resolve().parents[1] / "data" / "outcome_curves"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A user's data builder for tests: breast_cancer with every test label flipped.
 
-Used through `data._target_=custom_data.breast_cancer_test_flipped` to prove that the test
+Used through `data._target_=helpers.custom_data.breast_cancer_test_flipped` to prove that the test
 split takes no part in selection (the val split and the training rows are unchanged).
 """
 

@@ -17,7 +17,7 @@ from losslab.train import job as task
 
 
 def test_nan_loss_is_a_diverged_finished_run_with_a_finite_objective(store, client):
-    result = task.train(compose(["loss._target_=tests.custom_losses.FailAt", "+loss.nan_at=6"]))
+    result = task.train(compose(["loss._target_=tests.helpers.custom_losses.FailAt", "+loss.nan_at=6"]))
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["outcome"] == "diverged"

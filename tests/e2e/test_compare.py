@@ -29,7 +29,7 @@ from losslab.report.runs import CURVE_KEYS, RunData, histories_via_client
 from losslab.testing.synthetic import synthetic_experiment
 from losslab.tracking import recorder as tracking
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -357,7 +357,7 @@ def test_failed_runs_show_their_steps_and_error_and_are_counted_when_paired(tmp_
     cmd = [
         sys.executable,
         str(ROOT / "train.py"),
-        "loss._target_=tests.custom_losses.FailAt",
+        "loss._target_=tests.helpers.custom_losses.FailAt",
         "+loss.fail_at=-1,5",
         "trainer.max_steps=30",
         "tracking.log_curve_png=false",

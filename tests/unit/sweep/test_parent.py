@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import ROOT, all_runs, run_train
 
 SWEEP = [
-    "loss._target_=custom_losses.ScaledLogCosh",
+    "loss._target_=helpers.custom_losses.ScaledLogCosh",
     "+loss.scale=0.5,2",
     "seed=0,1",
     "trainer.max_steps=20",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from chromium import BINARY, Browser
+from helpers.chromium import BINARY, Browser
 from conftest import ROOT, all_runs, free_port, run_train, wait_for
 
 if BINARY is None and os.environ.get("CI") != "true":  # CI installs it (.ci/run); a laptop may not have it

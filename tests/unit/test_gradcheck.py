@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from custom_losses import (
+from helpers.custom_losses import (
     DoubledGradMSE,
     ForgetfulSigmoidL1,
     FrozenHessianMSE,
@@ -29,7 +29,7 @@ from losslab.gradcheck import (
 )
 from losslab.losses import Hinge, SigmoidWeightedL1, WeightedMSE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUILTINS = {
     "mse", "weighted_mse", "hinge", "sigmoid_weighted_l1", "huber",
     "bce_with_logits", "focal", "squared_hinge", "log_cosh",
@@ -97,7 +97,7 @@ def test_doubled_gradient_is_caught(capsys: pytest.CaptureFixture[str]) -> None:
     assert not report.passed
     assert report.rows[0].max_rel == pytest.approx(1.0)  # autograd = 2 * fd
     assert "2 of 2 checks failed: grad: point" in report.summary()
-    assert main(["loss._target_=tests.custom_losses.DoubledGradMSE", FEW]) == 1
+    assert main(["loss._target_=tests.helpers.custom_losses.DoubledGradMSE", FEW]) == 1
     assert "FAIL" in capsys.readouterr().out
 
 
@@ -135,9 +135,9 @@ def test_a_loss_that_raises_names_the_point_that_raised() -> None:
 def test_a_fail_row_of_a_loss_that_raised_prints_no_error_figures(capsys: pytest.CaptureFixture[str]) -> None:
     """A loss returning per-sample losses fails every case before any error is measured: its row
     must show '-', not the 0.00e+00 of a perfect pass."""
-    assert main(["loss._target_=tests.custom_losses.WrongShape", FEW]) == 1
+    assert main(["loss._target_=tests.helpers.custom_losses.WrongShape", FEW]) == 1
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.startswith("tests.custom_losses.WrongShape")]
+    rows = [line.split() for line in out.splitlines() if line.startswith("tests.helpers.custom_losses.WrongShape")]
     fails = [r for r in rows if "FAIL" in r]
     assert len(fails) == 2 and "0.00e+00" not in out
     for r in fails:
@@ -147,12 +147,12 @@ def test_a_fail_row_of_a_loss_that_raised_prints_no_error_figures(capsys: pytest
 
 
 def test_user_loss_through_target_override(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["loss._target_=tests.custom_losses.PlainHinge", "+loss.margin=0.5", "gradcheck.targets=pm1", FEW]
+    args = ["loss._target_=tests.helpers.custom_losses.PlainHinge", "+loss.margin=0.5", "gradcheck.targets=pm1", FEW]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "tests.custom_losses.PlainHinge" in out
+    assert "tests.helpers.custom_losses.PlainHinge" in out
     assert "first order only" in out  # no twice_differentiable attribute
-    assert main(["loss._target_=tests.custom_losses.ScaledLogCosh", "+loss.scale=3", FEW]) == 0
+    assert main(["loss._target_=tests.helpers.custom_losses.ScaledLogCosh", "+loss.scale=3", FEW]) == 0
 
 
 def test_configured_loss_is_checked_on_a_copy() -> None:
@@ -167,7 +167,7 @@ def test_configured_loss_is_checked_on_a_copy() -> None:
     ("arg", "expected"),
     [
         ("loss=no_such_loss", "unknown loss 'no_such_loss'"),
-        ("loss._target_=tests.custom_losses.NoSuchLoss", "cannot be imported"),
+        ("loss._target_=tests.helpers.custom_losses.NoSuchLoss", "cannot be imported"),
         ("gradcheck.targets=complex", "targets must be one of"),
     ],
 )

@@ -57,7 +57,7 @@ def test_changing_the_test_labels_changes_no_selection(store, client):
     """Test labels all flipped: the same val curves, best step and objective; only test/* move."""
     base = ["loss=hinge", "data=breast_cancer", "trainer.max_steps=90", "optimizer.lr=0.01"]
     a = task.train(compose(base))
-    b = task.train(compose([*base, "data._target_=custom_data.breast_cancer_test_flipped"]))
+    b = task.train(compose([*base, "data._target_=helpers.custom_data.breast_cancer_test_flipped"]))
     ma, mb = client.get_run(a.run_id).data.metrics, client.get_run(b.run_id).data.metrics
     for key in ("val/loss", *BINARY):
         assert _values(client, a.run_id, key) == _values(client, b.run_id, key)
@@ -100,7 +100,7 @@ def test_split_seed_defaults_to_seed_so_designs_share_the_split(store, client):
 
 def test_a_diverged_binary_run_returns_the_bad_extreme(store, client):
     result = task.train(
-        compose(["data=binary", "loss._target_=tests.custom_losses.FailAt", "+loss.nan_at=30"])
+        compose(["data=binary", "loss._target_=tests.helpers.custom_losses.FailAt", "+loss.nan_at=30"])
     )
     assert result.outcome == "diverged"
     assert result.metric == "accuracy" and result.objective == -task.PENALTY  # maximised: bad is very low
