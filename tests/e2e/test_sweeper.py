@@ -96,7 +96,8 @@ def test_the_sweep_driver_imports_no_torch():
     import sys
 
     code = (
-        "import sys, losslab.sweep.callback, losslab.sweep.parent, losslab.tracking.recorder, losslab.sweep.workers, losslab.sweep.interrupts; "
+        "import sys, losslab.sweep.callback, losslab.sweep.parent, losslab.tracking.recorder, "
+        "losslab.sweep.workers, losslab.sweep.interrupts; "
         "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.chromium import BINARY, Browser
 from conftest import ROOT, all_runs, free_port, run_train, wait_for
+from helpers.chromium import BINARY, Browser
 
 if BINARY is None and os.environ.get("CI") != "true":  # CI installs it (.ci/run); a laptop may not have it
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)

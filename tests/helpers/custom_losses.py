@@ -1,4 +1,5 @@
-"""User-style losses for tests/unit/test_gradcheck.py: three with deliberately wrong derivatives, three correct.
+"""User-style losses for tests/unit/test_gradcheck.py: three with deliberately wrong derivatives,
+three correct.
 
 None of them subclasses LossBase or declares `domain` / `kink_distance`, like a user's own loss.
 """

@@ -35,6 +35,7 @@ BUILTINS = {
     "bce_with_logits", "focal", "squared_hinge", "log_cosh",
 }  # fmt: skip
 FEW = "gradcheck.points=3"  # one point per default shape: fast
+HELPERS = "tests.helpers.custom_losses"
 
 
 def _labels(n: int) -> torch.Tensor:
@@ -137,7 +138,7 @@ def test_a_fail_row_of_a_loss_that_raised_prints_no_error_figures(capsys: pytest
     must show '-', not the 0.00e+00 of a perfect pass."""
     assert main(["loss._target_=tests.helpers.custom_losses.WrongShape", FEW]) == 1
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.startswith("tests.helpers.custom_losses.WrongShape")]
+    rows = [line.split() for line in out.splitlines() if line.startswith(f"{HELPERS}.WrongShape")]
     fails = [r for r in rows if "FAIL" in r]
     assert len(fails) == 2 and "0.00e+00" not in out
     for r in fails:
@@ -147,7 +148,7 @@ def test_a_fail_row_of_a_loss_that_raised_prints_no_error_figures(capsys: pytest
 
 
 def test_user_loss_through_target_override(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["loss._target_=tests.helpers.custom_losses.PlainHinge", "+loss.margin=0.5", "gradcheck.targets=pm1", FEW]
+    args = [f"loss._target_={HELPERS}.PlainHinge", "+loss.margin=0.5", "gradcheck.targets=pm1", FEW]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "tests.helpers.custom_losses.PlainHinge" in out

@@ -13,8 +13,10 @@ import inspect
 import torch
 from torch import Tensor, nn
 
+from losslab import vocab
+
 #: Label domains a loss can declare; `real` accepts any finite target.
-DOMAINS = {"real": "any finite real number", "pm1": "{-1, +1}", "01": "{0, 1}"}
+DOMAINS = vocab.DOMAINS
 
 
 class LossInputError(ValueError):

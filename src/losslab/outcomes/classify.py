@@ -51,6 +51,7 @@ from losslab.outcomes.divergence import (
 from losslab.outcomes.figures import Figures, figures
 from losslab.outcomes.overfitting import Overfitting, overfitting
 from losslab.outcomes.rules import OutcomeRules
+from losslab.vocab import OUTCOME_LABELS
 
 __all__ = [
     "LABELS",
@@ -64,7 +65,7 @@ __all__ = [
     "overfitting",
 ]
 
-LABELS = ("converged", "diverged", "oscillating", "plateaued", "still_improving")
+LABELS = tuple(sorted(OUTCOME_LABELS))
 
 
 @dataclass(frozen=True)

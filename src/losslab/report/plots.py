@@ -19,8 +19,9 @@ import numpy as np
 from losslab.report.designs import Design, group_designs, short_names, show_value, sort_key
 from losslab.report.runs import RunData
 from losslab.train.curve_plot import plt
+from losslab.vocab import OUTCOME_LABELS
 
-OUTCOMES = ("converged", "still_improving", "plateaued", "oscillating", "diverged")
+OUTCOMES = OUTCOME_LABELS
 OUTCOME_COLOURS = {
     "converged": "#2ca02c",
     "still_improving": "#9ecae1",

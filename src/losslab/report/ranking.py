@@ -20,16 +20,13 @@ import numpy as np
 from losslab.report.designs import Design, design_params, group_designs, match_design
 from losslab.report.runs import ReportError, RunData
 from losslab.report.stats import Interval, Paired, mean_ci, paired
+from losslab.vocab import HIGHER_IS_BETTER, TASK_METRICS, primary_metric
 
-#: metric -> (higher is better, task it belongs to)
+#: metric -> (higher is better, task it belongs to), from the one declaration in losslab.vocab
 METRICS: dict[str, tuple[bool, str]] = {
-    "accuracy": (True, "binary"),
-    "auc": (True, "binary"),
-    "rmse": (False, "regression"),
-    "mae": (False, "regression"),
-    "r2": (True, "regression"),
+    name: (HIGHER_IS_BETTER[name], task) for task, names in TASK_METRICS.items() for name in names
 }
-PRIMARY = {"binary": "accuracy", "regression": "rmse"}
+PRIMARY = {task: primary_metric(task) for task in TASK_METRICS}
 
 
 @dataclass(frozen=True)

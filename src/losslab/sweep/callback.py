@@ -34,6 +34,7 @@ from losslab.logs import sweep_logger
 from losslab.sweep import interrupts, parent
 from losslab.tracking.naming import SIZE_ENV, SWEEP_KEYS_ENV
 from losslab.tracking.params import redact_overrides, scrub_files
+from losslab.vocab import STALE_AFTER
 
 # tracking (MLflow, Lightning: seconds to import) is imported inside the hooks: Hydra builds this
 # callback for single runs too, and a bad config should fail before paying for it.
@@ -119,7 +120,7 @@ class SweepTracker(Callback):
         self._heartbeat: Any = None
         self._job_env: dict[str, str] = {}
         self._signals: Any = None
-        self._stale_after = 600.0
+        self._stale_after = STALE_AFTER
         self._deaths = 0
         self.swept: list[str] = []
         self._jobs: list[list[str]] | None = None
@@ -170,7 +171,7 @@ class SweepTracker(Callback):
         self.sweep_dir = Path(str(hc.sweep.dir)).resolve()
         self.log = sweep_logger(self.sweep_dir)
         _claim_sweep_dir(self.sweep_dir)
-        self._stale_after = float(OmegaConf.select(config, "tracking.stale_after", default=600))
+        self._stale_after = float(OmegaConf.select(config, "tracking.stale_after", default=STALE_AFTER))
         reaped = liveness.reap(self.client, [exp_id], self._stale_after, "a sweep")
         for run, reason in reaped:
             self.log.info("marked run %s (%s) KILLED: %s", run.info.run_id, run.info.run_name, reason)

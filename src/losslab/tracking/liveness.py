@@ -24,6 +24,8 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from losslab import vocab
+
 if TYPE_CHECKING:  # type hints only: a job's signal handling imports this before MLflow is needed
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
@@ -37,7 +39,7 @@ HOST_TAG, PID_TAG, START_TAG, HEARTBEAT_TAG = (
 REASON_TAG = "killed_reason"
 HASH_TAG = "losslab.config_hash"
 HEARTBEAT_SECONDS = 30.0
-STALE_AFTER = 600.0  # seconds without a heartbeat before a run on another machine counts as dead
+STALE_AFTER = vocab.STALE_AFTER
 
 
 def process_start(pid: int) -> str | None:

@@ -33,7 +33,7 @@ from losslab.sweep import interrupts
 from losslab.tracking import fingerprint
 from losslab.tracking.naming import SIZE_ENV, choice_label, config_hash, loss_label, run_name
 from losslab.tracking.params import redact_overrides, redact_text, redact_tree, scrub_files
-from losslab.train.metrics import primary_metric
+from losslab.vocab import HIGHER_IS_BETTER, STALE_AFTER, TASK_METRICS, primary_metric
 
 if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once a config is valid
     import pytorch_lightning as pl
@@ -92,15 +92,11 @@ class Result:
 def penalty(metric: str | None) -> float:
     """The finite value a sweeper gets for a run with no usable score: the bad extreme of `metric`
     (-PENALTY where higher is better, +PENALTY otherwise), so a failed run never looks like the best."""
-    from losslab.train.metrics import HIGHER_IS_BETTER
-
     return -PENALTY if HIGHER_IS_BETTER.get(metric or "", False) else PENALTY
 
 
 def config_penalty(cfg: DictConfig) -> float:
     """`penalty` for the primary metric of the config's task (`data.task`); +PENALTY if it has none."""
-    from losslab.train.metrics import TASK_METRICS
-
     task = OmegaConf.select(cfg, "data.task", default=None)
     return penalty(primary_metric(task) if task in TASK_METRICS else None)
 
@@ -302,7 +298,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
             claim_hash=chash,
             finished_counts=not cfg.get("rerun", False),
             heartbeat_seconds=float(cfg.tracking.get("heartbeat_seconds", 30)),
-            stale_after=float(cfg.tracking.get("stale_after", 600)),
+            stale_after=float(cfg.tracking.get("stale_after", STALE_AFTER)),
         )
     except tracking.ConfigClaimed as claimed:
         holder = claimed.holder

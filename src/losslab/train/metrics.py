@@ -21,20 +21,10 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-#: the metrics of each task, in logging order; the first is the primary (selection) metric
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "binary": ("accuracy", "auc"),
-    "regression": ("rmse", "mae", "r2"),
-}
-#: whether a larger value is better, per metric
-HIGHER_IS_BETTER = {"accuracy": True, "auc": True, "rmse": False, "mae": False, "r2": True}
+from losslab.vocab import HIGHER_IS_BETTER, TASK_METRICS
+
 #: midpoint of each binary label encoding: the default threshold on raw scores
 _MIDPOINT = {"pm1": 0.0, "01": 0.5}
-
-
-def primary_metric(task: str) -> str:
-    """The metric that selects the checkpoint and ranks designs: accuracy (max) or rmse (min)."""
-    return TASK_METRICS[task][0]
 
 
 def direction(metric: str) -> str:

@@ -17,13 +17,8 @@ from torch import Tensor, nn
 
 from losslab.data.datasets import TensorData, like_weights
 from losslab.losses import accepts_weight
-from losslab.train.metrics import (
-    TASK_METRICS,
-    better,
-    decision_threshold,
-    primary_metric,
-    task_metrics,
-)
+from losslab.train.metrics import better, decision_threshold, task_metrics
+from losslab.vocab import TASK_METRICS, primary_metric
 
 
 class LossLabModule(pl.LightningModule):

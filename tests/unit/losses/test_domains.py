@@ -87,7 +87,11 @@ def test_a_loss_that_cannot_be_called_on_a_prediction_and_a_target_is_a_config_e
 def test_a_user_loss_declaring_01_on_regression_data_is_one_error_paragraph(store, client):
     """Before: torch's raw traceback (target outside [0, 1]) and exit 1."""
     proc = run_train(
-        ["loss._target_=tests.helpers.custom_losses.ProbabilityBCE", "data=regression", "trainer.max_steps=5"],
+        [
+            "loss._target_=tests.helpers.custom_losses.ProbabilityBCE",
+            "data=regression",
+            "trainer.max_steps=5",
+        ],
         cwd=ROOT,
         env={"MLFLOW_TRACKING_URI": store, "HYDRA_FULL_ERROR": ""},
     )

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers.outcome_corpus import DATA, Spec, curve, real, stretched, synthetic
 from losslab import CONF_DIR
 from losslab.outcomes.classify import (
     LABELS,
@@ -25,12 +26,12 @@ from losslab.outcomes.classify import (
     classify,
     overfitting,
 )
-from helpers.outcome_corpus import DATA, Spec, curve, real, stretched, synthetic
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
 
 SYNTHETIC = synthetic()
 REAL = real()
+REPLAY = "loss._target_=tests.helpers.replay_loss.ReplayCurve"
 # the hard cap compares with the first value: a constant larger than the spike hides it (documented)
 MAGNITUDE_ONLY = {"cap_spike"}
 
@@ -437,7 +438,7 @@ def test_hinge_like_curve_that_hits_zero_and_jitters_is_not_diverged():
 
 def _replay(case_name: str) -> list[str]:
     path = DATA / f"real_{case_name}.json"
-    return ["loss._target_=tests.helpers.replay_loss.ReplayCurve", f"+loss.path={path}", "trainer.max_steps=200"]
+    return [REPLAY, f"+loss.path={path}", "trainer.max_steps=200"]
 
 
 def test_replayed_rmsprop_spike_trains_to_the_end_and_is_not_diverged(store, client) -> None:
@@ -462,7 +463,7 @@ def test_replayed_sustained_blowup_is_stopped_by_the_guard(store, client, tmp_pa
     y = np.r_[np.linspace(1.0, 0.5, 50), np.full(150, 40.0)]
     path = tmp_path / "blowup.json"
     path.write_text(json.dumps({"train": [[i, float(v)] for i, v in enumerate(y)], "val": []}))
-    overrides = ["loss._target_=tests.helpers.replay_loss.ReplayCurve", f"+loss.path={path}", "trainer.max_steps=200"]
+    overrides = [REPLAY, f"+loss.path={path}", "trainer.max_steps=200"]
     run = client.get_run(task.train(compose(overrides)).run_id)
     assert run.data.tags["outcome"] == "diverged" and run.data.tags["stopped_early"] == "diverged"
     assert run.data.tags["first_bad_step"] == "50"
@@ -488,7 +489,7 @@ def test_replayed_val_rise_sets_the_overfitting_tags(store, client, tmp_path: Pa
     }
     path = tmp_path / "overfit.json"
     path.write_text(json.dumps(doc))
-    overrides = ["loss._target_=tests.helpers.replay_loss.ReplayCurve", f"+loss.path={path}", "trainer.max_steps=200"]
+    overrides = [REPLAY, f"+loss.path={path}", "trainer.max_steps=200"]
     run = client.get_run(task.train(compose(overrides)).run_id)
     tags = run.data.tags
     assert tags["overfitting"] == "true", tags["overfitting_reason"]

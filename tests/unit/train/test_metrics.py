@@ -10,14 +10,8 @@ import torch
 from sklearn import metrics as skm
 
 from losslab import losses
-from losslab.train.metrics import (
-    TASK_METRICS,
-    better,
-    decision_threshold,
-    direction,
-    primary_metric,
-    task_metrics,
-)
+from losslab.train.metrics import better, decision_threshold, direction, task_metrics
+from losslab.vocab import TASK_METRICS, primary_metric
 
 SCORES = np.array([-3.2, -1.0, -0.2, 0.0, 0.3, 0.8, 2.5, 40.0, -25.0, 1.1, -0.7, 19.0, 23.0, 0.05])
 POSITIVE = np.array([0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1], dtype=bool)

@@ -96,7 +96,11 @@ def test_check_grads_records_a_passing_check(store, client):
 
 
 def test_check_grads_refuses_a_wrong_backward(store, client, tmp_path: Path):
-    bad = ["loss._target_=tests.helpers.custom_losses.DoubledGradMSE", "check_grads=true", "trainer.max_steps=5"]
+    bad = [
+        "loss._target_=tests.helpers.custom_losses.DoubledGradMSE",
+        "check_grads=true",
+        "trainer.max_steps=5",
+    ]
     proc = run_train(bad, cwd=ROOT, env={"MLFLOW_EXPERIMENT_NAME": "gc"})
     assert proc.returncode == 2
     assert "gradient check failed" in proc.stderr and "Traceback" not in proc.stderr
