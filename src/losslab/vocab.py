@@ -21,7 +21,12 @@ HIGHER_IS_BETTER: dict[str, bool] = {"accuracy": True, "auc": True, "rmse": Fals
 OUTCOME_LABELS: tuple[str, ...] = ("converged", "still_improving", "plateaued", "oscillating", "diverged")
 
 #: label domains a loss can declare, and what each accepts (`real`: any finite target)
-DOMAINS: dict[str, str] = {"real": "any finite real number", "pm1": "{-1, +1}", "01": "{0, 1}"}
+DOMAINS: dict[str, str] = {
+    "real": "any finite real number",
+    "pm1": "{-1, +1}",
+    "01": "{0, 1}",
+    "classes": "integer class indices in [0, K) for (N, K) logits",
+}
 
 #: seconds without a heartbeat before a RUNNING run on another machine counts as dead
 #: (`tracking.stale_after`)

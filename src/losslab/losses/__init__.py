@@ -11,6 +11,16 @@ from losslab.losses.base import (
     match_shapes,
 )
 from losslab.losses.classification import BCEWithLogits, Focal, Hinge, SquaredHinge
+from losslab.losses.multiclass import (
+    GCE,
+    MAE,
+    NCE_RCE,
+    SCE,
+    CrossEntropy,
+    LabelSmoothing,
+    MulticlassFocal,
+    MulticlassLossBase,
+)
 from losslab.losses.regression import (
     MSE,
     Huber,
@@ -21,14 +31,22 @@ from losslab.losses.regression import (
 
 __all__ = [
     "DOMAINS",
+    "GCE",
+    "MAE",
     "MSE",
+    "NCE_RCE",
+    "SCE",
     "BCEWithLogits",
+    "CrossEntropy",
     "Focal",
     "Hinge",
     "Huber",
+    "LabelSmoothing",
     "LogCosh",
     "LossBase",
     "LossInputError",
+    "MulticlassFocal",
+    "MulticlassLossBase",
     "SigmoidWeightedL1",
     "SquaredHinge",
     "WeightedMSE",
