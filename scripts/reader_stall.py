@@ -39,9 +39,10 @@ def reader(path: str, stop: mp.Event, ready: mp.Event) -> None:
 
 def train(uri: str, with_reader: bool) -> tuple[float, float]:
     from losslab.tracking import recorder as tracking
+    from losslab.tracking.store import ensure_experiment, open_store
 
-    client = tracking.open_store(uri)
-    exp = tracking.ensure_experiment(client, "stall")
+    client = open_store(uri)
+    exp = ensure_experiment(client, "stall")
     rec = tracking.RunRecorder.start(client, exp, f"reader={with_reader}", {}, {})
     stop, ready = mp.Event(), mp.Event()
     proc = None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from losslab.report import Report, ReportError, build_report, build_reports, load_runs
 from losslab.report.ranking import METRICS
-from losslab.tracking import recorder as tracking
+from losslab.tracking.store import TrackingError
 
 __all__ = ["Report", "ReportError", "build_report", "build_reports", "load_runs", "main"]
 
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         else:
             reports = build_reports(None, args.experiment, args.sweep, args.out, **options)
-    except (ReportError, tracking.TrackingError) as exc:
+    except (ReportError, TrackingError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     for report in reports:

@@ -34,12 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--stale-after={args.stale_after} is not valid; accepted: a number of seconds > 0")
 
     from losslab.tracking import liveness
-    from losslab.tracking import recorder as tracking
+    from losslab.tracking.params import redact_uri
+    from losslab.tracking.store import TrackingError, open_store, resolve_tracking_uri
 
-    uri = tracking.resolve_tracking_uri(args.uri)
+    uri = resolve_tracking_uri(args.uri)
     try:
-        client = tracking.open_store(uri)
-    except tracking.TrackingError as exc:
+        client = open_store(uri)
+    except TrackingError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
     if args.experiment:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = [n for n, e in zip(args.experiment, exps, strict=True) if e is None]
         if missing:
             print(
-                f"Error: no experiment named {', '.join(missing)} in {tracking.redact_uri(uri)}",
+                f"Error: no experiment named {', '.join(missing)} in {redact_uri(uri)}",
                 file=sys.stderr,
             )
             return 2
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
     reaped = liveness.reap(client, ids, args.stale_after, by="losslab.doctor")
-    print(f"doctor: {len(reaped)} stale run(s) in {tracking.redact_uri(uri)} marked KILLED")
+    print(f"doctor: {len(reaped)} stale run(s) in {redact_uri(uri)} marked KILLED")
     commands = []
     for run, reason in reaped:
         overrides = run.data.tags.get("overrides", "")

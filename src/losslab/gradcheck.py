@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from losslab import CONF_DIR
+from losslab.logs import one_line
 
 LossFn = Callable[..., Tensor]
 
@@ -355,7 +356,7 @@ def _run_case(
                 row.worst = _where(index, res.x, t, order, flat, res.analytic, res.fd)
     except Exception as exc:  # a loss that raises fails its check, with the point that raised
         where = f"point {index} shape {shape}" + (" with per-sample weights" if weighted else "")
-        row.note = f"raised at {where}: {type(exc).__name__}: {_one_line(str(exc))}"
+        row.note = f"raised at {where}: {type(exc).__name__}: {one_line(str(exc))}"
         # the worst point so far is another point: keep it only where it failed by itself
         row.worst = f"earlier failure: {row.worst}" if row.passed is False and row.worst else ""
         row.passed, row.raised = False, True
@@ -512,10 +513,6 @@ def _where(index: int, x: Tensor, t: Tensor, order: int, flat: int, analytic: Te
     )
 
 
-def _one_line(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
-
-
 # ---------------------------------------------------------------------------------------------
 # report
 
@@ -614,7 +611,7 @@ def _run_job(label: str, overrides: list[str]) -> Report:
     try:
         return check_loss(loss, name=label, **_settings(cfg))
     except ValueError as exc:  # a bad gradcheck.* value, or a loss declaring an unknown domain
-        raise UserInputError(_one_line(str(exc))) from None
+        raise UserInputError(one_line(str(exc))) from None
 
 
 def _compose(overrides: list[str]) -> Any:
@@ -636,10 +633,10 @@ def _compose(overrides: list[str]) -> Any:
                 "for its arguments)."
             ) from None
         raise UserInputError(
-            f"cannot compose the gradcheck config from {conf}: {_one_line(str(exc))}"
+            f"cannot compose the gradcheck config from {conf}: {one_line(str(exc))}"
         ) from None
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise UserInputError(f"bad override in {' '.join(overrides)}: {_one_line(str(exc))}") from None
+        raise UserInputError(f"bad override in {' '.join(overrides)}: {one_line(str(exc))}") from None
 
 
 def _instantiate(cfg: Any) -> LossFn:
@@ -657,15 +654,15 @@ def _instantiate(cfg: Any) -> LossFn:
         cause = exc.__cause__
         if isinstance(cause, ImportError) or str(exc).startswith("Error locating target"):
             raise UserInputError(
-                f"loss._target_={target!r} cannot be imported ({_one_line(str(cause or exc))}). Check the "
+                f"loss._target_={target!r} cannot be imported ({one_line(str(cause or exc))}). Check the "
                 "dotted path and that its module is importable (installed, or its folder on PYTHONPATH)."
             ) from None
         reason = f"{type(cause).__name__}: {cause}" if cause else str(exc)
-        raise UserInputError(f"cannot build the loss {target!r}: {_one_line(reason)}") from None
+        raise UserInputError(f"cannot build the loss {target!r}: {one_line(reason)}") from None
     except LabelDomainError as exc:
-        raise UserInputError(_one_line(str(exc))) from None
+        raise UserInputError(one_line(str(exc))) from None
     except (OmegaConfBaseException, ValueError, TypeError) as exc:
-        raise UserInputError(f"cannot build the loss {target!r}: {_one_line(str(exc))}") from None
+        raise UserInputError(f"cannot build the loss {target!r}: {one_line(str(exc))}") from None
     if not callable(loss):
         raise UserInputError(
             f"loss._target_={target!r} built a {type(loss).__name__}, which is not callable."
@@ -674,7 +671,7 @@ def _instantiate(cfg: Any) -> LossFn:
         try:
             settle(loss, declared)
         except LabelDomainError as exc:
-            raise UserInputError(_one_line(str(exc))) from None
+            raise UserInputError(one_line(str(exc))) from None
     return loss
 
 

@@ -74,13 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m losslab.links", description=__doc__.splitlines()[0])
     p.add_argument("--store", help="tracking URI (default: MLFLOW_TRACKING_URI or the project's mlflow.db)")
     args = p.parse_args(argv)
-    from losslab.tracking import recorder as tracking
+    from losslab.tracking.params import redact_uri
+    from losslab.tracking.store import open_store, resolve_tracking_uri
 
-    uri = tracking.resolve_tracking_uri(args.store)
+    uri = resolve_tracking_uri(args.store)
     try:
-        latest = latest_sweep(tracking.open_store(uri))
+        latest = latest_sweep(open_store(uri))
     except Exception as exc:  # the UI still starts; the link just cannot name an experiment
-        print(f"MLflow UI: {ui_base()} (could not read {tracking.redact_uri(uri)}: {exc})", file=sys.stderr)
+        print(f"MLflow UI: {ui_base()} (could not read {redact_uri(uri)}: {exc})", file=sys.stderr)
         return 0
     if latest is None:
         print(f"MLflow UI: {ui_base()}/#/experiments (no sweep in the store yet)")

@@ -56,3 +56,10 @@ def sweep_logger(log_dir: Path | None) -> logging.Logger:
     log.setLevel(logging.INFO)
     log.propagate = False  # the jobs' logging config (their train.log) must not catch the driver's lines
     return log
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """`text` with its whitespace runs (newlines included) as single spaces, cut to `limit` characters:
+    an error paragraph quotes a library's multi-line message inside one sentence."""
+    flat = " ".join(text.split())
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 3] + "..."

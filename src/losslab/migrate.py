@@ -33,7 +33,8 @@ from mlflow.entities import Experiment, Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from losslab.tracking import recorder as tracking
+from losslab.tracking.params import MAX_METRICS, MAX_PARAMS_TAGS, redact_uri
+from losslab.tracking.store import TrackingError, ensure_experiment, open_store, resolve_tracking_uri
 
 FROM_TAG = "losslab.migrated_from"
 STATE_TAG = "losslab.migration"
@@ -59,7 +60,7 @@ def store_uri(text: str) -> str:
     """A URI, or a plain path to a sqlite file (made absolute, as every LossLab job would)."""
     if "://" not in text:
         return f"sqlite:///{Path(text).resolve()}"
-    return tracking.resolve_tracking_uri(text) if text.startswith("sqlite:") else text
+    return resolve_tracking_uri(text) if text.startswith("sqlite:") else text
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -91,7 +92,7 @@ def _experiments(client: MlflowClient, names: Iterable[str] | None) -> list[Expe
         for name in names:
             exp = client.get_experiment_by_name(name)
             if exp is None:
-                raise tracking.TrackingError(f"experiment {name!r} is not in the source store")
+                raise TrackingError(f"experiment {name!r} is not in the source store")
             found.append(exp)
         return found
     exps: list[Experiment] = []
@@ -107,13 +108,13 @@ def _experiments(client: MlflowClient, names: Iterable[str] | None) -> list[Expe
 def _copy_data(src: MlflowClient, dst: MlflowClient, run: Run, new_id: str, report: Report) -> None:
     """Params, then every metric's full history, then artifacts."""
     params = [Param(k, v) for k, v in run.data.params.items()]
-    for chunk in _chunks(params, tracking.MAX_PARAMS_TAGS):
+    for chunk in _chunks(params, MAX_PARAMS_TAGS):
         dst.log_batch(new_id, params=chunk)
     points: list[Metric] = []
     for key in sorted(run.data.metrics):
         hist = src.get_metric_history(run.info.run_id, key)
         points.extend(Metric(m.key, m.value, m.timestamp, m.step) for m in hist)  # no source run id
-    for chunk in _chunks(points, tracking.MAX_METRICS):
+    for chunk in _chunks(points, MAX_METRICS):
         dst.log_batch(new_id, metrics=chunk)
     report.points += len(points)
     try:
@@ -167,7 +168,7 @@ def migrate_experiment(
     runs = _all_runs(src, exp.experiment_id)
     if not runs:
         return []  # nothing to copy: no empty experiment is made in the destination
-    exp_id = tracking.ensure_experiment(dst, exp.name)
+    exp_id = ensure_experiment(dst, exp.name)
     for key, value in exp.tags.items():
         if not key.startswith("mlflow.") or key == "mlflow.note.content":
             dst.set_experiment_tag(exp_id, key, value)
@@ -216,11 +217,11 @@ def migrate(
 ) -> dict[str, Report]:
     """Copy `experiments` (default: all active ones) from `src_uri` to `dst_uri`; reports by name."""
     if src_uri == dst_uri:
-        raise tracking.TrackingError("--from and --to are the same store")
+        raise TrackingError("--from and --to are the same store")
     if src_uri.startswith("sqlite:///") and not Path(src_uri[len("sqlite:///") :]).is_file():
-        raise tracking.TrackingError(f"the source store {src_uri} does not exist")
-    src = tracking.open_store(src_uri)
-    dst = tracking.open_store(dst_uri)
+        raise TrackingError(f"the source store {src_uri} does not exist")
+    src = open_store(src_uri)
+    dst = open_store(dst_uri)
     id_map: dict[str, str] = {}
     done: list[tuple[Report, list[Copy]]] = []
     reports: dict[str, Report] = {}
@@ -254,10 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     src, dst = store_uri(args.src), store_uri(args.dst)
     try:
         reports = migrate(src, dst, args.experiment, args.include_running)
-    except tracking.TrackingError as exc:
+    except TrackingError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
-    print(f"{tracking.redact_uri(src)} -> {tracking.redact_uri(dst)}")
+    print(f"{redact_uri(src)} -> {redact_uri(dst)}")
     for name, r in reports.items():
         if not (r.copied or r.skipped or r.running_left):
             continue

@@ -111,7 +111,7 @@ def relabel_run(client: Any, run: Any, rules: OutcomeRules, dry_run: bool = Fals
 
 
 def main(argv: list[str] | None = None) -> int:
-    from losslab.tracking import recorder as tracking
+    from losslab.tracking.store import open_store, resolve_tracking_uri
 
     parser = argparse.ArgumentParser(prog="python -m losslab.relabel", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="experiment name")
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "outcome.* overrides of its command line)",
     )
     args = parser.parse_args(argv)
-    client = tracking.open_store(tracking.resolve_tracking_uri(args.uri))
+    client = open_store(resolve_tracking_uri(args.uri))
     exp = client.get_experiment_by_name(args.experiment)
     if exp is None:
         print(f"Error: no experiment named {args.experiment!r} in this store.", file=sys.stderr)

@@ -13,9 +13,21 @@ from __future__ import annotations
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("accuracy", "auc"),
     "regression": ("rmse", "mae", "r2"),
+    "multiclass": ("accuracy", "balanced_accuracy", "macro_f1", "nll", "ece", "brier"),
 }
 #: whether a larger value is better, per metric
-HIGHER_IS_BETTER: dict[str, bool] = {"accuracy": True, "auc": True, "rmse": False, "mae": False, "r2": True}
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "accuracy": True,
+    "auc": True,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+    "balanced_accuracy": True,
+    "macro_f1": True,
+    "nll": False,
+    "ece": False,
+    "brier": False,
+}
 
 #: outcome labels of a training-loss curve, in the report's display order (best first)
 OUTCOME_LABELS: tuple[str, ...] = ("converged", "still_improving", "plateaued", "oscillating", "diverged")
@@ -38,6 +50,18 @@ def primary_metric(task: str) -> str:
     return TASK_METRICS[task][0]
 
 
-def task_of(metric: str) -> str | None:
-    """The task a metric belongs to, or None for an unknown metric."""
-    return next((task for task, names in TASK_METRICS.items() if metric in names), None)
+def tasks_of(metric: str) -> tuple[str, ...]:
+    """Every task that logs `metric` (accuracy: binary and multiclass), in declaration order."""
+    return tuple(task for task, names in TASK_METRICS.items() if metric in names)
+
+
+def task_of(metric: str, task: str | None = None) -> str | None:
+    """The task a metric belongs to, or None for an unknown metric.
+
+    A metric shared by several tasks (accuracy) resolves to `task` when that task logs it (the
+    runs' own task), else to the first task that declares it.
+    """
+    owners = tasks_of(metric)
+    if task is not None and task in owners:
+        return task
+    return owners[0] if owners else None

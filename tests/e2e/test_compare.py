@@ -27,7 +27,7 @@ from losslab.report.designs import design_params, group_designs, varying_params
 from losslab.report.plots import majority, plot_heatmap
 from losslab.report.runs import CURVE_KEYS, RunData, histories_via_client
 from losslab.testing.synthetic import synthetic_experiment
-from losslab.tracking import recorder as tracking
+from losslab.tracking.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -128,7 +128,7 @@ def test_sweep_report_is_one_self_contained_page_logged_on_the_parent(
     assert "too few" in page  # 2 seeds: said plainly
     assert len(report.designs_markdown) < 4000 and report.designs_markdown.count("\n| ") == 5
     assert report.best == {} or report.best["label"] in report.designs_markdown
-    logged = {a.path for a in tracking.open_store(uri).list_artifacts(parent, "report")}
+    logged = {a.path for a in open_store(uri).list_artifacts(parent, "report")}
     assert {"report/index.html", "report/designs.csv"} <= logged
 
 
@@ -210,7 +210,7 @@ def test_resumed_sweep_keeps_reused_runs_and_all_reports_the_experiment(store: P
         (sweep_dir / str(i) / "result.json").write_text(
             json.dumps({"status": "SKIPPED", "run_id": run.run_id})
         )
-    client = tracking.open_store(uri)
+    client = open_store(uri)
     exp_id = client.get_run(first).info.experiment_id
     resumed = client.create_run(exp_id, tags={"losslab.sweep": "parent", "sweep_dir": str(sweep_dir)})
     again = compare.load_runs(uri, None, resumed.info.run_id)
@@ -370,7 +370,7 @@ def test_failed_runs_show_their_steps_and_error_and_are_counted_when_paired(tmp_
     assert parent, proc.stdout[-2000:]
     uri = env["MLFLOW_TRACKING_URI"]
     report = compare.build_report(uri, None, parent.group(1), tmp_path / "reports", log_artifacts=False)
-    client = tracking.open_store(uri)
+    client = open_store(uri)
     failed = next(r for r in report.analysis.runs if r.status == "FAILED")
     assert "final/steps" not in failed.metrics and "deliberate failure" in failed.tags["error"]
     last = max(m.step for key in CURVE_KEYS for m in client.get_metric_history(failed.run_id, key))

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import all_runs, compose, free_port, run_train, train_cmd, wait_for
-from losslab.tracking import recorder as tracking
+from losslab.tracking.params import flatten
+from losslab.tracking.store import TrackingError, check_store_reachable
 from losslab.train import job as task
 
 
@@ -60,7 +61,7 @@ def test_eight_processes_opening_a_brand_new_store_at_once(tmp_path: Path):
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     code = (
         "import sys; from losslab import tracking\n"
-        "c = tracking.open_store(sys.argv[1]); e = tracking.ensure_experiment(c, 'race')\n"
+        "c = open_store(sys.argv[1]); e = ensure_experiment(c, 'race')\n"
         "r = c.create_run(e); c.set_terminated(r.info.run_id)\n"
     )
     procs = [
@@ -76,7 +77,7 @@ def test_eight_processes_opening_a_brand_new_store_at_once(tmp_path: Path):
 
 
 def test_secrets_never_reach_params():
-    flat = tracking.flatten(
+    flat = flatten(
         {
             "tracking": {"uri": "postgresql://alice:hunter2@db.example:5432/mlflow"},
             "extra": {"api_token": "abc123", "password": "pw", "note": "http://host/x"},
@@ -125,9 +126,9 @@ def _start_server(db: Path, port: int, artifacts: Path) -> subprocess.Popen:
 
     def healthy() -> bool:
         try:
-            tracking.check_store_reachable(f"http://127.0.0.1:{port}", timeout=1)
+            check_store_reachable(f"http://127.0.0.1:{port}", timeout=1)
             return True
-        except tracking.TrackingError:
+        except TrackingError:
             return False
 
     wait_for(healthy, timeout=120, every=0.5)

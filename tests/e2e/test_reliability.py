@@ -26,6 +26,7 @@ import pytest
 from conftest import all_runs, compose, run_train
 from losslab.tracking import params
 from losslab.tracking import recorder as tracking
+from losslab.tracking.store import TrackingError, check_store_reachable, ensure_experiment, open_store
 from losslab.train import job as task
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (run as another user / mount a tmpfs)")
@@ -87,7 +88,7 @@ def test_full_disk_says_so_and_leaves_nothing_running(tmp_path: Path):
     mount = tmp_path / "small"
     mount.mkdir()
     template = tmp_path / "template.db"
-    tracking.open_store(f"sqlite:///{template}")
+    open_store(f"sqlite:///{template}")
     size_kb = template.stat().st_size // 1024 + 96  # the store, and room for a few hundred points
     if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(mount)]).returncode:
         pytest.skip("cannot mount a tmpfs here")
@@ -112,7 +113,7 @@ def test_full_disk_says_so_and_leaves_nothing_running(tmp_path: Path):
 
 
 def test_tags_are_cut_to_mlflow_limits(store, client):
-    exp = tracking.ensure_experiment(client, "limits")
+    exp = ensure_experiment(client, "limits")
     rec = tracking.RunRecorder.start(client, exp, "r", {"note": "x" * 7000}, {"overrides": "o" * 9000})
     rec.set_tags({"error": "e" * 9000})
     rec.close()
@@ -201,9 +202,9 @@ def test_basic_auth_tracking_uri_passes_the_health_check():
     thread.start()
     port = server.server_address[1]
     try:
-        tracking.check_store_reachable(f"http://user:s3cret@127.0.0.1:{port}")
-        with pytest.raises(tracking.TrackingError) as refused:
-            tracking.check_store_reachable(f"http://user:wrong@127.0.0.1:{port}")
+        check_store_reachable(f"http://user:s3cret@127.0.0.1:{port}")
+        with pytest.raises(TrackingError) as refused:
+            check_store_reachable(f"http://user:wrong@127.0.0.1:{port}")
         assert "HTTP 401" in str(refused.value) and "wrong" not in str(refused.value)
     finally:
         server.shutdown()
@@ -213,7 +214,7 @@ def test_basic_auth_tracking_uri_passes_the_health_check():
 @pytest.mark.slow
 def test_interrupted_store_creation_leaves_no_store_or_a_complete_one(tmp_path: Path):
     """SIGINT at increasing delays during MLflow's migrations: the file is absent or fully usable."""
-    code = "import sys; from losslab import tracking; tracking.open_store(sys.argv[1])"
+    code = "import sys; from losslab import tracking; open_store(sys.argv[1])"
     outcomes = set()
     for i, delay in enumerate((1.0, 2.0, 3.0, 4.5, 6.0)):
         db = tmp_path / f"s{i}.db"
@@ -223,8 +224,8 @@ def test_interrupted_store_creation_leaves_no_store_or_a_complete_one(tmp_path: 
         proc.wait(timeout=120)
         if db.exists():
             outcomes.add("complete")
-            client = tracking.open_store(f"sqlite:///{db}")  # opens, and can record a run
-            exp = tracking.ensure_experiment(client, "after")
+            client = open_store(f"sqlite:///{db}")  # opens, and can record a run
+            exp = ensure_experiment(client, "after")
             client.set_terminated(client.create_run(exp).info.run_id)
         else:
             outcomes.add("absent")

@@ -36,11 +36,11 @@ def make_source(uri: str, tmp: Path) -> dict[str, str]:
     and a run still RUNNING. Returns the run ids by role."""
     from mlflow.entities import Metric, Param
 
-    from losslab.tracking import recorder as tracking
+    from losslab.tracking.store import ensure_experiment, open_store
 
-    client = tracking.open_store(uri)
-    exp = tracking.ensure_experiment(client, "losslab")
-    other = tracking.ensure_experiment(client, "other")
+    client = open_store(uri)
+    exp = ensure_experiment(client, "losslab")
+    other = ensure_experiment(client, "other")
     t0 = 1_700_000_000_000
     parent = client.create_run(exp, start_time=t0, run_name="hinge-sweep", tags={"losslab.sweep": "parent"})
     ids = {"parent": parent.info.run_id}

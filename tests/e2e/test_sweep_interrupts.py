@@ -19,6 +19,7 @@ import pytest
 from conftest import all_runs, compose, run_train, train_cmd, wait_for
 from losslab.tracking import liveness
 from losslab.tracking import recorder as tracking
+from losslab.tracking.store import ensure_experiment
 from losslab.train import job as task
 
 FLUSH = 50
@@ -261,7 +262,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_runs_are_found_by_pid_here_and_by_heartbeat_elsewhere(store, client):
-    exp = tracking.ensure_experiment(client, "losslab")
+    exp = ensure_experiment(client, "losslab")
     live = tracking.RunRecorder.start(client, exp, "live", {}, {})
     dead = tracking.RunRecorder.start(client, exp, "dead", {}, {})
     client.set_tag(dead.run_id, liveness.PID_TAG, str(_dead_pid()))
@@ -285,7 +286,7 @@ def test_a_config_claimed_by_a_live_run_is_not_started_again(store, client):
     cfg = compose(["trainer.max_steps=3"])
     from losslab.tracking.naming import config_hash
 
-    exp = tracking.ensure_experiment(client, "losslab")
+    exp = ensure_experiment(client, "losslab")
     holder = tracking.RunRecorder.start(client, exp, "holder", {}, {"losslab.config_hash": config_hash(cfg)})
     result = task.train(cfg)  # this process is alive: the config is taken
     assert result.status == "SKIPPED" and result.run_id == holder.run_id

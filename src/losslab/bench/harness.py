@@ -271,7 +271,7 @@ class Context:
 
         Fresh per section, so nothing a variant finds was left by another section.
         """
-        from losslab.tracking import recorder as tracking
+        from losslab.tracking.store import ensure_experiment, open_store
 
         if uri is None:
             self._stores += 1
@@ -279,13 +279,13 @@ class Context:
             template = self.tmp / "empty-store.db"
             if not template.exists():  # MLflow's schema migrations take seconds: run them once, copy after
                 with quiet():
-                    tracking.open_store(f"sqlite:///{template}")
+                    open_store(f"sqlite:///{template}")
             shutil.copyfile(template, path)
             uri = f"sqlite:///{path}"
         with quiet():
-            client = tracking.open_store(uri)
+            client = open_store(uri)
             for name in experiments:
-                tracking.ensure_experiment(client, name)
+                ensure_experiment(client, name)
         return uri
 
     def row(self, fid: str, figure: str, value: float | None, unit: str, detail: str) -> None:

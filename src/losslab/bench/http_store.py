@@ -109,11 +109,11 @@ def _warm_server(uri: str, calls: int = 12) -> None:
     """
     from mlflow.entities import Metric
 
-    from losslab.tracking import recorder as tracking
+    from losslab.tracking.store import ensure_experiment, open_store
 
     with quiet():
-        client = tracking.open_store(uri)
-        run = client.create_run(tracking.ensure_experiment(client, "bench-warm-up"))
+        client = open_store(uri)
+        run = client.create_run(ensure_experiment(client, "bench-warm-up"))
         ts = int(time.time() * 1000)
         for i in range(calls):
             points = [Metric(f"m{k}", 0.5, ts, i * 100 + s) for s in range(100) for k in range(10)]

@@ -29,7 +29,7 @@ def _optimizer_factory(job: Any) -> Callable[..., torch.optim.Optimizer]:
 
 def losslab_run(cfg: Any, uri: str) -> Sample:
     """`task.train(cfg)` timed as a whole; training alone from the run's `final/wall_seconds`."""
-    from losslab.tracking import recorder as tracking
+    from losslab.tracking.store import open_store
     from losslab.train import job as task
 
     with tracking_env(uri), quiet():
@@ -38,7 +38,7 @@ def losslab_run(cfg: Any, uri: str) -> Sample:
         seconds = time.perf_counter() - started
     if result.status != "FINISHED" or result.run_id is None:
         raise RuntimeError(f"benchmark run ended {result.status}: {result.error}")
-    client = tracking.open_store(uri)
+    client = open_store(uri)
     metrics = client.get_run(result.run_id).data.metrics
     vals = client.get_metric_history(result.run_id, "val/loss")
     info = {"steps": int(metrics.get("final/steps", 0)), "val_points": len(vals)}

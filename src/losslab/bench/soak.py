@@ -17,7 +17,7 @@ from losslab.bench.harness import Context, Sizes
 
 
 def run(ctx: Context) -> None:
-    from losslab.tracking import recorder as tracking
+    from losslab.tracking.store import open_store
 
     s = ctx.sizes
     uri = ctx.store("soak", experiments=("losslab",))
@@ -25,7 +25,7 @@ def run(ctx: Context) -> None:
     folder = ctx.tmp / "soak"
     folder.mkdir(exist_ok=True)
     figures = sweep.run_sweep("joblib", soak, folder, uri)
-    client = tracking.open_store(uri)
+    client = open_store(uri)
     exp_id = client.get_experiment_by_name("losslab").experiment_id
     runs = [r for r in client.search_runs([exp_id], max_results=5000) if "mlflow.parentRunId" in r.data.tags]
     finished = sum(r.info.status == "FINISHED" for r in runs)

@@ -112,7 +112,7 @@ def run_sweep(
     The store exists already (as a project's mlflow.db does), so its one-off schema creation is
     not billed to the sweep.
     """
-    from losslab.tracking import recorder as tracking
+    from losslab.tracking.store import open_store
 
     sweep_dir = tmp / f"sweep-{launcher}"
     cmd = [
@@ -155,7 +155,7 @@ def run_sweep(
     if proc.returncode != 0:
         tail = "\n".join(line for _, line in lines[-40:])
         raise RuntimeError(f"sweep ({launcher}) exited {proc.returncode}:\n{tail}")
-    fit = _sweep_fit_seconds(tracking.open_store(uri), sweep_dir)
+    fit = _sweep_fit_seconds(open_store(uri), sweep_dir)
     return sweep_figures(lines, fit, total, sizes.sweep_jobs, per_job=launcher == "basic")
 
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from losslab.data.datasets import DataConfigError, TensorData
+from losslab.logs import one_line
 from losslab.losses import LossBase, LossInputError, call_loss
 from losslab.losses.domains import (
     LabelDomainError,
@@ -320,7 +321,8 @@ def _check_compatible(
                 raise
             raise ConfigError(
                 f"loss {loss_name} failed on a batch of data={data.name} (y_pred {tuple(y_pred.shape)}, "
-                f"y_true {tuple(y.shape)}): {type(exc).__name__}: {_one_line(str(exc))}. Accepted: a loss "
+                f"y_true {tuple(y.shape)}): {type(exc).__name__}: {one_line(str(exc), limit=300)}. "
+                "Accepted: a loss "
                 f"called as loss(y_pred, y_true) that returns a 0-dim tensor.{_probe_hint(loss_name, exc)}"
             ) from None
     if batch_loss.dim() != 0:
@@ -341,11 +343,6 @@ def _probe_hint(loss_name: str, exc: Exception) -> str:
             "a sigmoid."
         )
     return ""
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _check_signature(loss: nn.Module, loss_name: str) -> None:

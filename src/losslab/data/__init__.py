@@ -5,5 +5,6 @@ The builders are exported here because configs name them as `losslab.data.<build
 """
 
 from losslab.data.datasets import seed_noise, sklearn_dataset, teacher_binary, teacher_regression
+from losslab.data.multiclass import digits, mnist1d
 
-__all__ = ["seed_noise", "sklearn_dataset", "teacher_binary", "teacher_regression"]
+__all__ = ["digits", "mnist1d", "seed_noise", "sklearn_dataset", "teacher_binary", "teacher_regression"]

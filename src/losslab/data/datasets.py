@@ -44,8 +44,8 @@ __all__ = [
     "teacher_regression",
 ]
 
-LABEL_ENCODINGS = ("real", "pm1", "01")
-TASKS = ("binary", "regression")
+LABEL_ENCODINGS = ("real", "pm1", "01", "classes")
+TASKS = ("binary", "regression", "multiclass")
 #: rows per validation/test batch: these data sets fit in one, so a validation is one forward pass
 EVAL_BATCH = 8192
 
@@ -70,6 +70,8 @@ class TensorData:
     w_train: Tensor | None = None
     batch_size: int | None = None  # None: full batch
     heldout: bool = True
+    #: K for multiclass data (labels are (N,) int64 class indices in [0, K)); None otherwise
+    num_classes: int | None = None
 
     @property
     def in_features(self) -> int:
@@ -77,6 +79,9 @@ class TensorData:
 
     @property
     def out_features(self) -> int:
+        """The model's output width: K logits for multiclass data, else the target's width."""
+        if self.task == "multiclass" and self.num_classes is not None:
+            return int(self.num_classes)
         return 1 if self.y_train.dim() == 1 else int(self.y_train.shape[1])
 
     @property
@@ -178,8 +183,10 @@ def _split(
     standardize_target: bool = False,
     weights: str = "none",
     sigma: Tensor | None = None,
+    num_classes: int | None = None,
 ) -> TensorData:
-    """Split three ways (stratified for binary), standardise and weight with train statistics only."""
+    """Split three ways (stratified for binary and multiclass), standardise and weight with train
+    statistics only. Multiclass labels stay (N,) int64 class indices; every other target is float32."""
     check_fractions(name, val_fraction, test_fraction)
     check(
         name, "batch_size", batch_size is None or int(batch_size) >= 1, batch_size, "null or an integer >= 1"
@@ -195,31 +202,41 @@ def _split(
         # No held-out data (the seed's tiny sets): val and test report the training set.
         tr = va = te = torch.arange(x.shape[0])
     else:
-        strata = y if task == "binary" else None
+        strata = y if task in ("binary", "multiclass") else None
         tr, va, te = three_way_split(x.shape[0], val_fraction, test_fraction, split_seed, strata, name)
     x_tr, x_va, x_te = x[tr], x[va], x[te]
     y_tr, y_va, y_te = y[tr], y[va], y[te]
     if standardize:
-        mu, sd = x_tr.mean(0, keepdim=True), x_tr.std(0, keepdim=True).clamp_min(1e-8)
-        x_tr, x_va, x_te = (x_tr - mu) / sd, (x_va - mu) / sd, (x_te - mu) / sd
+        x_tr, x_va, x_te = standardized(x_tr, x_va, x_te)
     if standardize_target:
         mu, sd = y_tr.mean(), y_tr.std().clamp_min(1e-8)
         y_tr, y_va, y_te = (y_tr - mu) / sd, (y_va - mu) / sd, (y_te - mu) / sd
     w_tr = sample_weights(weights, x_tr, y_tr, name, sigma=None if sigma is None else sigma[tr])
+    target = (lambda t: t.long()) if task == "multiclass" else (lambda t: t.float())
     return TensorData(
         name=name,
         x_train=x_tr.float(),
-        y_train=y_tr.float(),
+        y_train=target(y_tr),
         x_val=x_va.float(),
-        y_val=y_va.float(),
+        y_val=target(y_va),
         x_test=x_te.float(),
-        y_test=y_te.float(),
+        y_test=target(y_te),
         task=task,
         labels=labels,
         w_train=None if w_tr is None else w_tr.float(),
         batch_size=None if batch_size is None else int(batch_size),
         heldout=val_fraction > 0,
+        num_classes=num_classes,
     )
+
+
+def standardized(x_tr: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
+    """Every feature centred and scaled by train statistics; a feature constant on the train split
+    is only centred (as sklearn's StandardScaler does), so a pixel that is always 0 in train does
+    not blow up in val or test."""
+    mu, sd = x_tr.mean(0, keepdim=True), x_tr.std(0, keepdim=True)
+    sd = torch.where(sd > 1e-8, sd, torch.ones_like(sd))
+    return tuple((x - mu) / sd for x in (x_tr, *others))
 
 
 # ----------------------------------------------------------------------------- builders
@@ -242,7 +259,7 @@ def seed_noise(
     randint(0, 2) * 2 - 1), so no model can learn them; they are kept for faithful
     reproduction of the seed's examples, not as a benchmark. Full batch, no split.
     """
-    check(name, "task", task in TASKS, task, "regression or binary")
+    check(name, "task", task in ("regression", "binary"), task, "regression or binary")
     x = torch.randn(n_samples, n_features)
     if task == "regression":
         y, enc = torch.randn(n_samples, 1), "real"

@@ -88,6 +88,34 @@ def three_way_split(
     return train, val, test
 
 
+def train_val_split(
+    n: int, val_fraction: float, split_seed: int | None, strata: Tensor | None = None, name: str = "data"
+) -> tuple[Tensor, Tensor]:
+    """(train, val) row indices of a set whose test split is given apart (MNIST-1D's own test rows);
+    stratified and seeded as `three_way_split`."""
+    check(name, "val_fraction", 0.0 < val_fraction < 1.0, val_fraction, "a number in (0, 1)")
+    gen = _generator(split_seed)
+    groups = (
+        [torch.arange(n)]
+        if strata is None
+        else [(strata.reshape(-1) == c).nonzero().reshape(-1) for c in torch.unique(strata.reshape(-1))]
+    )
+    tr, va = [], []
+    for idx in groups:
+        perm = idx[torch.randperm(idx.numel(), generator=gen)]
+        n_va = round(idx.numel() * val_fraction)
+        va.append(perm[:n_va])
+        tr.append(perm[n_va:])
+    train, val = torch.cat(tr), torch.cat(va)
+    train = train[torch.randperm(train.numel(), generator=gen)]
+    if val.numel() == 0 or train.numel() == 0:
+        raise DataConfigError(
+            f"data={name}: {n} samples split with val_fraction={val_fraction} leave an empty split "
+            f"(train {train.numel()}, val {val.numel()}); accepted: a val_fraction that leaves both non-empty."
+        )
+    return train, val
+
+
 #: the seed document's weights list (its example 1), tiled over samples by `weights=seed_list`
 SEED_WEIGHTS = (1.0, 2.0, 1.0, 1.0, 3.0, 1.0, 1.0, 2.0, 1.0, 1.0)
 WEIGHT_SCHEMES = ("none", "uniform", "seed_list", "noise_inverse")

@@ -16,7 +16,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from losslab.report import page, plots, tables
-from losslab.report.ranking import Analysis, DesignResult, analyse, resolve_metric
+from losslab.report.analysis import Analysis, analyse
+from losslab.report.ranking import DesignResult, resolve_metric
 from losslab.report.runs import (
     CURVE_KEYS,
     Selection,

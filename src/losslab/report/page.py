@@ -16,14 +16,14 @@ from typing import Any
 from mlflow.entities import Experiment, Run
 
 from losslab import links
+from losslab.report.analysis import Analysis
 from losslab.report.designs import sort_key
-from losslab.report.ranking import Analysis
 from losslab.report.runs import RunData
 from losslab.report.stats import MIN_SEEDS
 from losslab.report.tables import fmt, fmt_gaps, fmt_interval
 from losslab.report.tuning import budget_sentence
-from losslab.tracking import recorder as tracking
 from losslab.tracking.liveness import REASON_TAG as KILLED_REASON
+from losslab.tracking.params import redact_uri
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;
@@ -84,7 +84,7 @@ def _header(ctx: Context, a: Analysis) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>{esc(ctx.title)}</h1>",
         f"<p>{len(a.runs)} runs from {source} in experiment <b>{esc(exp.name)}</b> (id "
-        f"{esc(exp.experiment_id)}), store <code>{esc(tracking.redact_uri(ctx.uri))}</code>. "
+        f"{esc(exp.experiment_id)}), store <code>{esc(redact_uri(ctx.uri))}</code>. "
         f"Generated {esc(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>",
         "<p>" + "<br>".join(lines) + "</p>",
     ]

@@ -17,14 +17,15 @@ from functools import cached_property
 
 import numpy as np
 
-from losslab.report.designs import Design, design_params, group_designs, match_design
+from losslab.report.designs import Design
 from losslab.report.runs import ReportError, RunData
 from losslab.report.stats import Interval, Paired, mean_ci, paired
-from losslab.vocab import HIGHER_IS_BETTER, TASK_METRICS, primary_metric
+from losslab.vocab import HIGHER_IS_BETTER, TASK_METRICS, primary_metric, task_of, tasks_of
 
-#: metric -> (higher is better, task it belongs to), from the one declaration in losslab.vocab
+#: metric -> (higher is better, the first task that logs it), from the one declaration in losslab.vocab.
+#: A metric may belong to several tasks (accuracy: binary and multiclass): `tasks_of` lists them all.
 METRICS: dict[str, tuple[bool, str]] = {
-    name: (HIGHER_IS_BETTER[name], task) for task, names in TASK_METRICS.items() for name in names
+    name: (HIGHER_IS_BETTER[name], task_of(name) or task) for task, names in TASK_METRICS.items() for name in names
 }
 PRIMARY = {task: primary_metric(task) for task in TASK_METRICS}
 
@@ -68,7 +69,7 @@ def resolve_metric(runs: Sequence[RunData], name: str | None) -> TaskMetric:
         mix = ", ".join(f"{t} ({n} runs)" for t, n in sorted(tasks.items()))
         raise ReportError(
             f"These runs mix tasks ({mix}): their metrics cannot be ranked together. Report one task at a "
-            "time (--task binary or --task regression), one study (--sweep PARENT_RUN_ID) or one experiment "
+            "time (--task binary, --task multiclass or --task regression), one study (--sweep PARENT_RUN_ID) or one experiment "
             "(--experiment NAME)."
         )
     task = next(iter(tasks), None)
@@ -81,13 +82,16 @@ def resolve_metric(runs: Sequence[RunData], name: str | None) -> TaskMetric:
         name = PRIMARY[task]
     if name not in METRICS:
         raise ReportError(f"Unknown metric {name!r}; accepted: {', '.join(METRICS)}.")
-    maximize, metric_task = METRICS[name]
-    if task is not None and metric_task != task:
-        fitting = ", ".join(m for m, (_, t) in METRICS.items() if t == task)
+    maximize = METRICS[name][0]
+    owners = tasks_of(name)
+    if task is not None and task not in owners:
+        fitting = ", ".join(TASK_METRICS[task])
         raise ReportError(
-            f"--metric {name} is a {metric_task} metric but these runs are {task} (tag task={task}); "
+            f"--metric {name} is a {' and '.join(owners)} metric but these runs are {task} (tag task={task}); "
             f"{task} metrics: {fitting}."
         )
+    metric_task = task_of(name, task)
+    assert metric_task is not None
     metric = TaskMetric(name, maximize, metric_task)
     if explicit and not any(k in r.metrics for r in runs for k in metric.val_keys):
         raise ReportError(
@@ -205,61 +209,6 @@ def rank(results: Sequence[DesignResult], metric: TaskMetric) -> list[DesignResu
         return (not r.clean, mean is None, 0.0 if mean is None else (-mean if metric.maximize else mean))
 
     return sorted(results, key=key)
-
-
-@dataclass
-class Analysis:
-    """Everything the report says about which design is best, before formatting."""
-
-    metric: TaskMetric
-    keys: list[str]  # params that define a design
-    tune_keys: list[str]
-    ranked: list[DesignResult]
-    best: DesignResult | None  # None when no design has all its runs finished
-    baseline: DesignResult
-    paired_on: str  # "test" or "val": the value the paired differences compare
-    runs: list[RunData]
-
-    @property
-    def no_heldout(self) -> int:
-        """Runs on data with no held-out split (tag heldout=false): their val and test are the train set."""
-        return sum(r.tags.get("heldout") == "false" for r in self.runs)
-
-    @property
-    def budgets(self) -> dict[str, int]:
-        return {r.label: len(r.configs) for r in self.ranked} if self.tune_keys else {}
-
-
-def analyse(
-    runs: Sequence[RunData],
-    metric: TaskMetric,
-    tune: Sequence[str] = (),
-    baseline: str | None = None,
-) -> Analysis:
-    """Group, (tune,) rank, choose the best and pair every design with the baseline."""
-    from losslab.report.tuning import check_tune_keys, tune_designs
-
-    tune_keys = check_tune_keys(runs, tune)
-    keys = design_params(runs, exclude=tune_keys)
-    designs = group_designs(runs, keys)
-    if tune_keys:
-        results = tune_designs(designs, tune_keys, metric)
-    else:
-        results = [evaluate(d, metric) for d in designs]
-    ranked = rank(results, metric)
-    best = ranked[0] if ranked and ranked[0].clean else None
-    if baseline is not None:
-        try:
-            chosen = match_design([r.design for r in ranked], baseline)
-        except ValueError as exc:
-            raise ReportError(str(exc)) from None
-        base = next(r for r in ranked if r.design is chosen)
-    else:
-        base = best or ranked[0]
-    on = "test" if base.per_seed("test") else "val"
-    for r in ranked:
-        r.paired = None if r is base else pair(r, base, on, metric.maximize)
-    return Analysis(metric, keys, list(tune_keys), ranked, best, base, on, list(runs))
 
 
 def pair(r: DesignResult, base: DesignResult, on: str, maximize: bool) -> Paired:

@@ -25,7 +25,13 @@ from mlflow.entities import Experiment, Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from losslab.tracking import recorder as tracking
+from losslab.tracking.store import (
+    TrackingError,
+    _sqlite_path,
+    open_store,
+    resolve_experiment_name,
+    resolve_tracking_uri,
+)
 
 #: MLflow's sql stores keep +-inf as +-max float
 MAX_FLOAT = 1.7976931348623157e308
@@ -69,18 +75,18 @@ def _client_and_uri(client_or_uri: MlflowClient | str | None) -> tuple[MlflowCli
     as an explicit argument should), or the current store."""
     if isinstance(client_or_uri, MlflowClient):
         return client_or_uri, str(client_or_uri.tracking_uri)
-    uri = client_or_uri or tracking.resolve_tracking_uri(None)
+    uri = client_or_uri or resolve_tracking_uri(None)
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).resolve()}"
-    path = tracking._sqlite_path(uri)
+    path = _sqlite_path(uri)
     if path is not None and not path.exists():
         raise ReportError(
             f"There is no MLflow store at {path} (tracking URI {uri}), so there is nothing to report. "
             "Run a sweep first (`python train.py loss=hinge -m`), or point MLFLOW_TRACKING_URI at your store."
         )
     try:
-        return tracking.open_store(uri), uri
-    except tracking.TrackingError as exc:
+        return open_store(uri), uri
+    except TrackingError as exc:
         raise ReportError(str(exc)) from None
 
 
@@ -216,7 +222,7 @@ def fetch_histories(
     client: MlflowClient, uri: str, run_ids: Sequence[str], keys: Iterable[str]
 ) -> dict[str, History]:
     """{key: {run_id: (steps, values)}} for all runs: bulk SQL on sqlite, threaded client otherwise."""
-    path = tracking._sqlite_path(uri)
+    path = _sqlite_path(uri)
     if path is not None:
         try:
             return histories_via_sql(path, run_ids, keys)
@@ -308,7 +314,7 @@ def _select(
         )
         if newest:  # each study writes to its own experiment: the latest sweep, wherever it went
             return _select_sweep(client, None, newest[0].info.run_id)
-    exp = _experiment(client, tracking.resolve_experiment_name(experiment))
+    exp = _experiment(client, resolve_experiment_name(experiment))
     latest = [] if all_runs else _sweeps(client, exp.experiment_id, 1)
     if latest:
         return exp, latest[0], _sweep_runs(client, latest[0])
@@ -327,7 +333,7 @@ def _select_sweep(
     if experiment is None and run is not None:
         exp = client.get_experiment(run.info.experiment_id)
     else:
-        exp = _experiment(client, tracking.resolve_experiment_name(experiment))
+        exp = _experiment(client, resolve_experiment_name(experiment))
     parent = _sweep_parent(client, sweep, run, exp)
     if parent.info.experiment_id != exp.experiment_id:
         raise ReportError(

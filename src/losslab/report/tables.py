@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from losslab.report.analysis import Analysis
 from losslab.report.designs import short_names, show_value
 from losslab.report.plots import ordered_outcomes
-from losslab.report.ranking import Analysis, DesignResult
+from losslab.report.ranking import DesignResult
 from losslab.report.runs import RunData
 from losslab.report.stats import MIN_SEEDS, Interval, mean_ci, median, steps_to_fraction
 

@@ -64,7 +64,7 @@ def _claim_sweep_dir(sweep_dir: Path) -> None:
     try:
         fd = os.open(sweep_dir / ".losslab-sweep", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        from losslab.tracking.recorder import TrackingError
+        from losslab.tracking.store import TrackingError
 
         raise TrackingError(
             f"the sweep folder {sweep_dir} belongs to another sweep started at the same moment; "
@@ -143,13 +143,13 @@ class SweepTracker(Callback):
             self.log.error("Error: %s", problem)
             sys.exit(2)
         start_warming(config)  # joblib: workers import torch/Lightning/MLflow while this sets up
-        from losslab.tracking import recorder as tracking
+        from losslab.tracking.store import TrackingError
 
         # Hydra turns a callback's exception into a warning and carries on; a sweep without its
         # parent run would scatter its jobs, so stop here instead.
         try:
             self._start(config)
-        except tracking.TrackingError as exc:
+        except TrackingError as exc:
             self.log.error("Error: %s", exc)
             sys.exit(2)
         except Exception as exc:
@@ -159,12 +159,18 @@ class SweepTracker(Callback):
     def _start(self, config: DictConfig) -> None:
         from losslab.tracking import liveness
         from losslab.tracking import recorder as tracking
-        from losslab.tracking.params import clip_tags
+        from losslab.tracking.params import clip_tags, redact_uri
+        from losslab.tracking.store import (
+            ensure_experiment,
+            open_store,
+            resolve_experiment_name,
+            resolve_tracking_uri,
+        )
 
-        uri = tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
-        self.client = tracking.open_store(uri)
-        exp_id = tracking.ensure_experiment(
-            self.client, tracking.resolve_experiment_name(OmegaConf.select(config, "tracking.experiment"))
+        uri = resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
+        self.client = open_store(uri)
+        exp_id = ensure_experiment(
+            self.client, resolve_experiment_name(OmegaConf.select(config, "tracking.experiment"))
         )
         self.uri, self.exp_id = uri, exp_id
         hc = config.hydra
@@ -224,7 +230,7 @@ class SweepTracker(Callback):
             name,
             size or "?",
             self.parent_id,
-            tracking.redact_uri(uri),
+            redact_uri(uri),
         )
 
     def _exit_if_all_done(self, config: DictConfig, exp_id: str) -> None:

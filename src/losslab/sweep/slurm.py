@@ -281,14 +281,15 @@ def record_lost_job(job_dir: Path, overrides: list[str], status: str, error: str
 def close_running_child(overrides: list[str], status: str, config: DictConfig) -> str | None:
     """The sweep child with these overrides, if it started and was left RUNNING: closed with `status`."""
     from losslab.tracking import recorder as tracking
+    from losslab.tracking.store import open_store, resolve_tracking_uri
 
     parent = os.environ.get(tracking.PARENT_ENV)
     if not parent:
         return None
     for attempt in range(3):  # a store busy with the other jobs' writes: try again shortly
         try:
-            uri = tracking.resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
-            client = tracking.open_store(uri)
+            uri = resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
+            client = open_store(uri)
             runs = client.search_runs(
                 [client.get_run(parent).info.experiment_id],
                 filter_string=f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",

@@ -51,7 +51,7 @@ def run_chaos(
 ) -> dict[str, Any]:
     """One chaos round on a fresh store (or `uri`); returns the figures and `ok`."""
     from losslab.tracking import liveness
-    from losslab.tracking import recorder as tracking
+    from losslab.tracking.store import ensure_experiment, open_store
 
     rng = random.Random(seed)
     tmp = tempfile.TemporaryDirectory(prefix="losslab-chaos-") if workdir is None else None
@@ -63,8 +63,8 @@ def run_chaos(
         "MLFLOW_EXPERIMENT_NAME": "chaos",
         "PYTHONUNBUFFERED": "1",
     }
-    client = tracking.open_store(uri)
-    exp_id = tracking.ensure_experiment(client, "chaos")
+    client = open_store(uri)
+    exp_id = ensure_experiment(client, "chaos")
     cmd = _sweep_cmd(configs, n_jobs, steps, flush)
     started = time.monotonic()
     sent: list[dict[str, Any]] = []

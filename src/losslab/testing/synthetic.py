@@ -26,7 +26,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from losslab.report.runs import MAX_FLOAT
-from losslab.tracking import recorder as tracking
+from losslab.tracking.params import MAX_METRICS
+from losslab.tracking.store import _sqlite_path, ensure_experiment, open_store
 
 #: the synthetic grid: loss.margin (loss.delta for regression) x optimizer.lr, seeds outermost
 MARGINS = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -179,8 +180,8 @@ def _insert_points_sql(path: Path, points: dict[str, list[tuple[str, int, float]
 
 def _log_points(client: MlflowClient, run_id: str, pts: list[tuple[str, int, float]], ts: int) -> None:
     metrics = [Metric(k, v, ts, step) for k, step, v in pts]
-    for i in range(0, len(metrics), tracking.MAX_METRICS):
-        client.log_batch(run_id, metrics=metrics[i : i + tracking.MAX_METRICS])
+    for i in range(0, len(metrics), MAX_METRICS):
+        client.log_batch(run_id, metrics=metrics[i : i + MAX_METRICS])
 
 
 @dataclass(frozen=True)
@@ -272,8 +273,8 @@ def synthetic_experiment(
     if task not in ("binary", "regression"):
         raise ValueError(f"task must be 'binary' or 'regression', not {task!r}")
     spec = Spec(task, heldout, seed, seed if test_seed is None else test_seed)
-    client = tracking.open_store(uri)
-    exp_id = tracking.ensure_experiment(client, experiment)
+    client = open_store(uri)
+    exp_id = ensure_experiment(client, experiment)
     parent = client.create_run(
         exp_id,
         run_name=f"bench-{n_runs}x{n_steps}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -283,7 +284,7 @@ def synthetic_experiment(
     rng = np.random.default_rng(seed)
     test_rng = np.random.default_rng([spec.test_seed, 1])
     ts = int(time.time() * 1000)
-    path = tracking._sqlite_path(uri) if fast else None
+    path = _sqlite_path(uri) if fast else None
     points: dict[str, list[tuple[str, int, float]]] = {}
     statuses: dict[str, str] = {}
     for key in itertools.islice(combos, n_runs):

@@ -3,8 +3,7 @@
 Library code uses `MlflowClient` with explicit run ids, never the fluent active run:
 sweep workers are reused across jobs, and a fluent run leaks from one job into the next.
 The store itself (URIs, creation, health checks) lives in `store`, secret masking and MLflow's
-size limits in `params`, liveness (heartbeat, stale runs, claims) in `liveness`; the names
-are re-exported here for callers that know this module only.
+size limits in `params`, liveness (heartbeat, stale runs, claims) in `liveness`.
 """
 
 from __future__ import annotations
@@ -28,55 +27,26 @@ from mlflow.tracking import MlflowClient
 from losslab.tracking import liveness
 from losslab.tracking.params import (
     MAX_METRICS,
-    MAX_PARAM_LEN,
     MAX_PARAMS_TAGS,
     MAX_TAG_LEN,
     clip_tags,
-    flatten,
-    redact_uri,
 )
 from losslab.tracking.store import (
-    DEFAULT_EXPERIMENT,
-    PROJECT_ROOT,
     TrackingError,
     _sqlite_path,
-    _store_lock,
-    check_store_reachable,
-    default_tracking_uri,
     disk_full,
     disk_full_error,
-    ensure_experiment,
-    open_store,
-    resolve_experiment_name,
-    resolve_tracking_uri,
 )
 
 if TYPE_CHECKING:  # steplog imports torch, which a sweep driver does not need (1.4 s at start-up)
     from losslab.train.steplog import StepBuffer
 
 __all__ = [
-    "DEFAULT_EXPERIMENT",
-    "MAX_METRICS",
-    "MAX_PARAMS_TAGS",
-    "MAX_PARAM_LEN",
-    "MAX_TAG_LEN",
     "PARENT_ENV",
-    "PROJECT_ROOT",
     "ConfigClaimed",
     "RunRecorder",
     "SqliteMetricWriter",
-    "TrackingError",
-    "_sqlite_path",
-    "_store_lock",
-    "check_store_reachable",
-    "default_tracking_uri",
-    "ensure_experiment",
     "find_finished",
-    "flatten",
-    "open_store",
-    "redact_uri",
-    "resolve_experiment_name",
-    "resolve_tracking_uri",
 ]
 
 log = logging.getLogger("losslab.tracking.recorder")

@@ -40,7 +40,13 @@ if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once 
 
     from losslab.outcomes.classify import DivergenceGuard, OutcomeRules
     from losslab.tracking import recorder as tracking
-
+    from losslab.tracking.params import flatten, redact_uri
+    from losslab.tracking.store import (
+        ensure_experiment,
+        open_store,
+        resolve_experiment_name,
+        resolve_tracking_uri,
+    )
 #: size of the value handed back to a sweeper for a run that diverged or failed, in the bad direction
 #: of the metric (-1e12 for accuracy, +1e12 for rmse): finite, so Optuna & co. keep going
 PENALTY = 1.0e12
@@ -132,7 +138,7 @@ def train(cfg: DictConfig) -> Result:
             with signals.deferred():
                 status = "KILLED" if killed else "FAILED"
                 error = (
-                    f"killed by {signal.Signals(signals.signum).name}" if signals.signum else _one_line(exc)
+                    f"killed by {signal.Signals(signals.signum).name}" if signals.signum else _describe(exc)
                 )
                 _write_result(out_dir, Result(status=status, name=name, error=error), overrides)
                 if killed and signals.signum is not None and interrupts.in_worker():
@@ -152,7 +158,8 @@ def train(cfg: DictConfig) -> Result:
     return result
 
 
-def _one_line(exc: BaseException) -> str:
+def _describe(exc: BaseException) -> str:
+    """The error a FAILED run records: the message of a user error, else the exception type and message."""
     text = str(exc).strip() or type(exc).__name__
     return text if isinstance(user_error(exc), BaseException) else f"{type(exc).__name__}: {text}"
 
@@ -222,11 +229,9 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     from losslab.train.callbacks.recording import TrackingCallback
     from losslab.train.module import LossLabModule
 
-    uri = tracking.resolve_tracking_uri(cfg.tracking.get("uri"))
-    client = tracking.open_store(uri)
-    exp_id = tracking.ensure_experiment(
-        client, tracking.resolve_experiment_name(cfg.tracking.get("experiment"))
-    )
+    uri = resolve_tracking_uri(cfg.tracking.get("uri"))
+    client = open_store(uri)
+    exp_id = ensure_experiment(client, resolve_experiment_name(cfg.tracking.get("experiment")))
     chash = config_hash(cfg)
     sources = fingerprint.current(cfg, {"loss": job.loss, "model": job.model})
     source_tags: dict[str, str] = dict(sources)
@@ -265,7 +270,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     trainer = _trainer(cfg, callbacks)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    params = tracking.flatten(resolved)
+    params = flatten(resolved)
     precision_tags = _precision(cfg, trainer, params, prefix)
     tags = {
         "loss": loss_label(cfg, choices),
@@ -312,7 +317,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     tracker.recorder = recorder
     started = time.perf_counter()
     try:
-        log.info("%srun %s (%s) -> %s", prefix, name, recorder.run_id, tracking.redact_uri(uri))
+        log.info("%srun %s (%s) -> %s", prefix, name, recorder.run_id, redact_uri(uri))
         _log_dataset(client, recorder.run_id, job.data)
         module = LossLabModule(
             job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler
@@ -324,7 +329,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         status = "KILLED" if interrupted else "FAILED"
         cause = tracker.exception if tracker.exception is not None else exc
         with interrupts.closing():
-            recorder.close(status, error=None if interrupted else _one_line(cause))
+            recorder.close(status, error=None if interrupted else _describe(cause))
         if tracker.exception is not None and not interrupted and tracker.exception is not exc:
             raise tracker.exception from None
         raise
@@ -393,7 +398,7 @@ def _finish(
         _log_artifacts(cfg, recorder, resolved, curve, recorder.history.get("val/loss", []), name)
     except BaseException as exc:
         killed = isinstance(exc, KeyboardInterrupt)
-        recorder.close("KILLED" if killed else "FAILED", error=None if killed else _one_line(exc))
+        recorder.close("KILLED" if killed else "FAILED", error=None if killed else _describe(exc))
         raise
     recorder.close("FINISHED")
     label = outcome.label if outcome else "unknown"
@@ -579,7 +584,7 @@ def main(cfg: DictConfig) -> float:
         err = user_error(exc)
         if not multirun and (err is None or os.environ.get("HYDRA_FULL_ERROR") == "1"):
             raise  # a programming error (ours or a user's loss), or asked for: keep the traceback
-        log.error("Error: %s", _one_line(err or exc))
+        log.error("Error: %s", _describe(err or exc))
         if not multirun:
             sys.exit(2)
         return config_penalty(cfg)

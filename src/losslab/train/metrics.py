@@ -2,7 +2,9 @@
 
 A loss's own value cannot compare designs (hinge's grows with its margin; MSE and hinge mean
 different things), so every run is also scored on the task: binary accuracy and ROC AUC on
-the raw scores, or regression RMSE, MAE and R^2. The values come from torchmetrics' functional
+the raw scores; regression RMSE, MAE and R^2; or, for multiclass logits (N, K), accuracy, balanced
+accuracy (macro-averaged recall), macro F1, NLL (mean -log softmax_y), ECE (15 equal-width bins
+on the top-label confidence, l1) and the Brier score (mean sum_k (p_k - onehot_k)^2). The values come from torchmetrics' functional
 API, on the device, once per validation (on the whole split in one call): a training step
 never computes or syncs anything here.
 
@@ -69,6 +71,8 @@ def task_metrics(task: str, scores: Tensor, y: Tensor, threshold: float = 0.0) -
     from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
     from torchmetrics.functional.classification import binary_accuracy, binary_auroc
 
+    if task == "multiclass":
+        return multiclass_metrics(scores, y)
     scores, y = scores.detach().reshape(-1), y.detach().reshape(-1)
     finite = torch.isfinite(scores).all()
     nan = torch.full((), math.nan, device=scores.device)
@@ -89,6 +93,45 @@ def task_metrics(task: str, scores: Tensor, y: Tensor, threshold: float = 0.0) -
             "r2": r2_score(s, t),
         }
     raise ValueError(f"unknown task {task!r}; accepted: {', '.join(TASK_METRICS)}")
+
+
+#: equal-width confidence bins of the expected calibration error
+ECE_BINS = 15
+
+
+def multiclass_metrics(logits: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Metrics of (N, K) logits against (N,) class indices; NaN for all when a logit is not finite.
+
+    torchmetrics where it has the metric (accuracy = micro average; balanced accuracy = macro
+    recall; macro F1; ECE = top-label l1 calibration error over 15 bins); NLL and Brier directly.
+    """
+    from torchmetrics.functional.classification import (
+        multiclass_accuracy,
+        multiclass_calibration_error,
+        multiclass_f1_score,
+        multiclass_recall,
+    )
+
+    logits = logits.detach().float()
+    k = int(logits.shape[1])
+    target = y.detach().reshape(-1).long()
+    finite = torch.isfinite(logits).all()
+    nan = torch.full((), math.nan, device=logits.device)
+    safe = torch.nan_to_num(logits, nan=0.0, posinf=1e30, neginf=-1e30)
+    log_p = torch.log_softmax(safe, dim=1)
+    p = log_p.exp()
+    pred = safe.argmax(dim=1)
+    onehot = torch.nn.functional.one_hot(target, k).to(p.dtype)
+    opts = {"num_classes": k, "validate_args": False}
+    out = {
+        "accuracy": multiclass_accuracy(pred, target, average="micro", **opts),
+        "balanced_accuracy": multiclass_recall(pred, target, average="macro", **opts),
+        "macro_f1": multiclass_f1_score(pred, target, average="macro", **opts),
+        "nll": -log_p.gather(1, target.unsqueeze(1)).mean(),
+        "ece": multiclass_calibration_error(p, target, n_bins=ECE_BINS, norm="l1", **opts),
+        "brier": ((p - onehot) ** 2).sum(dim=1).mean(),
+    }
+    return {name: torch.where(finite, v.float(), nan) for name, v in out.items()}
 
 
 def prefixed(prefix: str, values: Mapping[str, Tensor | float]) -> dict[str, Tensor | float]:

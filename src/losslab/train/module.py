@@ -30,7 +30,8 @@ class LossLabModule(pl.LightningModule):
 
     Selection: after every validation the primary task metric (accuracy: max, rmse: min) is
     compared with the best so far; on a strict improvement the weights are copied in memory.
-    `test_metrics()` scores the test split with that copy. Only val takes part in selection.
+    `test_metrics()` scores the test split with that copy (`test/<m>`), and the final weights
+    (`test_last/<m>`). Only val takes part in selection.
     """
 
     def __init__(
@@ -135,11 +136,12 @@ class LossLabModule(pl.LightningModule):
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     @torch.no_grad()
-    def test_metrics(self) -> dict[str, float]:
-        """Task metrics on the test split, with the selected weights (the final ones if none was)."""
+    def test_metrics(self, selected: bool = True) -> dict[str, float]:
+        """Task metrics on the test split, with the selected weights (the final ones if none was),
+        or with the final weights (`selected=False`)."""
         data = self.data
         current = None
-        if self._best_state is not None:
+        if selected and self._best_state is not None:
             current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.model.load_state_dict(self._best_state)
         was_training = self.model.training
@@ -161,8 +163,10 @@ class LossLabModule(pl.LightningModule):
 
     def selection_metrics(self) -> dict[str, float]:
         """What the run reports at its end: best/val_<m> and best/step of the selected validation,
-        and test/<m> on its weights (on the final weights, with no best/*, if no validation scored)."""
+        test/<m> on its weights (on the final weights, with no best/*, if no validation scored),
+        and test_last/<m> on the final weights, so a run that peaked and then degraded shows both."""
         out: dict[str, float] = {f"test/{k}": v for k, v in self.test_metrics().items()}
+        out.update({f"test_last/{k}": v for k, v in self.test_metrics(selected=False).items()})
         if self.best_metrics is not None and self.best_step is not None:
             out.update({f"best/val_{k}": v for k, v in self.best_metrics.items()})
             out["best/step"] = float(self.best_step)

@@ -14,12 +14,12 @@ import pytest
 from scipy import stats
 
 from losslab import compare
-from losslab.report import ranking, tables
+from losslab.report import analysis, ranking, tables
 from losslab.report.runs import ReportError, RunData, select_runs
 from losslab.report.stats import mean_ci, paired, steps_to_fraction
 from losslab.testing import synthetic
 from losslab.testing.synthetic import synthetic_experiment
-from losslab.tracking import recorder as tracking
+from losslab.tracking.store import ensure_experiment, open_store
 
 
 @contextlib.contextmanager
@@ -42,10 +42,10 @@ def study() -> Iterator[tuple[str, str, Path]]:
         yield uri, parent, tmp
 
 
-def _analysis(uri: str, parent: str, **kw: object) -> ranking.Analysis:
+def _analysis(uri: str, parent: str, **kw: object) -> analysis.Analysis:
     sel = select_runs(uri, None, parent)
     metric = ranking.resolve_metric(sel.runs, kw.pop("metric", None))  # type: ignore[arg-type]
-    return ranking.analyse(sel.runs, metric, **kw)  # type: ignore[arg-type]
+    return analysis.analyse(sel.runs, metric, **kw)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- statistics vs scipy
@@ -137,7 +137,7 @@ def test_paired_difference_uses_shared_seeds_against_the_baseline(study: tuple[s
     assert a.baseline.label == second and a.baseline.paired is None and a.paired_on == "test"
     best = next(r for r in a.ranked if r.label == _label(*synthetic.BEST))
     # reference: per-seed test values straight from MLflow, paired with scipy
-    client = tracking.open_store(uri)
+    client = open_store(uri)
     runs = client.search_runs(
         [client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'"
     )
@@ -256,7 +256,7 @@ def test_markdown_stays_under_4000_characters_and_overfitting_is_optional() -> N
         )
         for i, (m, s) in enumerate((m, s) for m in range(120) for s in range(2))
     ]
-    a = ranking.analyse(runs, ranking.resolve_metric(runs, None))
+    a = analysis.analyse(runs, ranking.resolve_metric(runs, None))
     text = tables.markdown(a)
     assert len(text) < 4000 and re.search(r"… and \d+ more designs \(see the report\)\.$", text)
     assert "| 1 | margin=119 **best** |" in text
@@ -277,8 +277,8 @@ def test_a_shootout_over_design_groups_is_named_by_the_group_choice() -> None:
     quality = {"hinge_m0": 0.90, "hinge_m1": 0.93, "bce_with_logits": 0.95, "focal": 0.92}
     with _store_dir() as tmp:
         uri = f"sqlite:///{tmp / 'mlflow.db'}"
-        client = tracking.open_store(uri)
-        exp = tracking.ensure_experiment(client, "classification_shootout")
+        client = open_store(uri)
+        exp = ensure_experiment(client, "classification_shootout")
         parent = client.create_run(exp, tags={"losslab.sweep": "parent"}).info.run_id
         for name, loss_params in designs.items():
             for lr in ("0.001", "0.01"):
@@ -346,7 +346,7 @@ def test_a_tie_for_best_is_said_plainly() -> None:
             [("0", 0, 0.9), ("0", 1, 0.8), ("1", 0, 0.8), ("1", 1, 0.9), ("2", 0, 0.7), ("2", 1, 0.7)]
         )
     ]
-    a = ranking.analyse(runs, ranking.resolve_metric(runs, None))
+    a = analysis.analyse(runs, ranking.resolve_metric(runs, None))
     assert a.best.label == "margin=0"
     said = [w for w in warnings_of(a) if "tie for the best" in w]
     assert len(said) == 1
@@ -362,7 +362,7 @@ def test_a_sweep_whose_runs_all_failed_still_gets_a_report_saying_so() -> None:
     runs = [_run(i, {"loss.margin": str(i % 2), "seed": str(i // 2)}, {}, task="binary") for i in range(4)]
     for run in runs:
         run.status, run.tags = "FAILED", {"task": "binary"}
-    a = ranking.analyse(runs, ranking.resolve_metric(runs, None))
+    a = analysis.analyse(runs, ranking.resolve_metric(runs, None))
     assert a.best is None and all(r.failures == {"failed": 2} for r in a.ranked)
     assert any("none is highlighted as best" in w for w in warnings_of(a))
     assert "**best**" not in tables.markdown(a) and "| 2 of 2 |" in tables.markdown(a)
