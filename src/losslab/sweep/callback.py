@@ -217,7 +217,7 @@ class SweepTracker(Callback):
         # the sweep; atexit closes the parent run. Jobs in this process install their own handler.
         self._signals = interrupts.DriverSignals(self.sweep_dir)
         interrupts.quiet_submitit_controllers()  # submitit_local: Ctrl-C prints no controller traceback
-        from losslab.sweep.workers import guard_worker_death
+        from losslab.sweep.patches import guard_worker_death
 
         guard_worker_death(self._worker_died)  # joblib: a dead worker is a failed job, the sweep goes on
         # what every job needs from the driver, handed over in on_job_start: joblib's workers were

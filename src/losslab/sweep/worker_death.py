@@ -1,7 +1,7 @@
 """A joblib worker died (kill -9, out of memory): its job is a failed job, the sweep goes on.
 
 loky cannot lose one worker: it ends the others (LossLab first lets their jobs close their runs
-KILLED with every point, `workers._gentle_kill`) and the launcher raises. This sorts the batch's
+KILLED with every point, `patches._gentle_kill`) and the launcher raises. This sorts the batch's
 jobs from their result.json files and the store: a job that ended (finished, failed, or was
 signalled on its own) keeps its result; a job whose run was left RUNNING by a dead worker is the
 failed job (its run closed KILLED, a result.json saying so); the jobs loky ended and those not yet
@@ -88,8 +88,8 @@ def recover(
     reap: Callable[[], Any],
 ) -> list[JobReturn]:
     """The batch's returns after a worker died: failed job(s) recorded, the rest run again."""
+    from losslab.sweep.patches import ended_by_loky
     from losslab.sweep.slurm import close_running_child, penalty_return
-    from losslab.sweep.workers import ended_by_loky
 
     returns: dict[int, JobReturn] = {}
     again: list[int] = []

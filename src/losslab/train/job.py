@@ -32,21 +32,22 @@ from losslab.config.build import ConfigError, Job, build, trainer_error, user_er
 from losslab.sweep import interrupts
 from losslab.tracking import fingerprint
 from losslab.tracking.naming import SIZE_ENV, choice_label, config_hash, loss_label, run_name
-from losslab.tracking.params import redact_overrides, redact_text, redact_tree, scrub_files
+from losslab.tracking.params import (
+    flatten,
+    redact_overrides,
+    redact_text,
+    redact_tree,
+    redact_uri,
+    scrub_files,
+)
 from losslab.vocab import HIGHER_IS_BETTER, STALE_AFTER, TASK_METRICS, primary_metric
 
 if TYPE_CHECKING:  # Lightning and MLflow cost ~7 s to import: loaded only once a config is valid
     import pytorch_lightning as pl
 
-    from losslab.outcomes.classify import DivergenceGuard, OutcomeRules
+    from losslab.outcomes.rules import OutcomeRules
     from losslab.tracking import recorder as tracking
-    from losslab.tracking.params import flatten, redact_uri
-    from losslab.tracking.store import (
-        ensure_experiment,
-        open_store,
-        resolve_experiment_name,
-        resolve_tracking_uri,
-    )
+    from losslab.train.callbacks.guard import DivergenceGuard
 #: size of the value handed back to a sweeper for a run that diverged or failed, in the bad direction
 #: of the metric (-1e12 for accuracy, +1e12 for rmse): finite, so Optuna & co. keep going
 PENALTY = 1.0e12
@@ -172,7 +173,7 @@ def ddp_child() -> bool:
 def _train_as_ddp_child(cfg: DictConfig, job: Job) -> Result:
     """A non-zero rank: train in lockstep (collectives included) but record nothing; rank 0 owns the run."""
     from losslab.data.datamodule import TensorDataModule
-    from losslab.outcomes.classify import DivergenceGuard
+    from losslab.train.callbacks.guard import DivergenceGuard
     from losslab.train.callbacks.recording import TrackingCallback
     from losslab.train.module import LossLabModule
 
@@ -223,9 +224,15 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     if ddp_child():
         return _train_as_ddp_child(cfg, job)
     from losslab.data.datamodule import TensorDataModule
-    from losslab.outcomes.classify import DivergenceGuard
     from losslab.tracking import recorder as tracking
+    from losslab.tracking.store import (
+        ensure_experiment,
+        open_store,
+        resolve_experiment_name,
+        resolve_tracking_uri,
+    )
     from losslab.train.callbacks.gradients import GradientStats
+    from losslab.train.callbacks.guard import DivergenceGuard
     from losslab.train.callbacks.recording import TrackingCallback
     from losslab.train.module import LossLabModule
 

@@ -20,12 +20,12 @@ from helpers.outcome_corpus import DATA, Spec, curve, real, stretched, synthetic
 from losslab import CONF_DIR
 from losslab.outcomes.classify import (
     LABELS,
-    DivergenceGuard,
     Outcome,
     OutcomeRules,
     classify,
     overfitting,
 )
+from losslab.train.callbacks.guard import DivergenceGuard
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
 
