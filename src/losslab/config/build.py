@@ -35,6 +35,7 @@ from losslab.losses.domains import (
     split_config,
     undeclared_warning,
 )
+from losslab.losses.multiclass import check_class_labels
 from losslab.models.dense import ModelConfigError
 
 if TYPE_CHECKING:
@@ -314,6 +315,8 @@ def _check_compatible(
             raise ConfigError(
                 f"the model failed on a batch of data={data.name} x{tuple(x.shape)}: {exc}"
             ) from None
+        if getattr(loss, "domain", None) == "classes":
+            _check_classes(data, loss, loss_name, y_pred)
         try:
             batch_loss = call_loss(loss, y_pred, y, w)
         except Exception as exc:  # any error of the user's loss on a real batch (IndexError, KeyError...)
@@ -332,6 +335,28 @@ def _check_compatible(
         )
     if isinstance(loss, LossBase):
         loss.check_values = False  # validated above for the whole dataset: no per-step host syncs
+
+
+def _check_classes(data: TensorData, loss: nn.Module, loss_name: str, logits: torch.Tensor) -> None:
+    """Class-index labels against the K the model really outputs: every label of every split in [0, K),
+    and K equal to the data's `num_classes`, once, before training (the steps check shapes only)."""
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise LossInputError(
+            f"{loss_name}: the model outputs shape {tuple(logits.shape)} on data={data.name}; accepted: "
+            f"(N, K) logits, one column per class (K = {data.num_classes or 'the number of classes'})."
+        )
+    k = int(logits.shape[1])
+    if data.num_classes is not None and k != data.num_classes:
+        raise LossInputError(
+            f"{loss_name}: the model outputs {k} logits per row but data={data.name} has "
+            f"{data.num_classes} classes; accepted: one logit per class (the shipped models take K from "
+            "data.num_classes)."
+        )
+    for split, y in (("train", data.y_train), ("val", data.y_val), ("test", data.y_test)):
+        try:
+            check_class_labels(y, loss_name, k)
+        except LossInputError as exc:
+            raise LossInputError(f"{exc} (data={data.name}, {split} split)") from None
 
 
 def _probe_hint(loss_name: str, exc: Exception) -> str:

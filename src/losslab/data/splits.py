@@ -111,7 +111,8 @@ def train_val_split(
     if val.numel() == 0 or train.numel() == 0:
         raise DataConfigError(
             f"data={name}: {n} samples split with val_fraction={val_fraction} leave an empty split "
-            f"(train {train.numel()}, val {val.numel()}); accepted: a val_fraction that leaves both non-empty."
+            f"(train {train.numel()}, val {val.numel()}); accepted: a val_fraction that leaves both "
+            "non-empty."
         )
     return train, val
 

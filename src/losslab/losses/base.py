@@ -56,6 +56,8 @@ def check_domain(y_true: Tensor, domain: str, name: str, hint: str = "") -> None
         ok = bool(((y_true == 1) | (y_true == -1)).all())
     elif domain == "01":
         ok = bool(((y_true == 0) | (y_true == 1)).all())
+    elif domain == "classes":  # the range [0, K) needs the logits' K: checked where they are known
+        ok = not y_true.dtype.is_floating_point and not y_true.dtype.is_complex and bool((y_true >= 0).all())
     else:  # programming error, not user input
         raise ValueError(f"unknown label domain {domain!r}")
     if not ok:

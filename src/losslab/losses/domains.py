@@ -54,6 +54,8 @@ STOCK: dict[type[nn.Module], Stock] = {
     nn.BCELoss: Stock("01", 0.5),
     # y[i] in {0, 1}, on logits
     nn.MultiLabelSoftMarginLoss: Stock("01", 0.0),
+    # "Target: ... class indices in the range [0, C)" (or probabilities, which LossLab's data never are)
+    nn.CrossEntropyLoss: Stock("classes", None),
     # "y (containing 1 or -1)"
     nn.SoftMarginLoss: Stock("pm1", 0.0),
     nn.HingeEmbeddingLoss: Stock(
@@ -168,16 +170,65 @@ def undeclared_warning(loss_name: str, data_name: str, labels: str) -> str:
     )
 
 
+def task_of_domain(domain: str) -> str:
+    """The task whose data a loss of this label domain trains on: binary, multiclass or regression."""
+    return {"pm1": "binary", "01": "binary", "classes": "multiclass"}.get(domain, "regression")
+
+
 def data_options(labels: str) -> list[str]:
     """The shipped data configs a loss with this label domain can use (`task:` in conf/data/NAME.yaml).
 
     Every binary set serves a {-1,+1} or a {0,1} loss (labels are re-encoded per loss, see
-    `build.for_loss`); a real-valued loss fits the regression sets.
+    `build.for_loss`); a real-valued loss fits the regression sets, a class-index loss the multiclass ones.
     """
     from losslab import CONF_DIR
 
-    task = "binary" if labels in ("pm1", "01") else "regression"
+    task = task_of_domain(labels)
     return sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if OmegaConf.load(p).get("task") == task)
+
+
+def multiclass_losses() -> list[str]:
+    """The shipped loss configs whose class declares the `classes` domain (cross_entropy, gce, ...)."""
+    from hydra.utils import get_object
+
+    from losslab import CONF_DIR
+
+    names = []
+    for path in sorted((CONF_DIR / "loss").glob("*.yaml")):
+        target = OmegaConf.load(path).get("_target_")
+        try:
+            if target and getattr(get_object(str(target)), "domain", None) == "classes":
+                names.append(path.stem)
+        except Exception:  # a config whose target does not import is not an option to offer
+            continue
+    return names
+
+
+def check_task(data: TensorData, name: str, domain: str | None) -> None:
+    """A loss and a data set of different kinds (class indices vs binary or real labels): one paragraph.
+
+    A multiclass loss on binary or regression data, or a binary or real-valued loss on multiclass
+    data (integer class indices with K logits per row), names what was given and what fits.
+    """
+    if not isinstance(domain, str):
+        return
+    if domain == "classes" and data.task != "multiclass":
+        fits = ", ".join(f"data={d}" for d in data_options("classes"))
+        raise LossInputError(
+            f"{name} is a multiclass loss (labels: {DOMAINS['classes']}), but data={data.name} is a "
+            f"{data.task} set (labels {DOMAINS.get(data.labels, data.labels)}). Accepted: multiclass data "
+            f"({fits}), or a {data.task} loss for data={data.name}."
+        )
+    if data.task == "multiclass" and domain != "classes":
+        k = data.num_classes if data.num_classes is not None else "K"
+        fits = ", ".join(f"data={d}" for d in data_options(domain)) or "a data set in this domain"
+        losses = ", ".join(f"loss={n}" for n in multiclass_losses())
+        raise LossInputError(
+            f"{name} is a {task_of_domain(domain)} loss (labels in {DOMAINS[domain]}), but data={data.name} "
+            f"is a multiclass set ({k} classes: integer class indices in [0, {k}), {k} logits per row). "
+            f"Accepted: a multiclass loss for data={data.name} ({losses}), or {task_of_domain(domain)} "
+            f"data for {name} ({fits})."
+        )
 
 
 def check_labels(data: TensorData, loss: nn.Module, source: str = "loss") -> None:
@@ -187,6 +238,7 @@ def check_labels(data: TensorData, loss: nn.Module, source: str = "loss") -> Non
     stock torch loss, a user's class or `loss.domain`) is checked against it here, once, before
     training, so a wrong data set is refused instead of failing or training on nonsense.
     """
+    check_task(data, getattr(loss, "name", type(loss).__name__), getattr(loss, "domain", None))
     if isinstance(loss, LossBase):
         try:
             for y in (data.y_train, data.y_val, data.y_test):
@@ -213,6 +265,12 @@ def check_labels(data: TensorData, loss: nn.Module, source: str = "loss") -> Non
 
 def domain_hint(exc: LossInputError, data: TensorData, name: str, domain: str) -> str:
     """The loss's message plus the data options that fit; real-valued labels cannot be mapped."""
+    if domain == "classes":
+        k = data.num_classes if data.num_classes is not None else "K"
+        return (
+            f"{exc} (data={data.name} has {k} classes; loss.num_classes, when set, must be {k}: leave it "
+            "at its default, the data's num_classes)"
+        )
     fits = ", ".join(f"data={d}" for d in data_options(domain)) or "a data set in this domain"
     if data.labels == "real" and domain in ("pm1", "01"):
         return (

@@ -4,6 +4,7 @@ The builders are exported here because configs name them as `losslab.models.<bui
 (`_target_` in conf/model/*.yaml and in users' own model configs).
 """
 
+from losslab.models.cnn1d import cnn1d
 from losslab.models.dense import linear, mlp
 
-__all__ = ["linear", "mlp"]
+__all__ = ["cnn1d", "linear", "mlp"]

@@ -25,7 +25,9 @@ from losslab.vocab import HIGHER_IS_BETTER, TASK_METRICS, primary_metric, task_o
 #: metric -> (higher is better, the first task that logs it), from the one declaration in losslab.vocab.
 #: A metric may belong to several tasks (accuracy: binary and multiclass): `tasks_of` lists them all.
 METRICS: dict[str, tuple[bool, str]] = {
-    name: (HIGHER_IS_BETTER[name], task_of(name) or task) for task, names in TASK_METRICS.items() for name in names
+    name: (HIGHER_IS_BETTER[name], task_of(name) or task)
+    for task, names in TASK_METRICS.items()
+    for name in names
 }
 PRIMARY = {task: primary_metric(task) for task in TASK_METRICS}
 
@@ -69,8 +71,8 @@ def resolve_metric(runs: Sequence[RunData], name: str | None) -> TaskMetric:
         mix = ", ".join(f"{t} ({n} runs)" for t, n in sorted(tasks.items()))
         raise ReportError(
             f"These runs mix tasks ({mix}): their metrics cannot be ranked together. Report one task at a "
-            "time (--task binary, --task multiclass or --task regression), one study (--sweep PARENT_RUN_ID) or one experiment "
-            "(--experiment NAME)."
+            "time (--task binary, --task multiclass or --task regression), one study (--sweep "
+            "PARENT_RUN_ID) or one experiment (--experiment NAME)."
         )
     task = next(iter(tasks), None)
     if task is not None and task not in PRIMARY:
@@ -87,8 +89,8 @@ def resolve_metric(runs: Sequence[RunData], name: str | None) -> TaskMetric:
     if task is not None and task not in owners:
         fitting = ", ".join(TASK_METRICS[task])
         raise ReportError(
-            f"--metric {name} is a {' and '.join(owners)} metric but these runs are {task} (tag task={task}); "
-            f"{task} metrics: {fitting}."
+            f"--metric {name} is a {owners[0]} metric but these runs are {task} (tag task={task}); "
+            f"{task} metrics: {fitting} ({name} is logged by {' and '.join(owners)} runs)."
         )
     metric_task = task_of(name, task)
     assert metric_task is not None

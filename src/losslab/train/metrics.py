@@ -4,9 +4,9 @@ A loss's own value cannot compare designs (hinge's grows with its margin; MSE an
 different things), so every run is also scored on the task: binary accuracy and ROC AUC on
 the raw scores; regression RMSE, MAE and R^2; or, for multiclass logits (N, K), accuracy, balanced
 accuracy (macro-averaged recall), macro F1, NLL (mean -log softmax_y), ECE (15 equal-width bins
-on the top-label confidence, l1) and the Brier score (mean sum_k (p_k - onehot_k)^2). The values come from torchmetrics' functional
-API, on the device, once per validation (on the whole split in one call): a training step
-never computes or syncs anything here.
+on the top-label confidence, l1) and the Brier score (mean sum_k (p_k - onehot_k)^2). The values
+come from torchmetrics' functional API, on the device, once per validation (on the whole split in
+one call): a training step never computes or syncs anything here.
 
 Decision threshold (binary accuracy): a loss may declare `decision_threshold` (a score);
 LossLab's {-1,+1} margin losses declare 0, and its {0,1} losses on logits (bce_with_logits,

@@ -58,6 +58,8 @@ class LossLabModule(pl.LightningModule):
         self.val_metrics: dict[str, Tensor] = {}
         self.best_metrics: dict[str, float] | None = None
         self.best_step: int | None = None
+        #: (global step, value) of the primary metric at every validation (the overfitting tag reads it)
+        self.primary_history: list[tuple[int, float]] = []
         self._best_state: dict[str, Tensor] | None = None
         self._val_sum: Tensor | None = None
         self._val_count = 0
@@ -129,10 +131,12 @@ class LossLabModule(pl.LightningModule):
     def _select(self, values: dict[str, Tensor]) -> None:
         """Keep the weights of the validation with the best primary metric (one host read)."""
         host = dict(zip(values, torch.stack(list(values.values())).tolist(), strict=True))
+        step = self.trainer.global_step if self._trainer is not None else 0
+        self.primary_history.append((step, host[self.primary]))
         best = None if self.best_metrics is None else self.best_metrics[self.primary]
         if better(self.primary, host[self.primary], best):
             self.best_metrics = host
-            self.best_step = self.trainer.global_step if self._trainer is not None else 0
+            self.best_step = step
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     @torch.no_grad()

@@ -535,7 +535,10 @@ def test_loss_config_default_data_is_in_its_domain(name):
     assert loss_fn.__class__.__module__.startswith("losslab.losses")
     # the whole training set passes the loss's own label check
     loss_fn.prepare_targets(data.y_train)
-    y_pred = torch.zeros_like(data.y_train, requires_grad=True)
+    if data.task == "multiclass":  # (N, K) logits against (N,) class indices
+        y_pred = torch.zeros(data.n_train, data.out_features, requires_grad=True)
+    else:
+        y_pred = torch.zeros_like(data.y_train, requires_grad=True)
     out = loss_fn(y_pred, data.y_train, data.w_train)
     assert out.dim() == 0 and torch.isfinite(out)
     out.backward()

@@ -110,7 +110,7 @@ def test_defaults_are_the_papers() -> None:
     sce = SCE()
     assert (sce.alpha, sce.beta, sce.A) == (0.1, 1.0, -4.0)
     nce_rce = NCE_RCE()
-    assert (nce_rce.alpha, nce_rce.beta, nce_rce.A) == (1.0, 10.0, -4.0)
+    assert (nce_rce.alpha, nce_rce.beta, nce_rce.A) == (1.0, 1.0, -4.0)
 
 
 def test_cross_entropy_and_label_smoothing_match_torch() -> None:
@@ -309,7 +309,7 @@ CONFIGS = {
     "mae": (MAE, {}),
     "gce": (GCE, {"q": 0.7}),
     "sce": (SCE, {"alpha": 0.1, "beta": 1.0, "A": -4.0}),
-    "nce_rce": (NCE_RCE, {"alpha": 1.0, "beta": 10.0, "A": -4.0}),
+    "nce_rce": (NCE_RCE, {"alpha": 1.0, "beta": 1.0, "A": -4.0}),
 }
 
 

@@ -54,8 +54,8 @@ def test_non_finite_scores_give_nan_not_a_plausible_number():
 
 
 def test_unknown_task_is_refused():
-    with pytest.raises(ValueError, match="unknown task 'multiclass'"):
-        task_metrics("multiclass", torch.zeros(3), torch.zeros(3))
+    with pytest.raises(ValueError, match="unknown task 'ranking'"):
+        task_metrics("ranking", torch.zeros(3), torch.zeros(3))
 
 
 @pytest.mark.parametrize(
