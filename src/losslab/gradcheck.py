@@ -42,7 +42,11 @@ from losslab.logs import one_line
 LossFn = Callable[..., Tensor]
 
 #: label domains targets can be drawn from (the `domain` a loss declares)
-TARGETS = ("real", "pm1", "01")
+TARGETS = ("real", "pm1", "01", "classes")
+#: classes when a multiclass loss does not pin K (`num_classes`); rows of its (N, K) logits are capped
+#: at MAX_ROWS so the Hessian check stays a few hundred coordinates
+DEFAULT_CLASSES = 3
+MAX_ROWS = 2
 DEFAULT_SHAPES: tuple[tuple[int, ...], ...] = ((16,), (8, 1), (4, 3))
 #: one-sided differences that disagree by more than this fraction of the point's largest
 #: derivative mean the stencil straddles a kink (smooth curvature gives only step * f'')
@@ -173,6 +177,9 @@ def check_loss(
         report.notes.append(f"{label} declares no `domain`: real targets (set gradcheck.targets to change).")
     model = _as_float64(loss)
     shapes = _pin_batch(model, shapes)
+    if kind == "classes":  # (N, K) logits and (N,) integer labels
+        k = getattr(loss, "num_classes", None) or DEFAULT_CLASSES
+        shapes = [(min(s[0], MAX_ROWS), int(k)) for s in shapes]
     opts = _Settings(step=step, delta=delta, atol=atol, rtol=rtol, kink_aware=kink_aware)
 
     def sample(weights: bool) -> list[tuple[Tensor, Tensor, Tensor | None]]:
@@ -287,6 +294,8 @@ def _accepts_weight(loss: LossFn) -> bool:
 
 
 def _sample_targets(kind: str, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
+    if kind == "classes":  # one class index per row of (N, K) logits
+        return torch.randint(0, shape[1], (shape[0],), generator=gen)
     if kind == "real":
         return torch.randn(shape, generator=gen, dtype=F64)
     bits = torch.randint(0, 2, shape, generator=gen).to(F64)
@@ -306,7 +315,7 @@ def _sample(
     gen = torch.Generator().manual_seed(seed)
     wgen = torch.Generator().manual_seed(seed + 1)
     if inputs is not None:
-        pairs = [(torch.as_tensor(x).to(F64), torch.as_tensor(t).to(F64)) for x, t in inputs]
+        pairs = [(torch.as_tensor(x).to(F64), _as_targets(torch.as_tensor(t), kind)) for x, t in inputs]
     else:
         pairs = []
         for i in range(points):
@@ -319,6 +328,11 @@ def _sample(
         w = 0.1 + 1.9 * torch.rand(x.shape[0], generator=wgen, dtype=F64) if weighted else None
         out.append((x, t, w))
     return out
+
+
+def _as_targets(t: Tensor, kind: str) -> Tensor:
+    """Given targets in float64, except class indices (domain `classes`), which stay integers."""
+    return t if kind == "classes" else t.to(F64)
 
 
 def _run_case(
@@ -505,6 +519,8 @@ def _where(index: int, x: Tensor, t: Tensor, order: int, flat: int, analytic: Te
         return "[" + ", ".join(str(int(i)) for i in torch.unravel_index(torch.tensor(k), x.shape)) + "]"
 
     xs, ts = x.detach().reshape(-1), t.reshape(-1)
+    if ts.numel() != xs.numel() and x.dim() == 2 and ts.numel() == x.shape[0]:  # class index per row
+        ts = ts.repeat_interleave(x.shape[1])
     what = f"d/dy_pred{pos(col)}" if order == 1 else f"d2/dy_pred{pos(row)}dy_pred{pos(col)}"
     auto, num = float(analytic[row, col]), float(fd[row, col])
     return (

@@ -5,6 +5,10 @@ every epoch, a sqlite store) vs the raw loop, on a small (32-256-256-1) and a 4x
 plain Lightning (same module, no callbacks, no tracking) runs alongside: Lightning's loop is a
 floor LossLab cannot go under, and LossLab / plain Lightning is the part LossLab adds.
 
+Row 1.cnn: the same comparison per training step for the multiclass task, the MNIST-1D reference CNN
+(model=cnn1d, data=mnist1d, loss=cross_entropy, batch 100): LossLab's `trainer.fit` seconds per step /
+the raw loop's training seconds per step (no Lightning variant, to keep it cheap).
+
 Run alone: `python -m losslab.bench --only 1` (or `python -m losslab.bench.overhead`).
 """
 
@@ -87,7 +91,60 @@ def run(ctx: Context) -> None:
             f"LossLab {mib(ll['peak_rss_mib'])}, raw {mib(raw['peak_rss_mib'])}{gpu}",
         )
         out[fid] = fig
+    out["1.cnn"] = _cnn_row(ctx, uri)
     ctx.results["1"] = out
+
+
+def cnn_overrides(steps: int, threads: int) -> list[str]:
+    """The multiclass job: the MNIST-1D paper's CNN with cross-entropy, batch 100, Adam, val every epoch."""
+    return [
+        "data=mnist1d",
+        "model=cnn1d",
+        "loss=cross_entropy",
+        "optimizer=adam",
+        "optimizer.lr=0.01",
+        f"trainer.max_steps={steps}",
+        "trainer.enable_progress_bar=false",
+        f"torch_threads={threads}",
+        "rerun=true",
+        "tracking.experiment=bench",
+        "tracking.log_curve_png=false",
+    ]
+
+
+def _cnn_row(ctx: Context, uri: str) -> dict[str, Any]:
+    """LossLab / raw loop per training step, CNN on MNIST-1D; a fifth of the small MLP's steps."""
+    from hydra.utils import instantiate
+
+    s = ctx.sizes
+    steps = max(5, s.steps // 5)
+    cfg = compose(cnn_overrides(steps, s.threads))
+    instantiate(cfg.data)  # generate MNIST-1D into its cache once, outside every timing
+    samples = ctx.ab({"losslab": lambda c: losslab_run(c, uri), "raw": raw_run}, cfg)
+    per_step = {
+        name: [(x.fit_seconds or 0.0) / max(int(x.info.get("steps", steps)), 1) for x in samples[name]]
+        for name in ("losslab", "raw")
+    }
+    ll_ms = 1000 * sorted(per_step["losslab"])[len(per_step["losslab"]) // 2]
+    raw_ms = 1000 * sorted(per_step["raw"])[len(per_step["raw"]) // 2]
+    r = paired_ratio(samples["losslab"], samples["raw"], "fit_seconds")
+    ctx.row(
+        "1.cnn",
+        f"LossLab / raw loop per step, CNN (cnn1d) on MNIST-1D, {steps} steps",
+        r,
+        "x",
+        f"{ll_ms:.2f} ms vs {raw_ms:.2f} ms a step (median)",
+    )
+    return {
+        "model": "cnn1d",
+        "data": "mnist1d",
+        "steps": steps,
+        "ratio": round(r, 4),
+        "losslab_ms_per_step": round(ll_ms, 4),
+        "raw_ms_per_step": round(raw_ms, 4),
+        "losslab": summary(samples["losslab"]),
+        "raw": summary(samples["raw"]),
+    }
 
 
 if __name__ == "__main__":
