@@ -24,6 +24,7 @@ from typing import Any
 
 from losslab.outcomes.classify import classify, overfitting
 from losslab.outcomes.rules import OutcomeRules
+from losslab.vocab import TASK_METRICS, primary_metric
 
 #: the outcome.* config keys that are classification rules (stop_on_divergence is not one)
 RULE_KEYS = {f.name for f in fields(OutcomeRules)}
@@ -86,7 +87,17 @@ def relabel_run(client: Any, run: Any, rules: OutcomeRules, dry_run: bool = Fals
     except ValueError:
         steps = None
     outcome = classify([v for _, v in train], rules, planned_steps=steps if steps and steps > 0 else None)
-    over = overfitting(train, val, rules)
+    task = run.data.tags.get("task") or run.data.params.get("data.task")
+    metric = primary_metric(task) if task in TASK_METRICS else None
+    metric_curve = (
+        sorted(
+            ((m.step, m.value) for m in client.get_metric_history(run_id, f"val/{metric}")),
+            key=lambda p: p[0],
+        )
+        if metric
+        else []
+    )
+    over = overfitting(train, val, rules, metric=metric, metric_curve=metric_curve)
     tags = {
         "outcome": outcome.label,
         "outcome_reason": outcome.reason,

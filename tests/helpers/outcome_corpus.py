@@ -52,6 +52,10 @@ SHAPES: dict[str, Callable[[np.ndarray, np.ndarray, Spec], np.ndarray]] = {
     "turn_up": lambda u, t, s: np.exp(-u / 0.05) + _piecewise(u, [0, 0.8, 1], [0, 0, 0.2]),
     "osc": lambda u, t, s: np.exp(-u / 0.1) + 0.1 * np.cos(2 * np.pi * t / s.period + 0.3),
     "osc_flat": lambda u, t, s: 0.1 * np.cos(2 * np.pi * t / s.period + 0.3),
+    # a loss that alternates +-30% of its level around a falling curve (period 2: every step)
+    "osc_relative": lambda u, t, s: (
+        (0.3 + np.exp(-u / 0.1)) * (1.0 + 0.3 * np.cos(2 * np.pi * t / s.period + 0.3))
+    ),
     "exp_growth": lambda u, t, s: np.exp(5.0 * u) - 1.0,
     "linear_rise": lambda u, t, s: u,
     "rise_50x": lambda u, t, s: 1.0 + 49.0 * u,
@@ -105,6 +109,32 @@ def synthetic() -> list[Spec]:
             expected=r["expected"],
         )
         for r in rows
+    ]
+
+
+#: run lengths and periods of the short-run oscillation corpus: each must read `oscillating`
+SHORT_LENGTHS = (20, 30, 40, 60, 80, 150)
+SHORT_PERIODS = (2, 3, 5)
+
+
+def short_oscillations() -> list[Spec]:
+    """A loss alternating +-30% of its level with period 2, 3 or 5, over 20 to 150 steps, noise 1% of
+    the final level: `oscillating` at every length (the rule holds from 20 steps)."""
+    return [
+        Spec(
+            f"osc_relative_p{p}_{n}",
+            "osc_relative",
+            n,
+            0.0,
+            1.0,
+            0.003,
+            float(p),
+            0,
+            1000 * p + n,
+            "oscillating",
+        )
+        for n in SHORT_LENGTHS
+        for p in SHORT_PERIODS
     ]
 
 

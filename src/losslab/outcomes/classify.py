@@ -40,7 +40,7 @@ from losslab.outcomes.divergence import (
     first_divergence,
     limits,
 )
-from losslab.outcomes.figures import Figures, figures
+from losslab.outcomes.figures import Figures, figures, null_share
 from losslab.outcomes.overfitting import Overfitting, overfitting
 from losslab.outcomes.rules import OutcomeRules
 from losslab.vocab import OUTCOME_LABELS
@@ -101,7 +101,7 @@ def _shape(y: np.ndarray, rules: OutcomeRules) -> tuple[str, str, int | None, Fi
         )
     # 2. oscillating in the last half
     half = f.n - f.n // 2
-    share_needed = max(rules.osc_share, 40.0 / half)
+    share_needed = max(rules.osc_share, null_share(half, rules.osc_false_alarm))
     if f.osc_share >= share_needed and f.osc_swing >= rules.osc_amplitude * f.height:
         return (
             "oscillating",

@@ -96,37 +96,73 @@ def trend(last: np.ndarray) -> tuple[float, float]:
     return slope * (w - 1), t_stat
 
 
-def oscillation(seg: np.ndarray) -> tuple[float, float, float]:
-    """(period in steps, share of variance, peak-to-peak swing) of the strongest periodic band of `seg`.
+#: the fewest cycles in the last half that count as an oscillation: 2 (a period up to a quarter of
+#: the run); fewer is a kink or a late drop
+MIN_CYCLES = 2.0
 
-    The segment is detrended by a quadratic (a converging curve is smooth, not periodic), then its
-    power spectrum is searched for the frequency band (peak bin +- 1) holding the most variance,
-    among frequencies of at least 3 cycles per segment (period 2 up to a third of the segment). A sine
-    puts ~90% of the variance in its band, white noise a few percent per band.
+
+def oscillation(seg: np.ndarray) -> tuple[float, float, float]:
+    """(period in steps, share of variance, peak-to-peak swing) of the strongest sinusoid in `seg`.
+
+    The segment is detrended by a quadratic (a converging curve is smooth, not periodic); then, at
+    every frequency of at least `MIN_CYCLES` cycles per segment up to the Nyquist frequency (period
+    2), a sinusoid (a cosine and a sine, 2 degrees of freedom) is fitted to the residual by least
+    squares, jointly with the quadratic, and the frequency that explains the most of it wins. The
+    frequencies are a fine grid (at least 512 points over the whole band, so a period of 3 in a
+    10-point segment is fitted within a few per cent), and the fits come from FFTs in closed form.
+    A sine at any period puts nearly all of the variance in its fit; white noise of m points about
+    1/m per frequency (`null_share` gives how far the best of all frequencies reaches by chance).
     """
     m = len(seg)
     if m < 8:
         return math.nan, 0.0, 0.0
     x = np.linspace(-1.0, 1.0, m)
-    resid = seg - np.polyval(np.polyfit(x, seg, 2), x)
+    q, _ = np.linalg.qr(np.vander(x, 3))  # orthonormal basis of the quadratic trend
+    resid = seg - q @ (q.T @ seg)
     total = float(resid @ resid)
     if total <= 0:
         return math.nan, 0.0, 0.0
-    spec = np.abs(np.fft.rfft(resid)) ** 2
-    weight = np.full(len(spec), 2.0)
-    weight[0] = 1.0
-    if m % 2 == 0:
-        weight[-1] = 1.0
-    power = weight * spec / m  # Parseval: power.sum() == total
-    k_lo = 3  # at least 3 cycles in the segment: a kink or a late drop is not an oscillation
-    if len(power) <= k_lo:
-        return math.nan, 0.0, 0.0
-    band = np.convolve(power, np.ones(3), mode="same")
-    band[0] = 0.0
-    k = int(k_lo + np.argmax(band[k_lo:]))
-    share = float(band[k] / total)
-    swing = 2.0 * math.sqrt(2.0 * band[k] / m)  # peak-to-peak of a sine with that variance
-    return m / k, share, swing
+    size = max(4 * m, 512)  # zero padding: frequency w_j = 2 pi j / size, j = 0 .. size/2
+    j = np.arange(size // 2 + 1)
+    w = 2.0 * np.pi * j / size
+    cycles = j * m / size
+    fr = np.fft.rfft(resid, size)
+    rc, rs = fr.real, -fr.imag  # sum r_t cos(w t), sum r_t sin(w t)
+    fq = np.fft.rfft(q, size, axis=0)
+    qc, qs = fq.real, -fq.imag  # the quadratic basis against cos / sin, to project them off it
+    sin_w = np.sin(w)
+    tiny = np.abs(sin_w) < 1e-12  # w = 0 or pi: sum cos(2wt) = m
+    dirichlet = np.where(tiny, float(m), np.sin(m * w) / np.where(tiny, 1.0, sin_w))
+    c2, s2 = dirichlet * np.cos((m - 1) * w), dirichlet * np.sin((m - 1) * w)  # sum cos(2wt), sin(2wt)
+    cc = (m + c2) / 2.0 - (qc**2).sum(1)
+    ss = (m - c2) / 2.0 - (qs**2).sum(1)
+    cs = s2 / 2.0 - (qc * qs).sum(1)
+    det = cc * ss - cs * cs
+    with np.errstate(divide="ignore", invalid="ignore"):
+        two = (rs**2 * cc - 2.0 * cs * rc * rs + rc**2 * ss) / det
+        one = rc**2 / cc  # at the Nyquist frequency the sine vanishes: the cosine alone
+    use_two = (ss > 1e-6 * m) & (det > 1e-6 * np.abs(cc * ss))
+    explained = np.where(use_two, two, np.where(cc > 1e-9 * m, one, 0.0))
+    explained = np.where((cycles >= MIN_CYCLES) & np.isfinite(explained), explained, 0.0)
+    k = int(np.argmax(explained))
+    share = float(min(explained[k] / total, 1.0))
+    swing = 2.0 * math.sqrt(2.0 * share * total / m)  # peak-to-peak of a sine with that variance
+    return m / cycles[k], share, swing
+
+
+def null_share(m: int, false_alarm: float) -> float:
+    """The share of variance that the best-fitting sinusoid of `oscillation` reaches in white noise
+    of `m` points with probability `false_alarm`.
+
+    One frequency's share of the m - 3 residual degrees of freedom is Beta(1, (m - 5) / 2), so
+    P(share > s) = (1 - s) ** ((m - 5) / 2); over the frequency grid, counted as m independent
+    chances, s = 1 - (false_alarm / m) ** (2 / (m - 5)). Against 10,000 white-noise segments per
+    length (false_alarm 0.001) it reads 0.975 / 0.733 / 0.454 / 0.218 at m = 10 / 20 / 40 / 100,
+    where the simulated 99.9% quantiles are 0.968 / 0.730 / 0.457 / 0.216.
+    """
+    if m <= 5:
+        return 1.0
+    return float(1.0 - (false_alarm / m) ** (2.0 / (m - 5)))
 
 
 def figures(y: np.ndarray, rules: OutcomeRules) -> Figures:

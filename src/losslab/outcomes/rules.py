@@ -70,9 +70,13 @@ class OutcomeRules:
     near_tol: float = 0.25
     #: A curve that is still rising and has given back this share (50%) of its gain is diverged.
     giveback_tol: float = 0.5
-    #: Oscillation: one frequency band (2+ cycles in the last half) carries this share (50%) of the
-    #: last half's variance around its quadratic trend (white noise spreads over all bands) ...
+    #: Oscillation: one sinusoid (2+ cycles in the last half: a period from 2 steps to a quarter of
+    #: the run) carries this share (50%) of the last half's variance around its quadratic trend ...
     osc_share: float = 0.5
+    #: ... and more than white noise of the same length reaches with this probability (0.1%): a
+    #: short half needs more (97.5% at 10 points, 73% at 20, 45% at 40; the 50% above rules from 36
+    #: points on), so a run of 20 steps can oscillate and a noisy one does not by chance.
+    osc_false_alarm: float = 0.001
     #: ... and its peak-to-peak swing is at least this share (5%) of the curve's own range
     #: (max - min: the height of the plot), so a user would see it.
     osc_amplitude: float = 0.05
@@ -97,6 +101,7 @@ class OutcomeRules:
             "min_window must be >= 3": self.min_window >= 3,
             "noise_z, trend_t, progress_tol must be >= 0": min(self.noise_z, self.trend_t, self.progress_tol)
             >= 0,
+            "osc_false_alarm must be in (0, 1)": 0 < self.osc_false_alarm < 1,
             "near_tol, giveback_tol, worse_share, osc_share, osc_amplitude must be in [0, 1]": all(
                 0 <= v <= 1
                 for v in (

@@ -390,7 +390,13 @@ def _finish(
                 bad_step = curve[bad][0]
                 tags["first_bad_step"] = bad_step
                 final["outcome/first_bad_step"] = bad_step
-        over = overfitting(curve, recorder.history.get("val/loss", []), rules)
+        over = overfitting(
+            curve,
+            recorder.history.get("val/loss", []),
+            rules,
+            metric=module.primary,
+            metric_curve=module.primary_history,
+        )
         tags.update(overfitting=str(over.flag).lower(), overfitting_reason=over.reason)
         if over.best_val_step is not None:
             tags["best_val_step"] = over.best_val_step
