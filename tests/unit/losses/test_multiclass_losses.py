@@ -324,3 +324,13 @@ def test_config_builds_the_loss_with_the_papers_values(name: str) -> None:
     assert loss.num_classes is None
     for key, value in values.items():
         assert getattr(loss, key) == value
+
+
+@pytest.mark.parametrize("cls", [CrossEntropy, LabelSmoothing, MulticlassFocal, MAE, GCE, SCE, NCE_RCE])
+def test_gradcheck_draws_logits_and_class_indices_and_passes(cls) -> None:
+    from losslab.gradcheck import check_loss
+
+    report = check_loss(cls(num_classes=4), points=4)
+    assert report.passed, report.table()
+    assert all(row.passed for row in report.rows)  # first and second order, with and without weights
+    assert "shape (2, 4)" in " ".join(row.worst for row in report.rows)
