@@ -235,6 +235,10 @@ class RunRecorder:
         self.history: dict[str, list[tuple[int, float]]] = {k: [] for k in self.KEEP}
         self._pending: list[Metric] = []
         self._outage_since: float | None = None
+        #: set once a write failed for good (full disk, an error that is no outage): the points not
+        #: written stay here, in order, and nothing later is written before them (see `flush`)
+        self._failed: BaseException | None = None
+        self._unwritten: list[Metric] = []
         self.closed = False
         self._sql = SqliteMetricWriter.open(client.tracking_uri)
         # Every write runs on one background thread: the training thread only drains the device
@@ -361,6 +365,8 @@ class RunRecorder:
                 return  # still writing the last hand-over: these points go with the next one
             writing, self._writing = self._writing, None
             writing.result()  # re-raises the writer's error (TrackingError after a long outage)
+        if self._failed is not None:
+            return  # a write failed for good: later points must not land before the unwritten ones
         if self._pending:
             batch, self._pending = self._pending, []
             self._writing = self._writer.submit(self._write, batch, True)
@@ -379,9 +385,15 @@ class RunRecorder:
                 else:
                     self.client.log_batch(self.run_id, metrics=chunk)
             except Exception as exc:
-                if not self._transient(exc):
+                try:
+                    if not self._transient(exc):
+                        raise
+                    self._outage(exc, len(points))
+                except BaseException as final:
+                    # Stop here: these points (the failed batch first) stay queued in order, so the
+                    # curve never gets a hole (a later batch written while an earlier one was not).
+                    self._failed, self._unwritten = final, list(points)
                     raise
-                self._outage(exc, len(points))
                 if not block:
                     return
                 time.sleep(delay)
@@ -408,12 +420,48 @@ class RunRecorder:
                 f"(tracking.retry_seconds); {queued} points could not be written."
             ) from exc
 
+    def _write_after_failure(self) -> None:
+        """Once, at close: the points a failed write left, then the later ones, in step order.
+
+        Written only if the whole queue goes in (space freed, the store back); otherwise none of it,
+        so the stored curve is always the run's first steps without a gap. The failure itself was
+        already raised to the job (the run ends FAILED with it)."""
+        for name, step, value in self.buffer.drain():
+            self._pending.append(Metric(name, value, int(time.time() * 1000), step))
+        queued = self._unwritten + self._pending
+        self._unwritten, self._pending = [], []
+        if not queued:
+            return
+        try:
+            if self._sql is not None:
+                self._sql.write(self.run_id, queued)
+            else:
+                for chunk in _chunks(queued, MAX_METRICS):
+                    self.client.log_batch(self.run_id, metrics=chunk)
+        except Exception as exc:
+            log.warning(
+                "warning: %d points of run %s were not written (%s)",
+                len(queued),
+                self.run_id,
+                str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__,
+            )
+
     def close(self, status: str = "FINISHED", error: str | None = None) -> None:
         if self.closed:
             return
         self.closed = True
         try:
-            self.flush(block=True)
+            failure: Exception | None = None
+            try:
+                self.flush(block=True)
+            except Exception as exc:
+                if self._failed is None:
+                    raise
+                failure = exc  # first said here: still the run's error, after the queue is tried
+            if self._failed is not None:
+                self._write_after_failure()
+            if failure is not None:
+                raise failure
         except TrackingError as exc:  # the store stayed away: say so on the run if it comes back
             status, error = "FAILED", str(exc)
             raise
