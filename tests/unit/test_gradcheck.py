@@ -20,14 +20,9 @@ from helpers.custom_losses import (
     PlainSigmoidL1,
     UnreshapedWeights,
 )
-from losslab.gradcheck import (
-    builtin_losses,
-    check_configured_loss,
-    check_loss,
-    config_dir,
-    main,
-)
+from losslab.gradcheck import builtin_losses, config_dir, main
 from losslab.losses import Hinge, SigmoidWeightedL1, WeightedMSE
+from losslab.losses.fd_check import check_configured_loss, check_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTINS = {

@@ -328,7 +328,7 @@ def test_config_builds_the_loss_with_the_papers_values(name: str) -> None:
 
 @pytest.mark.parametrize("cls", [CrossEntropy, LabelSmoothing, MulticlassFocal, MAE, GCE, SCE, NCE_RCE])
 def test_gradcheck_draws_logits_and_class_indices_and_passes(cls) -> None:
-    from losslab.gradcheck import check_loss
+    from losslab.losses.fd_check import check_loss
 
     report = check_loss(cls(num_classes=4), points=4)
     assert report.passed, report.table()
