@@ -53,7 +53,7 @@ report: install  ## HTML + PNG report of the latest sweep into reports/
 # SKIP_INSTALL=1 uses VENV as it is (tests, CI): `make ui` then never runs pip.
 ui: $(if $(SKIP_INSTALL),,install)  ## MLflow UI on LOSSLAB_UI_HOST:LOSSLAB_UI_PORT (127.0.0.1:5000; no auth: keep it local)
 	@$(PY) -m losslab.links --store "$(STORE)"
-	$(VENV)/bin/mlflow ui --backend-store-uri "$(STORE)" --host "$(LOSSLAB_UI_HOST)" --port "$(LOSSLAB_UI_PORT)"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --workers 1 --backend-store-uri "$(STORE)" --host "$(LOSSLAB_UI_HOST)" --port "$(LOSSLAB_UI_PORT)"
 
 check-grads: install  ## finite-difference gradient check of every built-in loss
 	$(PY) -m losslab.gradcheck $(ARGS)

@@ -33,6 +33,43 @@ def _hydra_train(cfg: DictConfig) -> float:
     return run(cfg)
 
 
+#: Hydra's flags that take a value: what follows them is that value, never an override or -m
+_VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--info", "-i")
+_VALUE_FLAGS += ("--cfg", "-c", "--package", "-p", "--experimental-rerun")
+
+
+def multirun_first(argv: list[str]) -> list[str]:
+    """`-m`/`--multirun` anywhere: moved to the front, where Hydra's argparse accepts it. Its parser
+    takes the overrides as one run of positionals, so `loss=hinge -m trainer.max_steps=100` (an
+    override after -m, as people extend a command) was refused with argparse's usage."""
+    kept: list[str] = []
+    multirun = False
+    after_flag = False
+    for arg in argv:
+        if arg in ("-m", "--multirun") and not after_flag:
+            multirun = True
+            continue
+        after_flag = arg in _VALUE_FLAGS
+        kept.append(arg)
+    return ["-m", *kept] if multirun else kept
+
+
+def _store_uri(configured: str | None = None) -> str:
+    from losslab.tracking.params import redact_uri
+    from losslab.tracking.store import resolve_tracking_uri
+
+    return redact_uri(resolve_tracking_uri(configured or None))
+
+
+def register_store_resolver() -> None:
+    """`${losslab_store:${tracking.uri}}`: the store runs really go to (MLFLOW_TRACKING_URI, else
+    tracking.uri, else the checkout's or the current directory's mlflow.db), for `--help`."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("losslab_store"):
+        OmegaConf.register_new_resolver("losslab_store", _store_uri)
+
+
 def _refuse(exc: Exception) -> None:
     """LossLab's one-paragraph `Error:` for a command-line mistake, exit 2."""
     if not log.handlers:
@@ -50,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     # (a user's `loss._target_=my_loss.MyLoss`)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = multirun_first(list(sys.argv[1:] if argv is None else argv))
+    if "--help" in args or "-h" in args:
+        register_store_resolver()  # the help's footer names the store runs go to
     try:
         args = check(args)
     except CommandLineError as exc:

@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 
 VIEW = "workflowType=machine_learning"
+#: the parent-run tag holding the key of its sweep's shared view (`share_view`)
+VIEW_TAG = "losslab.view"
 WILDCARD = ("0.0.0.0", "::", "[::]", "")
 
 
@@ -46,9 +48,60 @@ def ui_base(tracking_uri: str | None = None) -> str:
     return f"http://{host}:{port}"
 
 
-def runs_url(experiment_id: str, tracking_uri: str | None = None) -> str:
-    """The experiment's runs table (parents with their children nested)."""
-    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{VIEW}"
+def runs_url(experiment_id: str, tracking_uri: str | None = None, view: str | None = None) -> str:
+    """The experiment's runs table (parents with their children nested); with `view` (a key from
+    `share_view`), as that view: the task metric and outcome columns shown, runs grouped by design."""
+    shared = f"&{SHARE_PARAM}={view}" if view else ""
+    return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs?{VIEW}{shared}"
+
+
+# The runs table's view state in a link. MLflow's UI (3.x, server/js/build: `viewStateShareKey`,
+# `mlflow.sharedViewState.`) reads only the search facets from a URL (searchFilter, orderByKey,
+# orderByAsc, startTime, lifecycleFilter, modelVersionFilter, datasetsFilter); the columns shown and
+# the grouping live in the browser's local storage, except for a *shared view*: `?viewStateShareKey=K`
+# loads the JSON in the experiment tag `mlflow.sharedViewState.K` (what the UI's Share button
+# writes), whose search facets and UI state (selectedColumns, groupBy, ...) then apply.
+SHARE_PARAM = "viewStateShareKey"
+SHARE_TAG = "mlflow.sharedViewState."
+#: the child-run tag the shared view groups by (set by the sweep at its end)
+DESIGN_TAG = "design"
+
+
+def _column(kind: str, name: str) -> str:
+    return f"{kind}.`{name}`"  # MLflow's canonical column key
+
+
+def view_state(metrics: Sequence[str], maximize: bool | None = None) -> dict:
+    """The runs table as a LossLab sweep is read: its task metric on val (the selection value) and
+    test, the outcome, the Dataset column; sorted on val; runs grouped by design (`DESIGN_TAG`)."""
+    columns = [_column("attributes", "Dataset")]
+    for m in metrics:
+        columns += [_column("metrics", f"best/val_{m}"), _column("metrics", f"test/{m}")]
+    columns += [_column("tags", "outcome"), _column("tags", DESIGN_TAG)]
+    state: dict = {
+        "selectedColumns": columns,
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": DESIGN_TAG}],
+        },
+        "groupsExpanded": {},
+    }
+    if metrics:
+        state["orderByKey"] = _column("metrics", f"best/val_{metrics[0]}")
+        state["orderByAsc"] = not maximize if maximize is not None else False
+    return state
+
+
+def share_view(client, experiment_id: str, state: dict) -> str:
+    """Store `state` as a shared view of the experiment; returns its key (the same state, the same
+    key: a sweep run twice adds no second tag)."""
+    import hashlib
+    import json
+
+    text = json.dumps(state, sort_keys=True)
+    key = "losslab-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    client.set_experiment_tag(experiment_id, SHARE_TAG + key, text)
+    return key
 
 
 def run_url(experiment_id: str, run_id: str, tracking_uri: str | None = None) -> str:
@@ -56,8 +109,9 @@ def run_url(experiment_id: str, run_id: str, tracking_uri: str | None = None) ->
     return f"{ui_base(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}?{VIEW}"
 
 
-def latest_sweep(client) -> tuple[str, str] | None:
-    """(experiment id, parent run id) of the newest sweep in the store, in any experiment."""
+def latest_sweep(client) -> tuple[str, str, str | None] | None:
+    """(experiment id, parent run id, its shared view's key or None) of the newest sweep in the
+    store, in any experiment."""
     experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
     if not experiments:
         return None
@@ -67,7 +121,9 @@ def latest_sweep(client) -> tuple[str, str] | None:
         max_results=1,
         order_by=["attributes.start_time DESC"],
     )
-    return (runs[0].info.experiment_id, runs[0].info.run_id) if runs else None
+    if not runs:
+        return None
+    return runs[0].info.experiment_id, runs[0].info.run_id, runs[0].data.tags.get(VIEW_TAG)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if latest is None:
         print(f"MLflow UI: {ui_base()}/#/experiments (no sweep in the store yet)")
     else:
-        print(f"latest sweep, runs table: {runs_url(latest[0])}")
+        print(f"latest sweep, runs table: {runs_url(latest[0], view=latest[2])}")
     return 0
 
 

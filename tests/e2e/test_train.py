@@ -103,16 +103,19 @@ def test_cli_user_loss_by_target(store, client, tmp_path: Path):
 
 
 def test_multirun_sweeps_the_loss_grid_under_one_parent(store, client, tmp_path: Path):
-    proc = run_train(["loss=hinge", "trainer.max_steps=15", "-m"], cwd=tmp_path)
+    # -m in the middle, as people extend a command; the margins narrowed on the command line, the
+    # grid's 3 seeds kept (conf/grid/hinge.yaml)
+    proc = run_train(["loss=hinge", "-m", "trainer.max_steps=15", "loss.margin=0,1"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "usage:" not in proc.stderr
     runs = all_runs(client)
     parents = [r for r in runs if r.data.tags.get("losslab.sweep") == "parent"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    margins = sorted(float(r.data.params["loss.margin"]) for r in children)
-    assert margins == [0.0, 0.25, 0.5, 1.0, 2.0]  # conf/grid/hinge.yaml
+    designs = sorted((float(r.data.params["loss.margin"]), int(r.data.params["seed"])) for r in children)
+    assert designs == [(m, s) for m in (0.0, 1.0) for s in (0, 1, 2)]
     assert all(r.info.status == "FINISHED" for r in children)
-    assert "[1/5]" in proc.stdout and "[5/5]" in proc.stdout and "Sweep summary" in proc.stdout
+    assert "[1/6]" in proc.stdout and "[6/6]" in proc.stdout and "Sweep summary" in proc.stdout
     # the comparison report is written when the sweep ends, and logged on the parent run
     assert "report: " in proc.stdout
     report = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}

@@ -115,34 +115,38 @@ def test_a_fresh_sweep_reviewed_in_the_ui_from_the_link_it_prints(
     link = re.search(r"MLflow UI \(start it with `make ui`\): (\S+)", sweep.stdout)
     assert link, sweep.stdout[-1500:]
     url = link.group(1)
-    assert url == f"http://127.0.0.1:{ui_port}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+    view = parent.data.tags["losslab.view"]  # the shared view: metric and outcome columns, grouped by design
+    base = f"http://127.0.0.1:{ui_port}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+    assert url == f"{base}&viewStateShareKey={view}"
 
     first_line = make_ui()
     assert first_line.strip() == f"latest sweep, runs table: {url}"  # `make ui` shows the same link
     assert _listening_hosts(ui_port) == {"127.0.0.1"}  # loopback, although HOST=0.0.0.0 is set
 
     names = sorted(r.info.run_name for r in children)
-    assert names == [
-        "m0.5-s0 (hinge-adam-lr0.001)",
-        "m0.5-s1 (hinge-adam-lr0.001)",
-        "m1-s0 (hinge-adam-lr0.001)",
-        "m1-s1 (hinge-adam-lr0.001)",
-    ]
+    assert names == ["m0.5-s0", "m0.5-s1", "m1-s0", "m1-s1"]  # the design first, the seed last
     with Browser(tmp_path / "profile") as page:
-        page.open(url)
+        page.open(base)  # the plain runs table: the parent, its children nested
         page.wait_text(parent.info.run_name, "Dataset")
         assert page.js(EXPAND) >= 1  # the parent row's expander: its children appear under it
         text = page.wait_text(*names, "binary (", "Train", "Validation")
         assert "5 matching runs" in text  # the parent and its 4 children
         page.screenshot(tmp_path / "runs_table.png")
+    with Browser(tmp_path / "profile2") as page:
+        # the printed link (a shared view): runs grouped by design, sorted on the task metric on val
+        page.open(url)
+        grouped = page.wait_text(
+            "Group by: design", "Group: margin=1", "Sort: best/val_accuracy", "best/val_accura", *names
+        )
+        assert "shared view" in grouped
+        page.screenshot(tmp_path / "runs_grouped.png")
 
         page.open(
             f"http://127.0.0.1:{ui_port}/#/experiments/{exp_id}/runs/{parent.info.run_id}?{url.split('?')[1]}"
         )
-        note = page.wait_text(
-            "Loss designs, ranked", "margin=0.5", "margin=1", "Val accuracy", "best/val_accuracy"
-        )
+        note = page.wait_text("Best: margin=", "margin=0.5", "margin=1", "Val accuracy", "best/val_accuracy")
         assert "Description" in note
+        page.screenshot(tmp_path / "parent_note.png")
 
         page.open(
             f"http://127.0.0.1:{ui_port}/#/experiments/{exp_id}/runs/{parent.info.run_id}"

@@ -20,7 +20,8 @@ multirun.yaml names the class that ran.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import copy
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -48,13 +49,18 @@ def override_shape(override: Override, is_group: Any) -> Hashable:
     return override.input_line or f"{key}={value}"
 
 
+def job_shape(parsed: Sequence[Override], is_group: Any) -> Hashable:
+    """The shape of one job: its overrides' shapes, in a fixed order."""
+    return tuple(sorted((override_shape(o, is_group) for o in parsed), key=repr))
+
+
 def distinct_shapes(batch: Sequence[Sequence[str]], parser: OverridesParser, is_group: Any) -> list[int]:
     """Indices of the first job of each shape in `batch`, in job order."""
     seen: set[Hashable] = set()
     firsts: list[int] = []
     for i, overrides in enumerate(batch):
         parsed = parser.parse_overrides(list(overrides))
-        shape = tuple(sorted((override_shape(o, is_group) for o in parsed), key=repr))
+        shape = job_shape(parsed, is_group)
         if shape not in seen:
             seen.add(shape)
             firsts.append(i)
@@ -63,26 +69,63 @@ def distinct_shapes(batch: Sequence[Sequence[str]], parser: OverridesParser, is_
 
 #: job override lists composed already in this sweep (by `validate_before_start`): not again
 _validated: set[tuple[str, ...]] = set()
+#: their composed configs, for the resume check (`job_configs`), which then composes none again
+_composed: dict[tuple[str, ...], DictConfig] = {}
 
 
-def _compose_shapes(loader: Any, master: DictConfig, batch: Sequence[Sequence[str]]) -> None:
-    """Compose the first job of each shape in `batch`; Hydra's exception for the first that fails."""
-    parser = OverridesParser.create(config_loader=loader)
+def _group_test(loader: Any) -> Any:
     repository = getattr(loader, "repository", None)
 
     def is_group(key: str) -> bool:
         # without the repository, treat every key as a group: validate every job, as Hydra does
         return repository is None or bool(repository.group_exists(key))
 
-    for i in distinct_shapes(batch, parser, is_group):
+    return is_group
+
+
+def _compose_shapes(loader: Any, master: DictConfig, batch: Sequence[Sequence[str]]) -> None:
+    """Compose the first job of each shape in `batch`; Hydra's exception for the first that fails."""
+    parser = OverridesParser.create(config_loader=loader)
+    for i in distinct_shapes(batch, parser, _group_test(loader)):
         if tuple(batch[i]) in _validated:
             continue
         try:
-            loader.load_sweep_config(master_config=master, sweep_overrides=list(batch[i]))
+            cfg = loader.load_sweep_config(master_config=master, sweep_overrides=list(batch[i]))
         except Exception as exc:
             exc.losslab_job = i  # type: ignore[attr-defined]  # which job: for the callback's message
             raise
         _validated.add(tuple(batch[i]))
+        _composed[tuple(batch[i])] = cfg
+
+
+def composed_configs() -> list[DictConfig]:
+    """The configs `validate_before_start` composed for this sweep: one per config shape."""
+    return list(_composed.values())
+
+
+def job_configs(loader: Any, master: DictConfig, jobs: Sequence[Sequence[str]]) -> Iterator[DictConfig]:
+    """Every job's composed config, in job order, composing only the first job of each shape (or
+    reusing what `validate_before_start` composed): another job of that shape is the same config
+    with its own numbers set as Hydra sets a plain `key=value` (`OmegaConf.update(..., merge=True)`).
+    A 90-job study of 6 designs composes 6 configs, not 90 (the resume check of a sweep with nothing
+    left to do). One config object per shape is updated in place: each yielded config holds until
+    the next is asked for (copy it to keep it)."""
+    parser = OverridesParser.create(config_loader=loader)
+    is_group = _group_test(loader)
+    by_shape: dict[Hashable, DictConfig] = {}
+    for overrides in jobs:
+        parsed = parser.parse_overrides(list(overrides))
+        shape = job_shape(parsed, is_group)
+        cfg = by_shape.get(shape)
+        if cfg is None:
+            cfg = _composed.get(tuple(overrides))
+            if cfg is None:
+                cfg = loader.load_sweep_config(master_config=master, sweep_overrides=list(overrides))
+            cfg = by_shape[shape] = copy.deepcopy(cfg)  # updated in place below: keep the original
+        for o in parsed:
+            if isinstance(override_shape(o, is_group), tuple):  # a plain number: set it
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        yield cfg
 
 
 def validate_before_start(config: DictConfig, jobs: Sequence[Sequence[str]] | None) -> str | None:
@@ -92,6 +135,7 @@ def validate_before_start(config: DictConfig, jobs: Sequence[Sequence[str]] | No
     from hydra.core.global_hydra import GlobalHydra
 
     _validated.clear()  # a new sweep: what an earlier one in this process composed does not count
+    _composed.clear()
     if not jobs or not GlobalHydra.instance().is_initialized():
         return None
     try:

@@ -58,6 +58,14 @@ def count_jobs(task_overrides: list[str], sweeper_params: dict[str, Any] | None)
     return total
 
 
+def report_dir_name(name: str) -> str:
+    """`report.assemble.safe_name`, without importing the report (scipy, matplotlib: seconds) into a
+    sweep that only says it has nothing to do; a test keeps the two equal."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"
+
+
 def _claim_sweep_dir(sweep_dir: Path) -> None:
     """Refuse a folder another sweep already owns (two sweeps started in the same instant)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +142,6 @@ class SweepTracker(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra_plugins.losslab_sweeper.sweeper import use_for, validate_before_start
-        from losslab.sweep.workers import start_warming
 
         use_for(config)  # Hydra's basic sweeper validates one job per config shape, not every job
         self._jobs = parent.job_overrides(config)  # every job's overrides (None: not a grid sweep)
@@ -142,7 +149,11 @@ class SweepTracker(Callback):
         if problem is not None:
             self.log.error("Error: %s", problem)
             sys.exit(2)
-        start_warming(config)  # joblib: workers import torch/Lightning/MLflow while this sets up
+        from hydra_plugins.losslab_sweeper.sweeper import composed_configs
+
+        line = parent.data_line(parent.data_per_loss(composed_configs()))
+        if line:  # before the first job: a sweep over losses may not compare them on one data set
+            self.log.info("%s", line)
         from losslab.tracking.store import TrackingError
 
         # Hydra turns a callback's exception into a warning and carries on; a sweep without its
@@ -184,6 +195,11 @@ class SweepTracker(Callback):
         self.swept = parent.swept_keys(config)
         os.environ[SWEEP_KEYS_ENV] = ",".join(self.swept)
         self._exit_if_all_done(config, exp_id)
+        from losslab.sweep.workers import start_warming
+
+        # joblib: workers import torch/Lightning/MLflow while this sets up (not before the resume
+        # check: a sweep with nothing to do would pay for their imports on the same cores)
+        start_warming(config)
         overrides = redact_overrides(hc.overrides.task)
         params = hc.sweeper.get("params")
         size = count_jobs(
@@ -242,9 +258,7 @@ class SweepTracker(Callback):
         last = parent.latest_parent(self.client, run_ids)
         where = "rerun=true runs them again."
         if last is not None:
-            from losslab.report.assemble import safe_name
-
-            local = Path("reports") / safe_name(last.info.run_name or last.info.run_id) / "index.html"
+            local = Path("reports") / report_dir_name(last.info.run_name or last.info.run_id) / "index.html"
             report = (
                 f"{local}" if local.is_file() else f"`python -m losslab.compare --sweep {last.info.run_id}`"
             )
@@ -389,11 +403,12 @@ class SweepTracker(Callback):
             self._close_if_open("FAILED" if failed else "FINISHED")
             tune = self._tune(config)
             report = self._report(config, tune)
-            self._annotate(report, rows)
+            view = self._share_view(rows, tune)
+            self._annotate(report, rows, view)
             self.log.info(
                 "MLflow UI (start it with `make ui`): %s\n  this sweep's parent run: %s\n"
                 "  report again: python -m losslab.compare --sweep %s%s",
-                links.runs_url(self.exp_id, self.uri),
+                links.runs_url(self.exp_id, self.uri, view),
                 links.run_url(self.exp_id, self.parent_id, self.uri),
                 self.parent_id,
                 " --tune " + " ".join(tune) if tune else "",
@@ -402,7 +417,26 @@ class SweepTracker(Callback):
             self.log.error("%d of %d jobs failed", len(failed), len(rows))
             sys.exit(1)
 
-    def _annotate(self, report: Any, rows: list[dict[str, Any]]) -> None:
+    def _share_view(self, rows: list[dict[str, Any]], tune: list[str]) -> str | None:
+        """Each child tagged with its design, and the runs table's view (task metric and outcome
+        columns, grouped by design) stored as a shared view of the experiment: its key, or None."""
+        from losslab.vocab import HIGHER_IS_BETTER
+
+        try:
+            for r in rows:
+                if r.get("run_id"):
+                    design = parent.design_of(r.get("overrides", []), self.swept, tune)
+                    self.client.set_tag(r["run_id"], links.DESIGN_TAG, design)
+            metrics = sorted({str(r["metric"]) for r in rows if r.get("metric")})
+            state = links.view_state(metrics, HIGHER_IS_BETTER.get(metrics[0]) if metrics else None)
+            key = links.share_view(self.client, self.exp_id, state)
+            self.client.set_tag(self.parent_id, links.VIEW_TAG, key)
+            return key
+        except Exception as exc:  # the plain runs link still works
+            self.log.warning("warning: no grouped runs view (%s: %s)", type(exc).__name__, exc)
+            return None
+
+    def _annotate(self, report: Any, rows: list[dict[str, Any]], view: str | None = None) -> None:
         """The design table as the parent's note, the best design's metrics; never fails the sweep."""
         link = None
         if report is not None:
@@ -411,6 +445,7 @@ class SweepTracker(Callback):
             )
             link = f"{links.run_url(self.exp_id, self.parent_id, self.uri)} (Artifacts: {where})"
         try:
-            parent.annotate(self.client, self.parent_id, report, rows, link)
+            runs_link = links.runs_url(self.exp_id, self.uri, view) if view else None
+            parent.annotate(self.client, self.parent_id, report, rows, link, runs_link)
         except Exception as exc:
             self.log.warning("warning: the parent run has no note (%s: %s)", type(exc).__name__, exc)

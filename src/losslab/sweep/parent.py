@@ -105,16 +105,21 @@ def pending_jobs(
     done = _finished_by_hash(client, experiment_id)
     if not done:  # nothing FINISHED yet (a new study): no job can be covered, compose none of them
         return None
-    loader = GlobalHydra.instance().config_loader()
+    from hydra_plugins.losslab_sweeper.sweeper import job_configs
+
+    # one composition per config shape (the others differ in numbers only): seconds, not minutes
+    configs = job_configs(GlobalHydra.instance().config_loader(), config, jobs)
     found: list[str] = []
     shas: dict[str, str | None] = {}  # target -> fingerprint: each source file hashed once per sweep
-    for overrides in jobs:
+    while True:
         try:
-            job_cfg = loader.load_sweep_config(config, list(overrides))
+            job_cfg = next(configs)
+        except StopIteration:
+            break
         except Exception:
             return None  # a job that cannot compose will fail and be reported: run the sweep
         with open_dict(job_cfg):  # what the job's task sees: Hydra removes its own node first
-            del job_cfg["hydra"]
+            job_cfg.pop("hydra", None)
         try:
             runs = done.get(config_hash(job_cfg), [])
         except Exception:
@@ -125,6 +130,34 @@ def pending_jobs(
             return None
         found.append(run_id)
     return (len(jobs), found) if len(found) == len(jobs) else None
+
+
+def data_per_loss(configs: Iterable[DictConfig]) -> dict[str, list[str]]:
+    """data set -> the losses (a study's designs: their losses) that run on it, from the composed
+    configs of a sweep's jobs (one per config shape is enough: a number never changes the data)."""
+    out: dict[str, list[str]] = {}
+    for cfg in configs:
+        data = str(OmegaConf.select(cfg, "data.name", default=None) or "?")
+        raw = OmegaConf.select(cfg, "hydra.runtime.choices", default=None)
+        choices = {str(k): str(v) for k, v in (raw or {}).items() if v is not None}
+        loss = loss_label(cfg, choices)
+        if choices.get("design"):
+            loss = choices["design"]
+        if loss not in out.setdefault(data, []):
+            out[data].append(loss)
+    return out
+
+
+def data_line(by_data: dict[str, list[str]]) -> str | None:
+    """One line naming each data set and the losses on it, when a sweep's losses land on several
+    (each loss's default data: conf/loss/*.yaml); None when they all share one."""
+    if len(by_data) < 2:
+        return None
+    parts = "; ".join(f"{data}: {', '.join(losses)}" for data, losses in sorted(by_data.items()))
+    return (
+        f"note: this sweep's losses run on {len(by_data)} data sets, each on its loss's default data "
+        f"({parts}); designs are ranked per data set, one report each. Put them on one with data=NAME."
+    )
 
 
 def _finished_by_hash(client: Any, experiment_id: str) -> dict[str, list[tuple[str, dict[str, str]]]]:
@@ -183,13 +216,22 @@ def source_changed_line(client: Any, experiment_id: str, parent_id: str, jobs: i
 
 
 def latest_parent(client: Any, run_ids: list[str]) -> Any | None:
-    """The newest sweep parent among these runs' parents (where their report was made)."""
-    parents = set()
-    for run_id in run_ids:
+    """The newest sweep parent among these runs' parents (where their report was made): one search
+    per 100 runs, not one read per run (a 90-job sweep with nothing to do said so after 3 s of reads)."""
+    parents: set[str] = set()
+    experiments: set[str] = set()
+    for i in range(0, len(run_ids), 100):
+        chunk = run_ids[i : i + 100]
         with contextlib.suppress(Exception):
-            pid = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
-            if pid:
-                parents.add(pid)
+            first = client.get_run(chunk[0])
+            experiments.add(first.info.experiment_id)
+            ids = ", ".join(f"'{r}'" for r in chunk)
+            for run in client.search_runs(
+                [first.info.experiment_id], filter_string=f"attributes.run_id IN ({ids})", max_results=1000
+            ):
+                pid = run.data.tags.get("mlflow.parentRunId")
+                if pid:
+                    parents.add(pid)
     runs = []
     for pid in parents:
         with contextlib.suppress(Exception):
@@ -216,12 +258,63 @@ def summary_markdown(rows: list[dict[str, Any]], limit: int = 4000) -> str:
     return "\n".join(lines)
 
 
-def note_text(report: Any, rows: list[dict[str, Any]], report_link: str | None) -> str:
-    """The parent run's note: the ranked design table (the report's), else the job table."""
+def design_of(overrides: Iterable[str], swept: Iterable[str], tune: Iterable[str] = ()) -> str:
+    """A job's design from its overrides: the swept values but the seed and the tuned params, e.g.
+    `hinge_m0` (`+design=hinge_m0`), `hinge` (`loss=hinge`), `margin=0.5`; `all runs` when only
+    seeds (and tuned params) vary."""
+    skip = {"seed", "data.split_seed", *tune}
+    wanted = [k for k in swept if k not in skip and not k.startswith("hydra")]
+    by_key: dict[str, str] = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        by_key[key.lstrip("+~")] = value
+    parts = []
+    for key in wanted:
+        if key not in by_key:
+            continue
+        value = by_key[key]
+        parts.append(value if key in ("design", "loss") else f"{key.rsplit('.', 1)[-1]}={value}")
+    return " ".join(parts) or "all runs"
+
+
+def verdict(report: Any) -> str | None:
+    """One line: the best design and its numbers (the report's `best`), None without one."""
+    best = getattr(report, "best", None) or {}
+    m = best.get("metric")
+    if not best.get("label") or not m:
+        return None
+
+    def num(key: str) -> str:
+        value, half = best.get(key), best.get(f"{key}_ci95")
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return "n/a"
+        if isinstance(half, (int, float)) and math.isfinite(half):
+            return f"{value:.4g} ± {half:.2g}"
+        return f"{value:.4g}"
+
+    tuned = best.get("tuned") or {}
+    at = f" at {', '.join(f'{k.rsplit(chr(46), 1)[-1]}={v}' for k, v in tuned.items())}" if tuned else ""
+    word = "highest" if best.get("direction") == "max" else "lowest"
+    return (
+        f"**Best: {best['label']}**{at}: {word} val {m} {num(f'val_{m}')}, test {m} {num(f'test_{m}')} "
+        f"({best.get('runs', '?')} runs)."
+    )
+
+
+def note_text(
+    report: Any, rows: list[dict[str, Any]], report_link: str | None, runs_link: str | None = None
+) -> str:
+    """The parent run's note, its first lines what the UI shows before "Show more": the verdict,
+    then the ranked design table (the report's), else the job table; links last."""
     table = getattr(report, "designs_markdown", None) if report is not None else None
-    head = "## Loss designs, ranked\n\n" if table else "## Jobs\n\n"
+    line = verdict(report) if table else None
+    head = f"{line}\n\n" if line else ("" if table else "**Jobs** (no design table: see the sweep log)\n\n")
     body = table or summary_markdown(rows)
-    tail = f"\n\nFull report (self-contained HTML): {report_link}" if report_link else ""
+    tail = ""
+    if runs_link:
+        tail += f"\n\nRuns grouped by design, with the metric and outcome columns: {runs_link}"
+    if report_link:
+        tail += f"\n\nFull report (self-contained HTML): {report_link}"
     return head + body + tail
 
 
@@ -240,14 +333,21 @@ def best_metrics(best: dict[str, Any]) -> tuple[dict[str, float], dict[str, str]
     return metrics, tags
 
 
-def annotate(client: Any, parent_id: str, report: Any, rows: list[dict[str, Any]], link: str | None) -> None:
+def annotate(
+    client: Any,
+    parent_id: str,
+    report: Any,
+    rows: list[dict[str, Any]],
+    link: str | None,
+    runs_link: str | None = None,
+) -> None:
     """Note, best-design metrics and tags on the parent run (each write on its own: one failing
     leaves the others)."""
     import time
 
     from mlflow.entities import Metric
 
-    client.set_tag(parent_id, NOTE_TAG, note_text(report, rows, link))
+    client.set_tag(parent_id, NOTE_TAG, note_text(report, rows, link, runs_link))
     best = getattr(report, "best", None) or {}
     metrics, tags = best_metrics(best)
     for k, v in tags.items():

@@ -81,23 +81,49 @@ def _swept_token(cfg: DictConfig, choices: dict[str, str], key: str) -> str:
     return f"{key.rsplit('.', 1)[-1]}={text.replace(' ', '')}"[:24]
 
 
+#: swept keys whose token is their value alone (a study's design, a loss): the design's own name
+_BARE = ("design", "loss")
+#: tokens that never make a design (they follow it in a sweep's run names)
+_NOT_DESIGN = ("optimizer", "optimizer.lr", "seed")
+
+
 def run_name(cfg: DictConfig, choices: dict[str, str], swept: list[str] | None = None) -> str:
-    """e.g. `hinge-m0.5-adam-lr0.001-s0`; in a sweep, what differs between its runs comes first:
-    `m0.5-s1 (hinge-adam-lr0.001)`, so the runs table tells the runs apart even when it cuts names.
+    """e.g. `hinge-m0.5-adam-lr0.001-s0`; in a sweep, only what differs between its runs, the design
+    first and the seed last: `hinge_m0-lr0.1-s4` (a study's `+design`), `m0.5-s1` (a margin grid),
+    `hinge-lr0.1-s2` (a sweep over lr and seeds: the loss leads), so the MLflow runs table, which
+    cuts names after about 18 characters, still tells the designs apart. What the sweep holds fixed
+    is in the parent run's name and in each run's params.
 
     `swept`: the keys the sweep varies; default from LOSSLAB_SWEEP_KEYS (set by the sweep driver).
     """
     if swept is None:
         swept = [k for k in os.environ.get(SWEEP_KEYS_ENV, "").split(",") if k]
     tokens = _tokens(cfg, choices)
-    varying, fixed = [], []
-    for keys, token in tokens:
-        (varying if set(keys) & set(swept) else fixed).append(token)
-    shown = {k for keys, _ in tokens for k in keys}
-    varying += [_swept_token(cfg, choices, k) for k in swept if k not in shown and not k.startswith("hydra")]
-    if not varying:
-        return "-".join(fixed)
-    return f"{'-'.join(varying)} ({'-'.join(fixed)})" if fixed else "-".join(varying)
+    if not swept:
+        return "-".join(token for _, token in tokens)
+    keys = [k for k in swept if not k.startswith("hydra")]
+    design: list[str] = []
+    rest: list[str] = []
+    if "design" in keys and choices.get("design"):  # `+design=hinge_m0`: the study's name for it
+        design.append(choices["design"])
+    elif {"loss", "loss._target_"} & set(keys):  # `loss=hinge,focal`: the loss's name
+        design.append(loss_label(cfg, choices))
+    bare_shown = bool(design)
+    for group, token in tokens:
+        varies = bool(set(group) & set(keys))
+        if group[0] in ("loss", "loss._target_") or group == ("seed",):
+            continue  # the loss leads (below), the seed ends
+        if group[0] in _NOT_DESIGN:
+            if varies:
+                rest.append(token)
+        elif varies and not (bare_shown and group[0].startswith("loss.")):
+            design.append(token)
+    shown = {k for group, _ in tokens for k in group} | set(_BARE)
+    extra = [_swept_token(cfg, choices, k) for k in keys if k not in shown and k not in _NOT_DESIGN]
+    design += extra
+    if not design:  # nothing but lr or seeds varies: the loss is the one design
+        design = [loss_label(cfg, choices)]
+    return "-".join([*design, *rest, f"s{cfg.seed}"])
 
 
 # ----------------------------------------------------------------------------- running

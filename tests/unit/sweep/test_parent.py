@@ -5,6 +5,7 @@ nothing left to do (no new parent)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from conftest import ROOT, all_runs, run_train
@@ -33,13 +34,15 @@ def test_a_custom_loss_sweep_its_parent_children_and_a_resume_with_nothing_to_do
 
     # named after the user's loss class, not the default loss
     assert parent.info.run_name.startswith("scaledlogcosh-sweep-"), parent.info.run_name
-    # what differs first (the loss's own knob and the seed), the rest in brackets
+    # what differs (the loss's own knob), then the seed; what the sweep holds fixed is in the parent
     assert sorted(r.info.run_name for r in children) == [
-        "scale0.5-s0 (scaledlogcosh-adam-lr0.001)",
-        "scale0.5-s1 (scaledlogcosh-adam-lr0.001)",
-        "scale2-s0 (scaledlogcosh-adam-lr0.001)",
-        "scale2-s1 (scaledlogcosh-adam-lr0.001)",
+        "scale0.5-s0",
+        "scale0.5-s1",
+        "scale2-s0",
+        "scale2-s1",
     ]
+    # each child carries its design, which the printed runs link groups by (a shared view)
+    assert sorted(r.data.tags["design"] for r in children) == ["scale=0.5"] * 2 + ["scale=2"] * 2
     # the parent carries the result: the ranked design table as its note, the best design's numbers
     note = parent.data.tags["mlflow.note.content"]
     assert "scale=0.5" in note and "scale=2" in note and "|" in note
@@ -61,14 +64,20 @@ def test_a_custom_loss_sweep_its_parent_children_and_a_resume_with_nothing_to_do
 
     # the end of the sweep says where the report and the runs table are; the logs hold the lines
     assert "report: reports/scaledlogcosh-sweep-" in first.stdout
-    assert f"/#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning" in first.stdout
+    view = parent.data.tags["losslab.view"]
+    runs_link = f"/#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning"
+    assert f"{runs_link}&viewStateShareKey={view}" in first.stdout
+    assert f"mlflow.sharedViewState.{view}" in client.get_experiment(parent.info.experiment_id).tags
     sweep_log = next(tmp_path.glob("multirun/*/*/sweep.log")).read_text()
     assert "Sweep summary" in sweep_log and "report: " in sweep_log
     job_logs = sorted(tmp_path.glob("multirun/*/*/*/train.log"))
     assert len(job_logs) == 4 and all("done: scale" in p.read_text() for p in job_logs)
 
+    started = time.monotonic()
     again = run_train(SWEEP, cwd=tmp_path, env=ENV)
+    took = time.monotonic() - started
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert took < 30, took  # about 4 s on an idle machine: no torch, no report, one compose per shape
     assert "all 4 configs of this sweep are done" in again.stdout
     assert f"reports/{parent.info.run_name}/index.html" in again.stdout
     assert len(all_runs(client)) == len(runs)  # no new parent, no new child
