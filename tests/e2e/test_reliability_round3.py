@@ -8,8 +8,17 @@ is made with MLflow's own migration scripts stopped at an older revision, the wr
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
 import pytest
 
+from conftest import all_runs, run_train, train_cmd, wait_for
 from losslab.tracking import recorder as tracking
 from losslab.tracking.store import TrackingError, ensure_experiment
 
@@ -58,3 +67,87 @@ def test_a_flush_that_stays_full_keeps_no_later_points(store, client):
         rec.flush(block=True)
     rec.close("FAILED", error="full")  # still full: nothing after the failed batch is written
     assert _steps(client, rec.run_id) == list(range(10))
+
+
+# ----------------------------------------------------------------------------- 7: interrupts in-process
+
+
+def _metric_rows(db: Path) -> int:
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=1)) as con:
+            return con.execute("select count(*) from metrics").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("signum", "sweep"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGHUP, False), (signal.SIGINT, True)],
+    ids=["sigint-run", "sigterm-run", "sighup-run", "sigint-basic-sweep"],
+)
+def test_an_interrupted_in_process_job_exits_128_plus_the_signal_and_names_its_run(
+    signum, sweep, store, client, tmp_path: Path
+):
+    """A single run (or a basic-launcher sweep: the job runs in the driver) gets a signal to its process
+    group mid-training: its run ends KILLED with points, one `interrupted` line, exit 128 + signum, and
+    result.json names the run."""
+    args = ["trainer.max_steps=100000", "tracking.flush_every=20", "tracking.log_curve_png=false"]
+    if sweep:
+        args += ["seed=0,1", "-m"]
+    proc = subprocess.Popen(
+        train_cmd(*args),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for(lambda: _metric_rows(Path(store.removeprefix("sqlite:///"))) > 60, timeout=240, every=0.5)
+        os.killpg(proc.pid, signum)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    expected = 130 if sweep else 128 + signum
+    assert proc.returncode == expected, out[-3000:]
+    assert "interrupted" in out and "Traceback" not in out, out[-3000:]
+    runs = [r for r in all_runs(client) if r.data.tags.get("losslab.sweep") != "parent"]
+    assert len(runs) == 1 and runs[0].info.status == "KILLED", [r.info.status for r in runs]
+    assert _steps(client, runs[0].info.run_id)
+    results = [json.loads(p.read_text()) for p in tmp_path.rglob("result.json")]
+    assert [r["run_id"] for r in results] == [runs[0].info.run_id]
+    assert results[0]["status"] == "KILLED"
+    if not sweep:
+        assert f"interrupted by {signal.Signals(signum).name}" in out
+        assert runs[0].info.run_id in out
+
+
+# ----------------------------------------------------------------------------- 6: the sqlite write lock
+
+
+@pytest.mark.slow
+def test_a_store_write_locked_by_another_process_is_one_error_paragraph(store, client, tmp_path: Path):
+    """A real `BEGIN IMMEDIATE` held by this process while `train.py` tries to create its run."""
+    from losslab.tracking.store import open_store
+
+    open_store(store)  # the schema exists: only the run's creation needs the write lock
+    db = Path(store.removeprefix("sqlite:///"))
+    ensure_experiment(client, "losslab")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        proc = run_train(["trainer.max_steps=5"], cwd=tmp_path, timeout=240)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "Traceback" not in out and "sqlalchemy" not in out.lower(), out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, out[-3000:]
+    assert str(db) in errors[0] and "another process holds its write lock" in errors[0]
+    assert [r.info.status for r in all_runs(client)] == []  # no run at all, none RUNNING

@@ -96,6 +96,17 @@ class Result:
         return penalty(self.metric)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A job stopped by a signal (Ctrl-C, SIGTERM, SIGHUP), its run already closed KILLED.
+
+    Lightning turns the KeyboardInterrupt a signal raises into `SystemExit(1)`; this takes its place,
+    so the command exits 128 + the signal's number with one line, and result.json names the run."""
+
+    def __init__(self, message: str, run_id: str | None = None, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.run_id, self.signum = run_id, signum
+
+
 def penalty(metric: str | None) -> float:
     """The finite value a sweeper gets for a run with no usable score: the bad extreme of `metric`
     (-PENALTY where higher is better, +PENALTY otherwise), so a failed run never looks like the best."""
@@ -126,7 +137,7 @@ def train(cfg: DictConfig) -> Result:
     if ddp_child():
         out_dir, prefix = None, ""  # rank 0 prints and reports the job
     if prefix:
-        log.info("%s%s", prefix, " ".join(overrides) or "(defaults)")
+        log.info("%s%s", prefix, " ".join(redact_overrides(overrides)) or "(defaults)")
     name = run_name(cfg, choices)
     if out_dir is not None:  # Hydra wrote the config as given, secrets included, before this job ran
         scrub_files(out_dir / ".hydra" / f for f in ("config.yaml", "overrides.yaml", "hydra.yaml"))
@@ -136,18 +147,23 @@ def train(cfg: DictConfig) -> Result:
             result = _train(cfg, choices, overrides, name, prefix)
         except BaseException as exc:
             killed = isinstance(exc, (KeyboardInterrupt, SystemExit)) or signals.signum is not None
+            run_id = getattr(exc, "run_id", None)  # set once the run existed (Interrupted, RunFailed)
             with signals.deferred():
                 status = "KILLED" if killed else "FAILED"
                 error = (
                     f"killed by {signal.Signals(signals.signum).name}" if signals.signum else _describe(exc)
                 )
-                _write_result(out_dir, Result(status=status, name=name, error=error), overrides)
+                _write_result(
+                    out_dir, Result(status=status, name=name, run_id=run_id, error=error), overrides
+                )
                 if killed and signals.signum is not None and interrupts.in_worker():
                     if interrupts.sweep_stopping(wait=2.0):
                         interrupts.exit_worker(130)  # the sweep is stopping: take no further job
                     # only this job was signalled: a failed job, the sweep goes on and reports it
                     log.warning("%skilled: %s (%s)", prefix, name, error)
-                    return Result("KILLED", name, error=error)
+                    return Result("KILLED", name, run_id=run_id, error=error)
+            if killed and (signals.signum is not None or isinstance(exc, KeyboardInterrupt)):
+                raise Interrupted(error, run_id, signals.signum or getattr(exc, "signum", None)) from None
             raise
         with signals.deferred():
             _write_result(out_dir, result, overrides)
@@ -337,7 +353,9 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         cause = tracker.exception if tracker.exception is not None else exc
         with interrupts.closing():
             recorder.close(status, error=None if interrupted else _describe(cause))
-        if tracker.exception is not None and not interrupted and tracker.exception is not exc:
+        if interrupted:  # Lightning made the signal's KeyboardInterrupt a SystemExit(1)
+            raise Interrupted(str(exc) or "interrupted", recorder.run_id) from None
+        if tracker.exception is not None and tracker.exception is not exc:
             raise tracker.exception from None
         raise
     wall = time.perf_counter() - started
@@ -565,7 +583,7 @@ def _precision(cfg: DictConfig, trainer: pl.Trainer, params: dict[str, str], pre
 def _maybe_gradcheck(cfg: DictConfig, loss: nn.Module) -> dict[str, str]:
     if not cfg.get("check_grads", False):
         return {}
-    from losslab.gradcheck import check_configured_loss
+    from losslab.losses.fd_check import check_configured_loss
 
     report = check_configured_loss(loss)
     if not report.passed and not cfg.get("check_grads_continue", False):
@@ -593,6 +611,14 @@ def main(cfg: DictConfig) -> float:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
     try:
         return train(cfg).objective
+    except KeyboardInterrupt as stop:
+        if multirun:
+            raise  # the sweep's driver says it and exits 130
+        signum = getattr(stop, "signum", None) or signal.SIGINT
+        run_id = getattr(stop, "run_id", None)
+        closed = f"; run {run_id} was closed as KILLED with its points" if run_id else "; no run was recorded"
+        print(f"interrupted by {signal.Signals(signum).name}{closed}", file=sys.stderr, flush=True)
+        sys.exit(128 + int(signum))
     except Exception as exc:
         err = user_error(exc)
         if not multirun and (err is None or os.environ.get("HYDRA_FULL_ERROR") == "1"):
