@@ -22,6 +22,7 @@ from conftest import ROOT, all_runs, compose, train_cmd
 from losslab.train import job as task
 
 SEED_W = "[1,2,1,1,3,1,1,2,1,1]"
+DATA, LOSSES = "tests.helpers.custom_data", "tests.helpers.custom_losses"
 
 
 @dataclass
@@ -89,15 +90,49 @@ CASES = [
     Case("devices-zero", ["trainer.devices=0"], ["trainer.devices=0", "integer >= 1", "auto"]),
     Case("strategy-unknown", ["trainer.strategy=nope"], ["trainer.strategy='nope'", "ddp", "auto"]),
     Case("trainer-unknown-key", ["+trainer.bogus=1"], ["trainer.bogus", "max_steps", "precision"]),
-    Case("flush-every-zero", ["tracking.flush_every=0"], ["tracking.flush_every=0", "integer >= 1"]),
+    Case(
+        "flush-every-zero", ["tracking.flush_every=0"], ["tracking.flush_every=0", "integer in [1, 100000]"]
+    ),
     Case("grad-every-zero", ["grad_stats.every_n_steps=0"], ["grad_stats.every_n_steps=0", "integer >= 1"]),
     Case("param-key-too-long", ["+extra={" + "k" * 260 + ":1}"], ["266 characters", "at most 250"]),
     Case("lr-overflows-float32", ["optimizer.lr=1e300"], ["optimizer.lr=1e+300", "at most 3.4e+38"]),
     Case("check-val-zero", ["trainer.check_val_every_n_epoch=0"], ["check_val_every_n_epoch=0", ">= 1"]),
     Case("retry-seconds-nan", ["tracking.retry_seconds=nan"], ["tracking.retry_seconds=nan", "finite"]),
+    # inputs that used to fail, or be blamed on the loss, after the run existed (issue 26, items 5, 8, 12)
+    Case(
+        "nan-features",
+        [f"data._target_={DATA}.with_non_finite", "+data.split=train", "+data.column=3", "+data.count=2"],
+        ["data=regression", "the train split's features", "2 NaN in column 3", "finite"],
+    ),
+    Case(
+        "inf-val-features",
+        [f"data._target_={DATA}.with_non_finite", "+data.split=val", "+data.count=1", "+data.value=inf"],
+        ["the val split's features", "1 inf in column 3"],
+    ),
+    Case(
+        "loss-returns-float",
+        [f"loss._target_={LOSSES}.ReturnsFloat"],
+        ["ReturnsFloat returned a value of type float", "0-dim floating-point torch tensor"],
+    ),
+    Case(
+        "loss-returns-detached",
+        [f"loss._target_={LOSSES}.ReturnsDetached"],
+        ["dtype torch.float32", "requires_grad=False", "detached"],
+    ),
+    Case("too-few-samples", ["data.n_samples=3"], ["the val split has 1 row", "at least 2 rows"]),
+    Case("flush-every-huge", ["tracking.flush_every=100000000"], ["flush_every=100000000", "[1, 100000]"]),
 ]
 
 CONFIG_MISTAKES = {c.id for c in CASES[:10]}
+#: refused while the data and the loss are checked, before the run exists: one paragraph and exit 2 too
+INPUT_MISTAKES = {
+    "nan-features",
+    "inf-val-features",
+    "loss-returns-float",
+    "loss-returns-detached",
+    "too-few-samples",
+    "flush-every-huge",
+}
 
 if __import__("torch").cuda.is_available():  # pragma: no cover - the GPU case is valid there
     CASES = [c for c in CASES if c.id != "gpu-without-gpu"]
@@ -155,7 +190,9 @@ def test_bad_input_gets_a_short_clear_error_and_leaves_no_trace(case: Case, outc
         assert text in output, f"{text!r} missing from:\n{output}"
     assert "Traceback" not in output
     assert len(output.strip().splitlines()) <= 25, output
-    if case.id in CONFIG_MISTAKES:  # refused before anything runs: one paragraph, exit 2, nothing else
+    if (
+        case.id in CONFIG_MISTAKES | INPUT_MISTAKES
+    ):  # refused before anything runs: one paragraph, exit 2, nothing else
         assert proc.returncode == 2, output
         assert proc.stdout == "" and proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1
     uri, run_id, _ = seeded_store

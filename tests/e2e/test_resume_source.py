@@ -123,6 +123,44 @@ def test_an_edited_loss_file_runs_its_jobs_again_and_an_unchanged_one_is_skipped
     assert len(_children(client)) == 4
 
 
+DATA_V1 = """
+from losslab.data import teacher_regression
+
+
+def build(**kwargs):
+    return teacher_regression(**kwargs)
+"""
+# the user's edit to their data code: same builder, same config, other data
+DATA_V2 = DATA_V1.replace(
+    "return teacher_regression(**kwargs)", "return teacher_regression(**{**kwargs, 'noise': 2.0})"
+)
+
+
+def test_an_edited_data_builder_runs_its_job_again(store, client, tmp_path):
+    """Issue 26, item 10: before, the data code was not fingerprinted and the resume reused the stale run."""
+    _user_package(tmp_path, LOSS_V1)
+    data_file = tmp_path / "mypkg" / "mydata.py"
+    data_file.write_text(DATA_V1)
+    args = ["data._target_=mypkg.mydata.build", "trainer.max_steps=4", "tracking.log_curve_png=false", "-m"]
+    first = run_train(args, cwd=tmp_path, env=ENV)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    (before,) = _children(client)
+    assert before.data.tags["data_source_sha"] == _sha(data_file)
+
+    data_file.write_text(DATA_V2)
+    edited = run_train(args, cwd=tmp_path, env=ENV)
+    out = edited.stdout
+    assert edited.returncode == 0, out[-3000:] + edited.stderr[-3000:]
+    assert "1 of 1 jobs re-ran because the data source changed: mypkg.mydata.build (1 job)" in out, out[
+        -3000:
+    ]
+    assert "the data source changed since (mypkg.mydata.build)" in out, out[-3000:]
+    (after,) = [r for r in _children(client) if r.info.run_id != before.info.run_id]
+    assert after.info.status == "FINISHED" and after.data.tags["data_source_sha"] == _sha(data_file)
+    assert after.data.tags["source_changed"] == "data"
+    assert after.data.tags["source_changed_since"] == before.info.run_id
+
+
 @pytest.mark.slow  # 14 s; the edited-loss resume test stays in the default suite
 def test_runs_recorded_before_fingerprints_still_count_as_done(store, client, tmp_path):
     loss_file = _user_package(tmp_path, LOSS_V1)

@@ -172,3 +172,32 @@ class IndexesAColumn(nn.Module):
 
     def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
         return (y_pred[:, 3] - y_true[:, 0]).square().mean()
+
+
+class ReturnsFloat(nn.Module):
+    """Returns a Python float (`.item()` of the MSE): no tensor, no gradient."""
+
+    def forward(self, y_pred: Tensor, y_true: Tensor) -> float:
+        return float(((y_pred - y_true.reshape(y_pred.shape)) ** 2).mean().item())
+
+
+class ReturnsDetached(nn.Module):
+    """Returns the MSE detached from the graph: a float32 tensor that does not require grad."""
+
+    def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
+        return ((y_pred - y_true.reshape(y_pred.shape)) ** 2).mean().detach()
+
+
+class ReturnsInteger(nn.Module):
+    """Returns the number of wrong signs: an int64 tensor (no gradient can flow through a count)."""
+
+    def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
+        return (torch.sign(y_pred) != torch.sign(y_true.reshape(y_pred.shape))).sum()
+
+
+class ReturnsComplex(nn.Module):
+    """Returns a complex MSE: a complex64 0-dim tensor that requires grad."""
+
+    def forward(self, y_pred: Tensor, y_true: Tensor) -> Tensor:
+        e = torch.complex(y_pred - y_true.reshape(y_pred.shape), torch.zeros_like(y_pred))
+        return (e * e).mean()

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from losslab.data.checks import check_data
 from losslab.data.datasets import DataConfigError, TensorData
 from losslab.logs import one_line
 from losslab.losses import LossBase, LossInputError, call_loss
@@ -115,6 +116,9 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 FLOAT32_MAX = 3.4028234663852886e38
+#: the most steps of metrics held on the device between writes: 100000 steps of 16 metrics is 6.4 MB;
+#: 10^8 (a typo's worth) allocated 1.2 GB once the run existed
+MAX_FLUSH_EVERY = 100_000
 
 
 def _is_int(value: Any) -> bool:
@@ -129,7 +133,13 @@ def _need_int(cfg: DictConfig, key: str, low: int, default: Any, extra: str = ""
 
 def _check_tracking_and_stats(cfg: DictConfig) -> None:
     """Tracking and gradient-statistics settings: bad ones used to fail after the run existed."""
-    _need_int(cfg, "tracking.flush_every", 1, 256, " (steps of metrics buffered between writes)")
+    flush = OmegaConf.select(cfg, "tracking.flush_every", default=256)
+    if not _is_int(flush) or not 1 <= flush <= MAX_FLUSH_EVERY:
+        raise ConfigError(
+            f"tracking.flush_every={flush!r} is not valid; accepted: an integer in [1, {MAX_FLUSH_EVERY}] "
+            "(steps of metrics buffered on the device between writes; the buffer is allocated for that "
+            "many steps, so a larger value only costs memory), e.g. 256."
+        )
     retry = OmegaConf.select(cfg, "tracking.retry_seconds", default=60)
     if (
         not isinstance(retry, (int, float))
@@ -248,6 +258,12 @@ def build(cfg: DictConfig) -> Job:
         torch.set_num_threads(threads)
     seed_all(cfg.seed)
     data: TensorData = _instantiate(cfg.data, "data")
+    if not isinstance(data, TensorData):
+        raise ConfigError(
+            f"data._target_ built a {type(data).__name__}; accepted: a losslab.data.datasets.TensorData "
+            "(what LossLab's data builders return)."
+        )
+    check_data(data)  # NaN/inf values and one-row splits fail only after the run exists otherwise
     model = _instantiate(cfg.model, "model", in_features=data.in_features, out_features=data.out_features)
     loss_node, declared = split_config(cfg.loss)
     loss = _instantiate(loss_node, "loss")
@@ -317,6 +333,11 @@ def _check_compatible(
             ) from None
         if getattr(loss, "domain", None) == "classes":
             _check_classes(data, loss, loss_name, y_pred)
+    # The loss runs with autograd on, on a prediction that requires grad and is no leaf, as in training
+    # (the model ran without it: no graph through the weights is needed), so a detached result shows.
+    with torch.enable_grad():
+        if y_pred.is_floating_point():
+            y_pred = y_pred.detach().requires_grad_().clone()
         try:
             batch_loss = call_loss(loss, y_pred, y, w)
         except Exception as exc:  # any error of the user's loss on a real batch (IndexError, KeyError...)
@@ -328,13 +349,48 @@ def _check_compatible(
                 "Accepted: a loss "
                 f"called as loss(y_pred, y_true) that returns a 0-dim tensor.{_probe_hint(loss_name, exc)}"
             ) from None
-    if batch_loss.dim() != 0:
-        raise ConfigError(
-            f"loss {loss_name} returned shape {tuple(batch_loss.shape)}; "
-            "accepted: a 0-dim tensor (reduce it)."
-        )
+    _check_loss_value(batch_loss, loss_name, y_pred.requires_grad)
     if isinstance(loss, LossBase):
         loss.check_values = False  # validated above for the whole dataset: no per-step host syncs
+
+
+def _check_loss_value(value: Any, loss_name: str, inputs_require_grad: bool) -> None:
+    """What the loss returned on the probe batch: a 0-dim floating tensor that requires grad when the
+    inputs do. Anything else fails later in LossLab's own steps or in autograd, naming neither."""
+    accepted = (
+        "Accepted: a 0-dim floating-point torch tensor (float16, bfloat16, float32 or float64) that requires "
+        "grad when y_pred does, i.e. computed from y_pred with torch operations, reduced (e.g. .mean()), "
+        "without .item(), float(), .detach(), torch.tensor(...) or an integer or complex dtype."
+    )
+    if not isinstance(value, torch.Tensor):
+        kind = type(value)
+        name = (
+            kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        raise ConfigError(
+            f"loss {loss_name} returned a value of type {name} ({one_line(repr(value), limit=60)}), not a "
+            f"torch tensor: no gradient can reach the model. {accepted}"
+        )
+    what = (
+        f"a torch.Tensor of dtype {value.dtype}, shape {tuple(value.shape)}, "
+        f"requires_grad={value.requires_grad}"
+    )
+    if not value.dtype.is_floating_point:
+        kind = "a complex" if value.dtype.is_complex else "an integer or boolean"
+        raise ConfigError(
+            f"loss {loss_name} returned {what}: {kind} loss cannot be minimised by gradient descent. "
+            f"{accepted}"
+        )
+    if value.dim() != 0:
+        raise ConfigError(
+            f"loss {loss_name} returned shape {tuple(value.shape)} ({what}); accepted: a 0-dim tensor "
+            "(reduce it, e.g. .mean())."
+        )
+    if inputs_require_grad and not value.requires_grad:
+        raise ConfigError(
+            f"loss {loss_name} returned {what} although y_pred requires grad: the result is detached "
+            f"from y_pred, so no gradient reaches the model. {accepted}"
+        )
 
 
 def _check_classes(data: TensorData, loss: nn.Module, loss_name: str, logits: torch.Tensor) -> None:

@@ -43,6 +43,26 @@ def check_fractions(name: str, val_fraction: float, test_fraction: float) -> Non
     )
 
 
+#: rows every split needs: val and test metrics such as r2 and the AUC are undefined on one row
+MIN_ROWS = 2
+
+
+def check_split_sizes(name: str, train: int, val: int, test: int, heldout: bool = True) -> None:
+    """Raise DataConfigError naming each split of fewer than MIN_ROWS rows (without held-out data, val
+    and test are the train set: only train is named)."""
+    sizes = {"train": train, "val": val, "test": test} if heldout else {"train": train}
+    small = {split: n for split, n in sizes.items() if n < MIN_ROWS}
+    if small:
+        said = ", ".join(
+            f"the {split} split has {n} row{'s' if n != 1 else ''}" for split, n in small.items()
+        )
+        raise DataConfigError(
+            f"data={name}: {said} (train {train}, val {val}, test {test}); accepted: at least {MIN_ROWS} "
+            "rows in each split (val and test metrics such as r2 and the AUC need two). Raise "
+            "data.n_samples, or the split's fraction (data.val_fraction, data.test_fraction)."
+        )
+
+
 def _generator(split_seed: int | None) -> torch.Generator | None:
     if split_seed is None:
         return None  # the global RNG, as seeded by the task
@@ -85,6 +105,7 @@ def three_way_split(
             f"test_fraction={test_fraction} leave an empty split (train {train.numel()}, "
             f"val {val.numel()}, test {test.numel()}); accepted: more samples or larger fractions."
         )
+    check_split_sizes(name, train.numel(), val.numel(), test.numel())
     return train, val, test
 
 

@@ -24,9 +24,36 @@ class LossInputError(ValueError):
 
 
 def _describe_values(t: Tensor, limit: int = 6) -> str:
-    vals = torch.unique(t.detach().flatten().cpu())
-    shown = ", ".join(f"{v:g}" for v in vals[:limit].tolist())
+    """'{nan x2, inf x1, -4.01846, -3.94185, ...}': the non-finite values counted first (torch.unique
+    sorts them last, behind `limit` valid-looking values), then the distinct finite ones."""
+    flat = t.detach().flatten().cpu()
+    counts = []
+    if flat.is_floating_point():
+        for label, hit in (
+            ("nan", torch.isnan(flat)),
+            ("inf", flat == float("inf")),
+            ("-inf", flat == -float("inf")),
+        ):
+            if bool(hit.any()):
+                counts.append(f"{label} x{int(hit.sum())}")
+        flat = flat[torch.isfinite(flat)]
+    vals = torch.unique(flat)
+    shown = ", ".join([*counts, *(f"{v:g}" for v in vals[:limit].tolist())])
     return "{" + shown + (", ..." if vals.numel() > limit else "") + "}"
+
+
+def non_finite_labels(t: Tensor, what: str = "labels") -> str | None:
+    """'2 of 600 labels are NaN and 1 is inf' for a floating tensor holding NaN or inf, else None."""
+    if not t.is_floating_point():
+        return None
+    flat = t.detach().flatten()
+    n_nan, n_inf = int(torch.isnan(flat).sum()), int(torch.isinf(flat).sum())
+    if not n_nan and not n_inf:
+        return None
+    items = [(n, kind) for n, kind in ((n_nan, "NaN"), (n_inf, "inf")) if n]
+    (n, kind), rest = items[0], items[1:]
+    said = f"{n} of {flat.numel()} {what} {'is' if n == 1 else 'are'} {kind}"
+    return said + "".join(f" and {m} {'is' if m == 1 else 'are'} {k}" for m, k in rest)
 
 
 def match_shapes(y_pred: Tensor, y_true: Tensor, name: str) -> tuple[Tensor, Tensor]:
@@ -50,21 +77,34 @@ def match_shapes(y_pred: Tensor, y_true: Tensor, name: str) -> tuple[Tensor, Ten
 
 def check_domain(y_true: Tensor, domain: str, name: str, hint: str = "") -> None:
     """Raise unless every target lies in the declared label domain."""
-    if domain == "real":
-        ok = bool(torch.isfinite(y_true).all())
-    elif domain == "pm1":
-        ok = bool(((y_true == 1) | (y_true == -1)).all())
-    elif domain == "01":
-        ok = bool(((y_true == 0) | (y_true == 1)).all())
+    if domain in ("real", "pm1", "01"):
+        ok = _in_domain(y_true, domain)
     elif domain == "classes":  # the range [0, K) needs the logits' K: checked where they are known
         ok = not y_true.dtype.is_floating_point and not y_true.dtype.is_complex and bool((y_true >= 0).all())
     else:  # programming error, not user input
         raise ValueError(f"unknown label domain {domain!r}")
     if not ok:
+        said = []
+        missing = non_finite_labels(y_true)
+        if missing:  # said first: a NaN label is a data problem, not a domain one
+            said.append(missing)
+            finite = y_true[torch.isfinite(y_true)]
+            if domain != "real" and finite.numel() and not _in_domain(finite, domain):
+                said.append(f"the others, {_describe_values(finite)}, are outside this loss's domain")
+        else:
+            said.append(f"labels {_describe_values(y_true)} are outside this loss's domain")
         raise LossInputError(
-            f"{name}: labels {_describe_values(y_true)} are outside this loss's domain; "
-            f"accepted: {DOMAINS[domain]}.{(' ' + hint) if hint else ''}"
+            f"{name}: {'; '.join(said)}; accepted: {DOMAINS[domain]}.{(' ' + hint) if hint else ''}"
         )
+
+
+def _in_domain(y: Tensor, domain: str) -> bool:
+    """Every value of `y` in the binary domain `domain`, or finite for 'real'."""
+    if domain == "pm1":
+        return bool(((y == 1) | (y == -1)).all())
+    if domain == "01":
+        return bool(((y == 0) | (y == 1)).all())
+    return bool(torch.isfinite(y).all())
 
 
 def check_weights(weight: Tensor, n: int, name: str) -> Tensor:

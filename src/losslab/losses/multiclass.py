@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from losslab.losses.base import LossBase, LossInputError, _describe_values
+from losslab.losses.base import LossBase, LossInputError, _describe_values, non_finite_labels
 
 #: integer dtypes accepted as class indices (gathered as int64)
 _INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -73,9 +73,11 @@ def check_class_labels(
             "(a one-hot or probability target of shape (N, K) can be converted with y.argmax(dim=1))."
         )
     if labels.dtype not in _INDEX_DTYPES:
-        if labels.dtype.is_floating_point and bool(torch.isnan(labels).any()):
+        missing = non_finite_labels(labels)
+        if missing:  # said first, with the count: a NaN label is a data problem, not a dtype one
             raise LossInputError(
-                f"{name}: labels contain NaN ({labels.dtype}); accepted: integer class indices in [0, K)."
+                f"{name}: labels contain NaN or inf: {missing} ({labels.dtype}); accepted: integer class "
+                "indices in [0, K)."
             )
         raise LossInputError(
             f"{name}: labels have dtype {labels.dtype} (values {_describe_values(labels)}); accepted: "

@@ -1,11 +1,13 @@
-"""Fingerprints of the code behind a run: an edited loss (or model) file makes its FINISHED runs not done.
+"""Fingerprints of the code behind a run: an edited loss, model or data file makes its FINISHED runs not done.
 
 A resumed sweep skips every job whose resolved config already has a FINISHED run. The config names the
 loss class (`loss._target_=mypkg.losses.MyLoss`) but says nothing about its code, so a user who edits
-`mypkg/losses.py` and re-runs the same command would get the old results back. Each run therefore records
-`loss_source_sha` and `model_source_sha`: the SHA-256 (first 16 hex digits) of the source text of the
+`mypkg/losses.py` (or the data builder `data._target_=mypkg.mydata` names) and re-runs the same command would
+get the old results back. Each run therefore records `loss_source_sha`, `model_source_sha` and
+`data_source_sha`: the SHA-256 (first 16 hex digits) of the source text of the
 module its `_target_` names, or, when that module is a package, of every `.py` file under the package
-(LossLab's own losses: `losslab/losses/`, so an edit to `base.py` counts too).
+(LossLab's own losses: `losslab/losses/`, so an edit to `base.py` counts too; LossLab's data builders:
+`losslab/data/`).
 
 The module is found by path, never imported: `importlib.util.find_spec` for the top-level name (no code
 runs for it) and `PathFinder` for each submodule below it (`find_spec` would import the parents). So the
@@ -29,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 #: the config groups whose code is fingerprinted, and the run tag each fingerprint goes in
-TAGS = {"loss": "loss_source_sha", "model": "model_source_sha"}
+TAGS = {"loss": "loss_source_sha", "model": "model_source_sha", "data": "data_source_sha"}
 #: tag on a run made because an earlier FINISHED run of its config came from other code: the kinds
-#: that changed (`loss`, `model` or `loss,model`) ...
+#: that changed (`loss`, `model`, `data`, or several joined by commas: `loss,model`) ...
 CHANGED_TAG = "source_changed"
 #: ... and that earlier run's id
 SINCE_TAG = "source_changed_since"
@@ -120,8 +122,9 @@ def target_of(cfg: Any, kind: str) -> str | None:
 def current(
     cfg: Any, built: Mapping[str, Any] | None = None, cache: dict[str, str | None] | None = None
 ) -> dict[str, str]:
-    """Tag name -> fingerprint for the loss and model of `cfg`. `built` (kind -> the object the job
-    built) allows the fallback; without it (the driver) a kind that cannot be found by path is left
+    """Tag name -> fingerprint for the loss, model and data builder of `cfg`. `built` (kind -> the object
+    the job built) allows the fallback (not for data: the job holds the builder's result, a TensorData,
+    not its code); without it (the driver) a kind that cannot be found by path is left
     out. `cache` (target -> fingerprint) spares hashing a file again for every job of a sweep."""
     out: dict[str, str] = {}
     for kind, tag in TAGS.items():
@@ -142,7 +145,7 @@ def current(
 
 
 def changed(recorded: Mapping[str, str], now: Mapping[str, str], strict: bool = False) -> list[str] | None:
-    """The kinds (`loss`, `model`) whose fingerprint in a run's tags `recorded` differs from `now`:
+    """The kinds (`loss`, `model`, `data`) whose fingerprint in a run's tags `recorded` differs from `now`:
     [] when the run was made from the same code or recorded none (runs from before fingerprints count
     as done). None, with `strict`, when the run has a fingerprint that `now` lacks (cannot tell)."""
     kinds = []

@@ -368,7 +368,8 @@ def test_non_finite_targets_rejected_by_real_domain_losses(cls, bad):
     with pytest.raises(LossInputError) as exc:
         cls()(torch.zeros(3), y_true)
     msg = str(exc.value)
-    assert ("nan" if math.isnan(bad) else "inf") in msg and "any finite real number" in msg
+    assert ("nan" if math.isnan(bad) else "inf") in msg.lower() and "any finite real number" in msg
+    assert "1 of 3 labels is" in msg  # counted, not hidden in a list of values (issue 26, item 13)
 
 
 # ============================================================================ weights
