@@ -15,7 +15,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from losslab.report import page, plots, tables
+from losslab.report import page, plots, sensitivity, tables
 from losslab.report.analysis import Analysis, analyse
 from losslab.report.ranking import DesignResult, resolve_metric
 from losslab.report.runs import (
@@ -49,7 +49,10 @@ class Report:
 
 
 def best_summary(a: Analysis) -> dict[str, Any]:
-    """The best design's label and key metrics (empty when no design has all its runs finished)."""
+    """The best design's label and key metrics (empty when no design has a finite val value).
+
+    `runs` is the number of seeds (reruns of a seed are not counted); `failed_seeds` how many of
+    them failed (each still counted in the score)."""
     b: DesignResult | None = a.best
     if b is None:
         return {}
@@ -64,6 +67,7 @@ def best_summary(a: Analysis) -> dict[str, Any]:
         f"test_{m}": b.test.mean,
         f"test_{m}_ci95": b.test.half,
         "runs": b.n,
+        "failed_seeds": b.failed,
     }
     if b.tuned is not None:
         out["tuned"] = dict(b.tuned)
@@ -135,6 +139,7 @@ def _write(
         None if yardstick.task is None else yardstick.curve_key,
         f"val {yardstick.name}",
     )
+    figs["lr"], notes["lr"] = sensitivity.plot_lr(a)
     head, rows = tables.headers(a), tables.rows(a)
     csv_bytes = _csv(head, rows)
     out_dir = Path(out) / safe_name(sel.name)

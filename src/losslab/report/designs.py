@@ -27,10 +27,17 @@ def _is_design_key(key: str) -> bool:
     return key not in NON_DESIGN_KEYS and not key.startswith(NON_DESIGN_PREFIXES)
 
 
+def follows_seed(runs: Sequence[RunData], key: str) -> bool:
+    """A param equal to the run's seed on every run (`data.label_noise.seed: ${seed}`): pooled with it."""
+    both = [r for r in runs if key in r.params and "seed" in r.params]
+    return bool(both) and all(r.params[key] == r.params["seed"] for r in both)
+
+
 def varying_params(runs: Sequence[RunData]) -> list[str]:
-    """Params whose value differs between runs (absent counts as a value), seed excluded."""
+    """Params whose value differs between runs (absent counts as a value), seed and params that follow
+    the seed excluded."""
     keys = sorted({k for r in runs for k in r.params if _is_design_key(k)})
-    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+    return [k for k in keys if len({r.params.get(k) for r in runs}) > 1 and not follows_seed(runs, k)]
 
 
 def _override_keys(runs: Sequence[RunData], keys: Sequence[str]) -> list[str]:

@@ -16,11 +16,22 @@ from typing import Any
 from mlflow.entities import Experiment, Run
 
 from losslab import links
+from losslab.report import inference as inf
 from losslab.report.analysis import Analysis
 from losslab.report.designs import sort_key
+from losslab.report.ranking import unpaired
 from losslab.report.runs import RunData
 from losslab.report.stats import MIN_SEEDS
-from losslab.report.tables import fmt, fmt_gaps, fmt_interval
+from losslab.report.tables import (
+    caveat,
+    fmt,
+    fmt_failed,
+    fmt_gaps,
+    fmt_interval,
+    fmt_seeds,
+    fmt_value,
+    footnote,
+)
 from losslab.report.tuning import budget_sentence
 from losslab.tracking.liveness import REASON_TAG as KILLED_REASON
 from losslab.tracking.params import redact_uri
@@ -111,60 +122,112 @@ def warnings_of(a: Analysis) -> list[str]:
             "split (tag heldout=false). Their val and test values are computed on the training data: "
             "they measure fit, not generalisation."
         )
-    seeds = [len({s.run.seed for s in r.scores}) for r in a.ranked]
+    seeds = [r.n for r in a.ranked]
     if seeds and min(seeds) < MIN_SEEDS:
         out.append(
             f"Too few seeds: the smallest design has {min(seeds)} seed(s). Below {MIN_SEEDS} seeds a 95% "
             "interval is too wide, or too unstable, to tell designs apart; add seeds (seed=0,1,2,3,4)."
         )
-    if a.best is None:
+    dups = a.duplicates()
+    if dups:
+        named = "; ".join(f"{r.label} seed {s.seed}: {s.run.name} ({s.run.run_id[:8]})" for r, s in dups[:8])
+        more = f"; and {len(dups) - 8} more" if len(dups) > 8 else ""
         out.append(
-            "Every design has a failed, diverged or non-finite run (or no val value): none is "
-            "highlighted as best."
+            f"Reruns: {len(dups)} run(s) repeat a seed already counted and were dropped (each design keeps "
+            f"the latest FINISHED run of each seed, so n counts seeds, not runs): {named}{more}."
         )
+    if a.best is None:
+        out.append("No design has a finite val value on any seed: none is highlighted as best.")
     else:
-        tied = [r.label for r in a.ranked if r.clean and r.val.mean == a.best.val.mean]
+        tied = [r.label for r in a.ranked if r.has_value and r.val.mean == a.best.val.mean]
         if len(tied) > 1:
             out.append(
                 f"{len(tied)} designs tie for the best mean val {m.name} ({a.best.val.mean:.4g}): "
                 f"{'; '.join(tied)}. The first in param order is highlighted; the val data cannot tell them "
                 "apart, so look at their test values and paired differences."
             )
-    short = [r for r in a.ranked if r.paired is not None and any(r.paired.unpaired.values())]
+    short = [(r, unpaired(r, r.cmp_test, "test")) for r in a.ranked if r.cmp_test is not None]
+    short = [(r, gaps) for r, gaps in short if gaps]
     if short:
-        first, p = short[0].label, short[0].paired
+        r, gaps = short[0]
+        n_paired = r.cmp_test.paired.n if r.cmp_test is not None else 0
         out.append(
-            f"{len(short)} design(s) are paired with the baseline on fewer seeds than they ran (failed runs, "
-            "or seeds the baseline lacks): their Δ cell counts the seeds left out and why, e.g. "
-            f"{first}: {p.seeds} of {p.of} seeds paired; {fmt_gaps(p.unpaired)}."
+            f"{len(short)} design(s) are paired with the baseline on fewer seeds than they ran (seeds "
+            "without a value on either side, or seeds the baseline lacks): their Δ cells count the seeds "
+            f"left out and why, e.g. {r.label}: {n_paired} of {r.n} seeds paired; {fmt_gaps(gaps)}."
         )
-    if a.best is not None and any(r.failed for r in a.ranked):
-        n = sum(1 for r in a.ranked if r.failed)
+    failing = [r for r in a.ranked if r.failed]
+    if failing:
         out.append(
-            f"{n} design(s) have failed, diverged or non-finite runs: they rank below every design "
-            "whose runs all finished, whatever their other runs scored."
+            f"{len(failing)} design(s) failed on some seeds. Failures are a column, not a demotion: each "
+            "failed seed keeps its selected checkpoint's val value when it has one, else scores "
+            f"{a.chance.why}, and its failure rate stands beside the score."
         )
     return out
 
 
-def _verdict(a: Analysis) -> str:
+def _significant(a: Analysis, which: str) -> tuple[list[str], list[str], list[str]]:
+    """(better, worse, undecided) designs against the baseline on `which`, by Holm-adjusted p <= ALPHA."""
+    better, worse, same = [], [], []
+    for r in a.ranked:
+        c = r.cmp_val if which == "val" else r.cmp_test
+        if c is None:
+            continue
+        d = c.paired.interval.mean
+        if c.p_adjusted is not None and c.p_adjusted <= inf.ALPHA and d is not None:
+            (better if (d > 0) == a.metric.maximize else worse).append(r.label)
+        else:
+            same.append(r.label)
+    return better, worse, same
+
+
+def _names(labels: list[str], shown: int = 4) -> str:
+    more = f" and {len(labels) - shown} more" if len(labels) > shown else ""
+    return f"{len(labels)} design(s) ({'; '.join(labels[:shown])}{more})"
+
+
+def verdict_lines(a: Analysis) -> list[str]:
+    """The verdict as plain sentences: the best design (and whether it failed on some seed), what the
+    Holm-adjusted paired tests say against the baseline on val and on test, and the power."""
     m = a.metric
     parts = []
     if a.best is not None:
         b = a.best
-        chosen = ""
-        if b.tuned:
-            chosen = " with " + ", ".join(f"{k}={v}" for k, v in b.tuned.items())
+        chosen = f" with {', '.join(f'{k}={v}' for k, v in b.tuned.items())}" if b.tuned else ""
         parts.append(
-            f"Best design on val {m.name} ({m.direction}): <b>{esc(b.label)}</b>{esc(chosen)}: val "
-            f"{esc(fmt_interval(b.val))}, test {esc(fmt_interval(b.test))}."
+            f"Best design on val {m.name} ({m.direction}): {b.label}{chosen}: val {fmt_interval(b.val)}, "
+            f"test {fmt_interval(b.test)} over {b.n} seed{'s' if b.n != 1 else ''}."
         )
+        if b.failed:
+            parts.append(
+                f"The winner failed on {b.failed} of {b.n} seeds; failure rate {fmt_failed(b)}. Each failed "
+                f"seed counts in its score (at its selected checkpoint, or {b.chance.why} without one)."
+            )
     base = a.baseline
     parts.append(
-        f"Baseline for the paired differences: <b>{esc(base.label)}</b>. Each design is compared on "
-        f"the seeds both share (same data split and initialisation), on the {a.paired_on} value; "
-        "P(improvement) is the share of shared seeds where the design beats the baseline (ties count half)."
+        f"Baseline for the paired comparisons: {base.label}. Each design is compared on the seeds both "
+        "share (same data split and initialisation), on val and on test, with an exact sign-flip test; "
+        f"p-values are Holm-adjusted over the {a.family} comparison(s) on each split."
     )
+    for which in ("test", "val"):
+        better, worse, same = _significant(a, which)
+        if not (better or worse or same):
+            continue
+        said = []
+        if better:
+            said.append(f"better than the baseline: {_names(better)}")
+        if worse:
+            said.append(f"worse: {_names(worse)}")
+        if same:
+            said.append(f"{len(same)} design(s) cannot be told apart from it (adjusted p > {inf.ALPHA:g})")
+        parts.append(f"On {which} (Holm-adjusted p <= {inf.ALPHA:g}): " + "; ".join(said) + ".")
+    if a.resolution is not None:
+        parts.append(a.resolution.sentence)
+    return parts
+
+
+def _verdict(a: Analysis) -> str:
+    parts = [esc(p) for p in verdict_lines(a)]
     if a.tune_keys:
         parts.append(esc(budget_sentence(a.budgets, a.tune_keys)))
     return "<div class='verdict'>" + "<br>".join(parts) + "</div>"
@@ -178,19 +241,22 @@ def _designs_section(
     best = a.ranked.index(a.best) if a.best is not None else None
     val_from = " or ".join(f"<code>{k}</code>" for k in m.val_keys)
     note = (
-        f"A design is one combination of the params that vary here ({varying}); seeds are pooled. Ranked on "
-        f"val {esc(m.name)} ({m.direction}), read from {val_from}; <code>{esc(m.test_key)}</code> "
-        "stands beside it as the honest estimate and takes no part in choosing. A design with any "
-        "failed, diverged or non-finite run ranks below those whose runs all finished. Intervals: 95% "
-        "t-intervals over seeds. "
+        f"A design is one combination of the params that vary here ({varying}); seeds are its replicates. "
+        f"Ranked on val {esc(m.name)} ({m.direction}), read from {val_from}; <code>{esc(m.test_key)}</code> "
+        "stands beside it as the honest estimate and takes no part in choosing. "
         "Steps to 90%: first step where the smoothed train loss has made 90% of its start-to-end drop. "
         f"Also as <a download='designs.csv' href='{data_uri(csv_bytes, 'text/csv')}'>designs.csv</a>."
     )
     rows = [[esc(c) for c in row] for row in table_rows]
-    return f"<h2>Designs</h2><p class='note'>{note}</p>\n" + html_table(table_head, rows, best)
+    few = caveat(a.ranked)
+    out = [f"<h2>Designs</h2><p class='note'>{note}</p>", html_table(table_head, rows, best)]
+    if few:
+        out.append(f"<p class='note'><b>{esc(few)}</b></p>")
+    out.append(f"<p class='note'>{esc(footnote(a))}</p>")
+    return "\n".join(out)
 
 
-def _tuning_section(a: Analysis) -> str:
+def _tuning_section(a: Analysis, plots: dict[str, bytes | None], notes: dict[str, str]) -> str:
     if not a.tune_keys:
         return ""
     out = [
@@ -199,23 +265,29 @@ def _tuning_section(a: Analysis) -> str:
         "tried per design, ranked on mean val (the first is the one chosen). The chosen config's val value "
         "is optimistic (the best of several); its test value is the honest estimate.</p>",
     ]
-    head = ["Design", "Config", "Runs", "Failed", f"Val {a.metric.name}", f"Test {a.metric.name}"]
+    head = ["Design", "Config", "Seeds", "Failed seeds", f"Val {a.metric.name}", f"Test {a.metric.name}"]
     rows = []
+    configs = []
     for r in a.ranked:
         for i, c in enumerate(r.configs):
+            configs.append(c)
             mark = " (chosen)" if i == 0 else ""
-            failed = f"{c.failed} of {c.n}" if c.failed else "0"
             rows.append(
                 [
                     esc(r.label),
                     esc(c.label + mark),
-                    str(c.n),
-                    failed,
-                    esc(fmt_interval(c.val)),
-                    esc(fmt_interval(c.test)),
+                    esc(fmt_seeds(c)),
+                    esc(fmt_failed(c)),
+                    esc(fmt_value(c, "val")),
+                    esc(fmt_value(c, "test")),
                 ]
             )
-    out.append(f"<details><summary>{len(rows)} configs</summary>\n{html_table(head, rows)}\n</details>")
+    few = caveat(configs)
+    table = html_table(head, rows) + (f"<p class='note'><b>{esc(few)}</b></p>" if few else "")
+    if plots.get("lr") is not None and "optimizer.lr" in a.tune_keys:
+        out.append(f"<p class='note'>{esc(notes.get('lr', ''))}</p>")
+        out.append(_img(plots.get("lr"), "learning-rate sensitivity", ""))
+    out.append(f"<details><summary>{len(rows)} configs</summary>\n{table}\n</details>")
     return "\n".join(out)
 
 
@@ -234,7 +306,14 @@ def _plots_section(a: Analysis, plots: dict[str, bytes | None], notes: dict[str,
         "Share of samples whose loss gradient dL/dŷ is exactly zero (grad/pred/zero_frac): for "
         "margin losses, the part of each batch that no longer teaches anything."
     )
-    out = [
+    out = []
+    if plots.get("lr") is not None and "optimizer.lr" not in a.tune_keys:
+        out += [
+            "<h2>Learning-rate sensitivity</h2>",
+            f"<p class='note'>{esc(notes.get('lr', ''))}</p>",
+            _img(plots.get("lr"), "learning-rate sensitivity", ""),
+        ]
+    out += [
         "<h2>Outcomes</h2>",
         f"<p class='note'>{esc(notes['heatmap'])}</p>",
         _img(plots.get("heatmap"), "outcome heatmap", ""),
@@ -280,14 +359,16 @@ def _runs_table(ctx: Context, a: Analysis) -> str:
     rows = []
     for r in a.ranked:
         scores = [s for c in (r.configs or [r]) for s in c.scores]
+        dropped = {s.run.run_id for c in (r.configs or [r]) for s in c.duplicates}
         for s in sorted(scores, key=lambda s: (sort_key(s.run.seed), s.run.name)):
             run = s.run
+            seed = esc(run.seed or "") + (" (rerun, dropped)" if run.run_id in dropped else "")
             url = links.run_url(exp_id, run.run_id, ctx.uri)
             rows.append(
                 [
                     f'<a href="{esc(url)}">{esc(run.name)}</a>',
                     esc(r.label),
-                    esc(run.seed or ""),
+                    seed,
                     esc(run.status),
                     esc(run.outcome),
                     esc(run.tags.get("overfitting", "—")),
@@ -333,7 +414,7 @@ def render(
             warn,
             _verdict(a),
             _designs_section(a, *table, csv_bytes),
-            _tuning_section(a),
+            _tuning_section(a, plots, notes),
             _plots_section(a, plots, notes),
             _runs_table(ctx, a),
             "</body></html>",

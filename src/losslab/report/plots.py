@@ -12,6 +12,7 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,19 +87,74 @@ def _colours(n: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _set_scale(axes: Sequence[Any], values: list[np.ndarray], log: bool) -> None:
-    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
-    if not log or not len(finite):
-        return
+@dataclass(frozen=True)
+class Axis:
+    """How a curve's y axis is drawn: `scale` ("log" or "linear"), its limits, and why."""
+
+    scale: str
+    lo: float | None
+    hi: float | None
+    why: str
+
+
+#: values within this share of the largest one are float32 round-off, not data (MLflow keeps float32)
+RESOLUTION = 1e-6
+#: log when the positive values span at least this ratio (two decades)
+LOG_SPAN = 100.0
+#: exact zeros "dominate" above this share of the points: a linear axis from 0
+ZERO_SHARE = 0.2
+
+
+def choose_axis(values: Sequence[np.ndarray]) -> Axis:
+    """The y axis that suits these values (issue 25): never symlog, never ticks below the data's resolution.
+
+    - all positive and spanning two decades or more (a decaying loss): log, from the smallest value;
+    - exact zeros (or values below the float32 resolution of the largest) on more than ZERO_SHARE of the
+      points (a hinge loss that reaches 0): linear from 0;
+    - a few zeros among positive values spanning decades: log, clipped at the 1st percentile of the
+      positive values (the zeros sit on the axis floor);
+    - otherwise (noisy, narrow, or negative values): linear.
+    """
+    arrays = [np.asarray(v, float).ravel() for v in values]
+    finite = np.concatenate([v[np.isfinite(v)] for v in arrays]) if arrays else np.array([])
+    if not len(finite):
+        return Axis("linear", None, None, "no finite values")
+    top = float(np.abs(finite).max())
+    if finite.min() < 0:
+        return Axis("linear", None, None, "negative values")
+    floor = top * RESOLUTION
+    zero = finite <= floor
+    positive = finite[~zero]
+    if not len(positive):
+        return Axis("linear", 0.0, None, "every value is zero")
+    span = float(positive.max() / positive.min())
+    if zero.mean() > ZERO_SHARE:
+        return Axis("linear", 0.0, None, f"{zero.mean():.0%} of the points are exact zeros")
+    if span < LOG_SPAN:
+        return Axis("linear", None, None, "within two decades")
+    if zero.any():
+        lo = float(np.quantile(positive, 0.01))
+        return Axis(
+            "log", lo, float(positive.max()), "positive over decades; the few zeros drawn at the floor"
+        )
+    return Axis("log", float(positive.min()), float(positive.max()), "positive over decades")
+
+
+def _set_scale(axes: Sequence[Any], values: list[np.ndarray], log: bool) -> Axis | None:
+    if not log or not values:
+        return None
+    axis = choose_axis(values)
     for ax in axes:
-        if finite.min() > 0:
-            ax.set_yscale("log")
-        else:  # a loss that reaches exactly 0 (hinge): log away from 0, linear near it
-            positive = finite[finite > 0]
-            ax.set_yscale("symlog", linthresh=float(positive.min()) if len(positive) else 1e-3)
-        if finite.max() > 100 * max(finite.min(), 1e-300):
-            # over 2+ decades the major ticks suffice; minor ones are many artists, slow to draw
-            ax.minorticks_off()
+        if axis.scale == "log":
+            ax.set_yscale("log", nonpositive="clip")
+            assert axis.lo is not None and axis.hi is not None
+            ax.set_ylim(axis.lo / 1.15, axis.hi * 1.15)
+            if axis.hi > 100 * axis.lo:
+                # over 2+ decades the major ticks suffice; minor ones are many artists, slow to draw
+                ax.minorticks_off()
+        elif axis.lo == 0.0:
+            ax.set_ylim(bottom=0.0)
+    return axis
 
 
 #: (panel title, [(line label, design)]): one small plot of a facet grid

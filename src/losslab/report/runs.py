@@ -1,21 +1,14 @@
-"""Reading runs from an MLflow store: which runs a report compares, and their metric histories.
+"""Reading runs from an MLflow store: which runs a report compares (their histories: histories.py).
 
-Speed: a sqlite store is read with one SQL query per metric key for all runs (MLflow's client
-would make one request per metric per run: minutes for a large experiment); other stores fall
-back to threaded `get_metric_history`. This package and tracking.py are the only MLflow users.
+This package and tracking.py are the only MLflow users.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import os
 import re
-import sqlite3
-import sys
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +18,13 @@ from mlflow.entities import Experiment, Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from losslab.report.histories import (  # noqa: F401 (re-exported: callers import them from here)
+    MAX_FLOAT,
+    History,
+    fetch_histories,
+    histories_via_client,
+    histories_via_sql,
+)
 from losslab.tracking.store import (
     TrackingError,
     _sqlite_path,
@@ -33,8 +33,6 @@ from losslab.tracking.store import (
     resolve_tracking_uri,
 )
 
-#: MLflow's sql stores keep +-inf as +-max float
-MAX_FLOAT = 1.7976931348623157e308
 #: per-step histories every report reads (the ranked task metric's `val/<m>` is added to these)
 CURVE_KEYS = ("train/loss", "val/loss", "grad/global_norm", "grad/pred/zero_frac")
 
@@ -57,6 +55,10 @@ class RunData:
     tags: dict[str, str]
     metrics: dict[str, float]
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: when the run ended (else started), ms since the epoch: the latest FINISHED run of a seed is kept
+    order: float = 0.0
+    #: rows of its test split when recorded (an `n_test` param or tag, or its MLflow test dataset input)
+    n_test: int | None = None
 
     @property
     def outcome(self) -> str:
@@ -200,6 +202,34 @@ def group_choices(params: dict[str, str], overrides: str) -> dict[str, str]:
     return out
 
 
+#: where a run may record the size of its test split (params, tags or metrics)
+N_TEST_KEYS = ("n_test", "data.n_test", "data/n_test", "data.test_size")
+
+
+def recorded_test_size(run: Run) -> int | None:
+    """Rows of the run's test split: an `n_test`-like param, tag or metric, else the first dimension of
+    the targets of its MLflow dataset input whose context is "test" (train/job.py logs one per split)."""
+    for source in (run.data.params, run.data.tags, run.data.metrics):
+        for key in N_TEST_KEYS:
+            try:
+                n = int(float(source[key]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if n > 0:
+                return n
+    inputs = getattr(run, "inputs", None)
+    for item in getattr(inputs, "dataset_inputs", None) or []:
+        if not any(t.key == "mlflow.data.context" and t.value == "test" for t in item.tags):
+            continue
+        try:
+            profile = json.loads(item.dataset.profile or "{}")
+            shape = profile.get("targets_shape") or profile.get("features_shape")
+            return int(shape[0]) if shape else None
+        except (ValueError, TypeError, AttributeError, IndexError):
+            return None
+    return None
+
+
 def _to_run_data(run: Run) -> RunData:
     params = dict(run.data.params)
     params.update(group_choices(params, run.data.tags.get("overrides", "")))
@@ -210,93 +240,9 @@ def _to_run_data(run: Run) -> RunData:
         params=params,
         tags=dict(run.data.tags),
         metrics=dict(run.data.metrics),
+        order=float(run.info.end_time or run.info.start_time or 0),
+        n_test=recorded_test_size(run),
     )
-
-
-# ----------------------------------------------------------------------------- metric histories
-
-History = dict[str, tuple[np.ndarray, np.ndarray]]  # run id -> (steps, values), sorted by step
-
-
-def fetch_histories(
-    client: MlflowClient, uri: str, run_ids: Sequence[str], keys: Iterable[str]
-) -> dict[str, History]:
-    """{key: {run_id: (steps, values)}} for all runs: bulk SQL on sqlite, threaded client otherwise."""
-    path = _sqlite_path(uri)
-    if path is not None:
-        try:
-            return histories_via_sql(path, run_ids, keys)
-        except sqlite3.Error as exc:  # an unexpected schema: still correct, only slower
-            print(f"warning: bulk read of {path} failed ({exc}); using the MLflow client", file=sys.stderr)
-    return histories_via_client(client, run_ids, keys)
-
-
-def histories_via_sql(path: Path, run_ids: Sequence[str], keys: Iterable[str]) -> dict[str, History]:
-    """One query per key on MLflow's `metrics` table, joined to a temp table of the wanted runs.
-
-    The join (not `run_uuid IN (...)`) has no parameter limit and returns a small integer per
-    row instead of the 32-character run id, so rows load straight into a float array.
-    """
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        con.execute("CREATE TEMP TABLE wanted (run_uuid TEXT PRIMARY KEY, idx INTEGER NOT NULL)")
-        con.executemany("INSERT INTO wanted VALUES (?, ?)", [(r, i) for i, r in enumerate(run_ids)])
-        out = {}
-        for key in keys:
-            rows = con.execute(
-                "SELECT w.idx, m.step, m.timestamp, m.value, m.is_nan FROM wanted w "
-                "JOIN metrics m ON m.run_uuid = w.run_uuid AND m.key = ?",
-                (key,),
-            ).fetchall()
-            out[key] = _group(np.array(rows, np.float64).reshape(-1, 5), run_ids)
-        return out
-    finally:
-        con.close()
-
-
-def _group(rows: np.ndarray, run_ids: Sequence[str]) -> History:
-    """Rows (run index, step, timestamp, value, is_nan) -> per-run arrays sorted by step.
-
-    A step logged twice keeps its newest value, as MLflow's UI shows; stored +-max float is
-    read back as +-inf (MLflow's sql stores cannot hold inf).
-    """
-    if not len(rows):
-        return {}
-    order = np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))
-    rows = rows[order]
-    code, step, value = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int64), rows[:, 3].copy()
-    value[rows[:, 4] != 0] = np.nan
-    value[value >= MAX_FLOAT] = np.inf
-    value[value <= -MAX_FLOAT] = -np.inf
-    last = np.ones(len(code), bool)
-    last[:-1] = (code[1:] != code[:-1]) | (step[1:] != step[:-1])
-    code, step, value = code[last], step[last], value[last]
-    bounds = np.flatnonzero(np.diff(code)) + 1
-    starts = np.concatenate([[0], bounds])
-    return {
-        run_ids[code[b]]: (s, v)
-        for b, s, v in zip(starts, np.split(step, bounds), np.split(value, bounds), strict=True)
-    }
-
-
-def histories_via_client(
-    client: MlflowClient, run_ids: Sequence[str], keys: Iterable[str], workers: int = 16
-) -> dict[str, History]:
-    """Fallback for tracking servers: `get_metric_history` per run and key, in parallel threads."""
-    keys = list(keys)
-
-    def one(pair: tuple[int, str]) -> list[tuple[float, ...]]:
-        idx, key = pair
-        hist = client.get_metric_history(run_ids[idx], key)
-        return [(idx, m.step, m.timestamp, m.value, math.isnan(m.value)) for m in hist]
-
-    pairs = list(itertools.product(range(len(run_ids)), keys))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(one, pairs))
-    by_key: dict[str, list[tuple[float, ...]]] = {k: [] for k in keys}
-    for (_, key), rows in zip(pairs, results, strict=True):
-        by_key[key] += rows
-    return {k: _group(np.array(rows, np.float64).reshape(-1, 5), run_ids) for k, rows in by_key.items()}
 
 
 def _select(

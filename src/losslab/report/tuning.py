@@ -1,8 +1,8 @@
 """Tuned comparison at equal budget (`--tune optimizer.lr`).
 
 Each design (the other swept params) gets the tuned values with the best mean val metric over
-its seeds, under the same rule as the design ranking (a config with a failed run never beats
-one whose runs all finished); its test metric is then the honest estimate. This is the
+its seeds, under the same rule as the design ranking (one value per seed; a seed without a finite
+val value scores the task's chance level); its test metric is then the honest estimate. This is the
 protocol of "A Metric Learning Reality Check" (Musgrave et al., 2020): equal budget per loss,
 selection on val, report on test. The budget (configs tried per design) is stated, because a
 design given more configs to choose from gets an optimistic val value.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from losslab.report.designs import Design, group_designs, varying_params
-from losslab.report.ranking import DesignResult, TaskMetric, evaluate, rank
+from losslab.report.ranking import Chance, DesignResult, TaskMetric, evaluate, rank
 from losslab.report.runs import ReportError, RunData
 
 
@@ -36,17 +36,19 @@ def check_tune_keys(runs: Sequence[RunData], tune: Sequence[str]) -> list[str]:
 
 
 def tune_designs(
-    designs: Sequence[Design], tune_keys: Sequence[str], metric: TaskMetric
+    designs: Sequence[Design], tune_keys: Sequence[str], metric: TaskMetric, chance: Chance
 ) -> list[DesignResult]:
     """Per design, the config (values of `tune_keys`) chosen on mean val; all configs kept for the page."""
     out = []
     for design in designs:
-        configs = rank([evaluate(c, metric) for c in group_designs(design.runs, tune_keys)], metric)
+        configs = [evaluate(c, metric, chance) for c in group_designs(design.runs, tune_keys)]
+        configs = rank(configs, metric)
         chosen = configs[0]
         out.append(
             DesignResult(
                 Design(design.values, chosen.design.runs, design.label),
                 chosen.scores,
+                chance,
                 tuned=dict(chosen.design.values),
                 configs=configs,
             )

@@ -15,8 +15,9 @@ from scipy import stats
 
 from losslab import compare
 from losslab.report import analysis, ranking, tables
+from losslab.report.inference import paired_differences, prob_improvement
 from losslab.report.runs import ReportError, RunData, select_runs
-from losslab.report.stats import mean_ci, paired, steps_to_fraction
+from losslab.report.stats import mean_ci, steps_to_fraction
 from losslab.testing import synthetic
 from losslab.testing.synthetic import synthetic_experiment
 from losslab.tracking.store import ensure_experiment, open_store
@@ -60,6 +61,7 @@ def test_mean_ci_matches_scipy() -> None:
         assert got.n == n and got.mean == pytest.approx(x.mean())
         assert (got.lo, got.hi) == pytest.approx((lo, hi))
     assert mean_ci([0.5]).half is None and mean_ci([]).mean is None
+    assert mean_ci([0.5, 0.5]).degenerate  # equal values: no [a, a] interval
 
 
 def test_paired_difference_matches_scipy_ttest_rel() -> None:
@@ -70,16 +72,16 @@ def test_paired_difference_matches_scipy_ttest_rel() -> None:
     design = {str(i): v for i, v in enumerate(a)}
     baseline = {str(i): v for i, v in enumerate(b)}
     baseline["99"] = 0.1  # a seed the design lacks takes no part
-    got = paired(design, baseline, maximize=True)
+    got = paired_differences(design, baseline)
     ci = stats.ttest_rel(a, b).confidence_interval(0.95)
-    assert got.seeds == 8 and got.diff.mean == pytest.approx(float(np.mean(a - b)))
-    assert (got.diff.lo, got.diff.hi) == pytest.approx((ci.low, ci.high))
-    assert got.p_improve == pytest.approx(np.mean(a > b))
-    # lower is better: wins are where the design is smaller; a tie counts half
-    low = paired({"0": 1.0, "1": 2.0, "2": 3.0}, {"0": 2.0, "1": 2.0, "2": 1.0}, maximize=False)
-    assert low.p_improve == pytest.approx((1 + 0.5 + 0) / 3)
+    assert got.n == 8 and got.interval.mean == pytest.approx(float(np.mean(a - b)))
+    assert (got.interval.lo, got.interval.hi) == pytest.approx((ci.low, ci.high))
+    assert got.left_out == {"99": "not run by the design"}  # never dropped silently
+    # P(X > Y) is rliable's (all pairs, unpaired), not the share of seeds won; a tie counts half
+    low = prob_improvement([1.0, 2.0, 3.0], [2.0, 2.0, 1.0], maximize=False, n_boot=0)
+    assert low.p == pytest.approx((2.5 + 1 + 0) / 9)  # x=1: 2 wins and a tie; x=2: two ties
     # the unpaired intervals overlap, the paired one excludes 0: pairing removes the seed effect
-    assert mean_ci(a.tolist()).lo < mean_ci(b.tolist()).hi and got.diff.lo > 0
+    assert mean_ci(a.tolist()).lo < mean_ci(b.tolist()).hi and got.interval.lo > 0
 
 
 def test_steps_to_fraction() -> None:
@@ -92,28 +94,35 @@ def test_steps_to_fraction() -> None:
 # ----------------------------------------------------------------------------- known answers
 
 
-def test_best_is_chosen_on_val_and_a_design_with_failed_runs_never_wins(study: tuple[str, str, Path]) -> None:
+def test_failed_seeds_count_at_their_checkpoint_or_at_chance_and_are_a_column(
+    study: tuple[str, str, Path],
+) -> None:
+    """Issue 23 item 5 (was: a design with any failed run ranks below every clean one). TRAP diverges on
+    its even seeds after val checkpoints at ~0.97: each keeps that checkpoint, so TRAP ranks first and
+    its failure column says 5 of 10; the FAILED run (no value) scores chance level 0.5."""
     a = _analysis(*study[:2])
     by_label = {r.label: r for r in a.ranked}
-    best = _label(*synthetic.BEST)
     assert a.metric.name == "accuracy" and a.metric.maximize
-    assert a.best is not None and a.best.label == best and a.ranked[0].label == best
+    assert a.chance.value == 0.5
     trap = by_label[_label(*synthetic.TRAP)]
-    # its runs that did not diverge score higher than any design; ignoring failures it would win
-    assert trap.val.mean > max(r.val.mean for r in a.ranked if r is not trap and r.val.mean is not None)
-    assert trap.failed == 5 and trap.failures == {"diverged": 5}
-    assert tables.fmt_failed(trap) == "5 of 10 failed (diverged 5)"
-    clean = [r for r in a.ranked if r.clean]
-    assert a.ranked.index(trap) >= len(clean)
-    # the trap also has the smallest best val loss: ranking on the loss would have chosen it
+    assert a.best is trap and a.ranked[0] is trap
+    assert trap.failed == 5 and trap.failures == {"diverged": 5} and trap.no_value == 0
+    assert tables.fmt_failed(trap) == "5 of 10 (diverged: seeds 0, 2, 4, 6, 8) [0.19, 0.81]"
+    # the best design whose seeds all finished cleanly is next
+    assert a.ranked[1].label == _label(*synthetic.BEST) and a.ranked[1].failed == 0
+    # the trap also has the smallest best val loss: ranking on the loss would have chosen it too
     assert (
         trap.label
         == min(a.ranked, key=lambda r: min(x.metrics.get("best/val_loss", 9) for x in r.design.runs)).label
     )
     every = by_label[_label(*synthetic.ALL_DIVERGE)]
-    assert every.val.mean is None and every.failed == 10 and a.ranked[-1] is every
+    assert every.failed == 10 and every.val.mean is not None  # scored at its checkpoints, failure 10/10
     failed = by_label[_label(*synthetic.FAILED_RUN[:2])]
-    assert failed.failures == {"failed": 1} and failed.val.n == 9
+    assert failed.failures == {"failed": 1} and failed.n == 10 and failed.no_value == 1
+    seed = str(synthetic.FAILED_RUN[2])
+    assert failed.val_score.per_seed[seed] == 0.5  # chance level, not dropped
+    others = [v for s, v in failed.per_seed("val").items() if s != seed]
+    assert failed.val.mean == pytest.approx((sum(others) + 0.5) / 10)
 
 
 def test_changing_test_values_changes_no_selection(study: tuple[str, str, Path]) -> None:
@@ -125,6 +134,10 @@ def test_changing_test_values_changes_no_selection(study: tuple[str, str, Path])
     assert [r.val.mean for r in a.ranked] == pytest.approx([r.val.mean for r in b.ranked], nan_ok=True)
     assert a.best.label == b.best.label
     assert a.best.test.mean != pytest.approx(b.best.test.mean, abs=1e-6)
+    # the paired comparisons on val do not move either
+    assert [r.cmp_val.p if r.cmp_val else None for r in a.ranked] == [
+        r.cmp_val.p if r.cmp_val else None for r in b.ranked
+    ]
     ta = _analysis(uri, parent, tune=["optimizer.lr"])
     tb = _analysis(other_uri, other, tune=["optimizer.lr"])
     assert [(r.label, r.tuned) for r in ta.ranked] == [(r.label, r.tuned) for r in tb.ranked]
@@ -134,7 +147,7 @@ def test_paired_difference_uses_shared_seeds_against_the_baseline(study: tuple[s
     uri, parent, _ = study
     second = _label(0.25, 1e-2)
     a = _analysis(uri, parent, baseline=second)
-    assert a.baseline.label == second and a.baseline.paired is None and a.paired_on == "test"
+    assert a.baseline.label == second and a.baseline.cmp_test is None and a.paired_on == "test"
     best = next(r for r in a.ranked if r.label == _label(*synthetic.BEST))
     # reference: per-seed test values straight from MLflow, paired with scipy
     client = open_store(uri)
@@ -152,12 +165,24 @@ def test_paired_difference_uses_shared_seeds_against_the_baseline(study: tuple[s
     x, y = per_seed(*synthetic.BEST), per_seed(0.25, 1e-2)
     seeds = sorted(x)
     ref = stats.ttest_rel([x[s] for s in seeds], [y[s] for s in seeds]).confidence_interval(0.95)
-    assert best.paired.seeds == 10
-    assert (best.paired.diff.lo, best.paired.diff.hi) == pytest.approx((ref.low, ref.high))
-    assert best.paired.p_improve == pytest.approx(np.mean([x[s] > y[s] for s in seeds]))
+    pd = best.cmp_test.paired
+    assert pd.n == 10
+    assert (pd.interval.lo, pd.interval.hi) == pytest.approx((ref.low, ref.high))
+    xs, ys = [x[s] for s in seeds], [y[s] for s in seeds]
+    pxy = np.mean([[1.0 if u > v else 0.5 if u == v else 0.0 for v in ys] for u in xs])
+    assert best.cmp_test.prob.p == pytest.approx(pxy)  # rliable's P(X > Y) over all pairs
+    assert best.cmp_test.prob.lo <= pxy <= best.cmp_test.prob.hi
+    assert best.cmp_test.wins.wins == sum(x[s] > y[s] for s in seeds)
+    # paired on val too, by seed
+    vx, vy = best.per_seed("val"), a.baseline.per_seed("val")
+    assert best.cmp_val.paired.diffs == pytest.approx([vx[s] - vy[s] for s in seeds])
+    # Holm over the 19 comparisons of each split: adjusted p >= raw p
+    assert a.family == 19 and all(
+        r.cmp_test.p_adjusted >= r.cmp_test.p and r.cmp_test.family == 19 for r in a.ranked if r.cmp_test
+    )
     # the design with a FAILED run is paired on the 9 seeds it has
     failed = next(r for r in a.ranked if r.label == _label(*synthetic.FAILED_RUN[:2]))
-    assert failed.paired.seeds == 9
+    assert failed.cmp_test.paired.n == 9
     with pytest.raises(ReportError, match="matches several designs"):
         _analysis(uri, parent, baseline="margin=0.25")
     with pytest.raises(ReportError, match="matches no design"):
@@ -171,12 +196,13 @@ def test_tuning_picks_each_designs_lr_on_val_at_equal_budget(study: tuple[str, s
     assert a.budgets == {f"margin={m}": 4 for m in synthetic.MARGINS}
     for r in a.ranked:
         margin = float(r.design.values["loss.margin"])
-        assert float(r.tuned["optimizer.lr"]) == synthetic.best_lr(margin), r.label
+        # margin 2.0: lr 0.1 (TRAP) diverges on half its seeds after checkpoints at 0.97: it is chosen
+        want = 0.1 if margin == synthetic.TRAP[0] else synthetic.best_lr(margin)
+        assert float(r.tuned["optimizer.lr"]) == want, r.label
         chosen = r.configs[0]
         assert r.test.mean == chosen.test.mean and r.n == chosen.n
-        assert chosen.val.mean == max(c.val.mean for c in r.configs if c.clean)
-    # margin 2.0: lr 0.1 has the highest val of its configs but diverges; 1e-3 is chosen
-    assert a.best.label == "margin=0.5"
+        assert chosen.val.mean == max(c.val.mean for c in r.configs)
+    assert a.best.label == "margin=2.0" and a.best.failed == 5
     text = tables.markdown(a)
     assert "Budget: 4 configs of optimizer.lr tried per design (equal budget)." in text
     with pytest.raises(ReportError, match=r"--tune optimizer\.momentum.*Params that vary here: loss\.margin"):
@@ -189,12 +215,16 @@ def test_regression_ranks_on_rmse_lower_is_better() -> None:
         parent = synthetic_experiment(uri, n_runs=60, n_steps=30, task="regression", heldout=False)
         a = _analysis(uri, parent)
         assert a.metric.name == "rmse" and not a.metric.maximize
-        assert a.best.label == "delta=0.5, lr=0.01"
-        means = [r.val.mean for r in a.ranked if r.clean]
+        # TRAP diverged on seeds 0 and 2 after its checkpoints: they count there, so it wins on rmse
+        assert a.best.label == "delta=2.0, lr=0.1" and a.best.failed == 2
+        assert a.ranked[1].label == "delta=0.5, lr=0.01"
+        worst = max(r.metrics["best/val_rmse"] for r in a.runs if "best/val_rmse" in r.metrics)
+        assert a.chance.value == worst and "worst rmse observed" in a.chance.why
+        means = [r.val.mean for r in a.ranked if r.has_value]
         assert means == sorted(means)
         assert a.no_heldout == 60
         mae = _analysis(uri, parent, metric="r2")
-        assert mae.metric.maximize and mae.best.label == "delta=0.5, lr=0.01"
+        assert mae.metric.maximize and mae.best.label == "delta=2.0, lr=0.1"
         with pytest.raises(
             ReportError, match="--metric accuracy is a binary metric but these runs are regression"
         ):
@@ -324,13 +354,19 @@ def test_the_page_highlights_the_best_design_and_flags_failures(study: tuple[str
     report = compare.build_report(uri, None, parent, tmp / "reports", log_artifacts=False)
     page = report.html_path.read_text()
     assert page.count('<tr class="best">') == 1
-    assert '<tr class="best"><td>1</td><td>0.5</td><td>0.01</td><td>10</td><td>0</td>' in page
-    assert "5 of 10 failed (diverged 5)" in page and "1 of 10 failed<" in page
-    assert "rank below every design whose runs all finished" in page
+    trap = _label(*synthetic.TRAP)
+    assert (
+        '<tr class="best"><td>1</td><td>2.0</td><td>0.1</td><td>10</td>'
+        "<td>5 of 10 (diverged: seeds 0, 2, 4, 6, 8) [0.19, 0.81]</td>" in page
+    )
+    assert "1 of 10 (failed: seed 1) [0.0025, 0.45]" in page
+    assert "Failures are a column, not a demotion" in page
+    assert "The winner failed on 5 of 10 seeds" in page  # the verdict says so
     assert "Too few seeds" not in page  # 10 seeds everywhere, even where all runs failed
     best_line = next(line for line in report.designs_markdown.splitlines() if "**best**" in line)
-    assert best_line.startswith(f"| 1 | {_label(*synthetic.BEST)} **best** |")
-    assert report.best["label"] == _label(*synthetic.BEST) and report.best["metric"] == "accuracy"
+    assert best_line.startswith(f"| 1 | {trap} **best** |") and best_line.endswith("| 5 of 10 |")
+    assert report.best["label"] == trap and report.best["metric"] == "accuracy"
+    assert report.best["failed_seeds"] == 5 and report.best["runs"] == 10
     assert report.best["val_accuracy"] == pytest.approx(_analysis(uri, parent).best.val.mean)
     assert set(report.best) >= {"test_accuracy", "test_accuracy_ci95", "val_accuracy_ci95", "runs", "params"}
     with pytest.raises(ReportError, match="seeds are never tuned"):
@@ -352,7 +388,7 @@ def test_a_tie_for_best_is_said_plainly() -> None:
     assert len(said) == 1
     assert said[0].startswith("2 designs tie for the best mean val accuracy (0.85): margin=0; margin=1.")
     a.ranked[1].scores[0].val = 0.81  # no longer tied
-    del a.ranked[1].val
+    del a.ranked[1].val_score, a.ranked[1].val
     assert not [w for w in warnings_of(a) if "tie for the best" in w]
 
 
@@ -365,18 +401,27 @@ def test_a_sweep_whose_runs_all_failed_still_gets_a_report_saying_so() -> None:
     a = analysis.analyse(runs, ranking.resolve_metric(runs, None))
     assert a.best is None and all(r.failures == {"failed": 2} for r in a.ranked)
     assert any("none is highlighted as best" in w for w in warnings_of(a))
+    assert all(r.val.mean == 0.5 for r in a.ranked)  # every seed at chance
     assert "**best**" not in tables.markdown(a) and "| 2 of 2 |" in tables.markdown(a)
 
 
 def test_a_paired_difference_of_float32_round_off_reads_as_a_tie() -> None:
-    """Two designs with the same accuracies differ by ~1e-8 once MLflow's float32 values are averaged."""
-    from types import SimpleNamespace
-
-    from losslab.report.stats import Interval, Paired
-    from losslab.report.tables import fmt_paired
-
-    r = SimpleNamespace(paired=Paired(Interval(-1.19e-08, 0.011, 5), 0.5, 5, of=5))
-    assert fmt_paired(r) == ("+0 [-0.011, +0.011]", "0.50 (5 seeds)")
+    """Two designs with the same accuracies differ by ~1e-8 once MLflow's float32 values are read back:
+    a tie on every seed, a degenerate interval said so, never [a, a], and p = 1."""
+    runs = [
+        _run(
+            2 * s + i,
+            {"loss.margin": m, "seed": str(s)},
+            {"best/val_accuracy": 0.8 + 0.01 * s + e, "test/accuracy": 0.8 + 0.01 * s + e},
+            task="binary",
+        )
+        for s in range(5)
+        for i, (m, e) in enumerate((("0", 0.0), ("1", -1.19e-08)))
+    ]
+    a = analysis.analyse(runs, ranking.resolve_metric(runs, None))
+    other = next(r for r in a.ranked if r is not a.baseline)
+    assert tables.fmt_diff(other, "test") == "+0 (equal on all 5 seeds; no interval)"
+    assert other.cmp_test.p == 1.0 and tables.fmt_p(other, "test") == "p = 1 (Holm 1)"
 
 
 def test_paired_rows_count_the_seeds_whose_runs_failed(study: tuple[str, str, Path]) -> None:
@@ -388,28 +433,27 @@ def test_paired_rows_count_the_seeds_whose_runs_failed(study: tuple[str, str, Pa
     by_label = {r.label: r for r in a.ranked}
     cases = {  # label: (seeds paired, why the others are left out, text of the Δ cell)
         _label(*synthetic.FAILED_RUN[:2]): (9, {"failed": 1}, "(9 of 10 seeds paired; 1 failed)"),
-        _label(*synthetic.TRAP): (5, {"failed": 5}, "(5 of 10 seeds paired; 5 failed)"),
-        _label(*synthetic.ALL_DIVERGE): (0, {"failed": 10}, "shared seeds (0 of 10 seeds paired; 10 failed)"),
+        # diverged seeds keep their selected checkpoint's test value: paired on every seed
+        _label(*synthetic.ALL_DIVERGE): (10, {}, "]"),
     }
-    for label, (seeds, unpaired, text) in cases.items():
+    for label, (seeds, gaps, text) in cases.items():
         r = by_label[label]
-        assert (r.paired.seeds, r.paired.of, dict(r.paired.unpaired)) == (seeds, 10, unpaired), label
-        diff, _ = tables.fmt_paired(r, a.paired_on)
+        assert (r.cmp_test.paired.n, r.n, ranking.unpaired(r, r.cmp_test, "test")) == (seeds, 10, gaps), label
+        diff = tables.fmt_diff(r, a.paired_on)
         assert diff.endswith(text), diff
         assert f"<td>{diff}</td>" in page, diff  # its own cell of the design table
         md_row = next(line for line in md.splitlines() if line.startswith("| ") and f" {label} |" in line)
-        assert text in md_row, md_row
+        assert diff in md_row, md_row
     clean = by_label[_label(0.0, 1e-2)]
-    assert clean.paired.seeds == clean.paired.of == 10 and "seeds paired" not in tables.fmt_paired(clean)[0]
-    assert all(r.paired.seeds + sum(r.paired.unpaired.values()) == r.paired.of for r in a.ranked if r.paired)
-    assert "3 design(s) are paired with the baseline on fewer seeds than they ran" in page
+    assert clean.cmp_test.paired.n == clean.n == 10 and "seeds paired" not in tables.fmt_diff(clean, "test")
+    assert "1 design(s) are paired with the baseline on fewer seeds than they ran" in page
     # the baseline's own failed seed is counted on its row and on every row paired with it
     with_failed = _analysis(uri, parent, baseline=_label(*synthetic.FAILED_RUN[:2]))
-    assert tables.fmt_paired(with_failed.baseline, with_failed.paired_on) == (
-        "baseline (9 of 10 seeds usable; 1 failed)",
-        "",
+    assert tables.fmt_diff(with_failed.baseline, with_failed.paired_on) == (
+        "baseline (9 of 10 seeds usable; 1 failed)"
     )
     best = next(r for r in with_failed.ranked if r.label == _label(*synthetic.BEST))
-    assert dict(best.paired.unpaired) == {"baseline failed": 1} and best.paired.seeds == 9
-    diff, _ = tables.fmt_paired(best, with_failed.paired_on)
+    assert ranking.unpaired(best, best.cmp_test, "test") == {"baseline failed": 1}
+    assert best.cmp_test.paired.n == 9
+    diff = tables.fmt_diff(best, with_failed.paired_on)
     assert diff.endswith("(9 of 10 seeds paired; 1 baseline failed)"), diff
