@@ -29,6 +29,12 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "brier": False,
 }
 
+#: memorisation under label noise (`data.label_noise`), logged at every validation: the share of the
+#: corrupted training rows predicted as their corrupted label, and of the clean rows predicted as theirs
+FIT_NOISY, FIT_CLEAN = "train/fit_noisy", "train/fit_clean"
+#: facts about a run's data, logged once at step 0: the realised corrupted share of the training labels
+NOISE_RATE = "data/noise_rate"
+
 #: outcome labels of a training-loss curve, in the report's display order (best first)
 OUTCOME_LABELS: tuple[str, ...] = ("converged", "still_improving", "plateaued", "oscillating", "diverged")
 

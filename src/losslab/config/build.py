@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from losslab.data import corruption
 from losslab.data.checks import check_data
 from losslab.data.datasets import DataConfigError, TensorData
 from losslab.logs import one_line
@@ -257,15 +258,18 @@ def build(cfg: DictConfig) -> Job:
             raise ConfigError(f"torch_threads={threads!r} is not valid; accepted: an integer >= 1, or null.")
         torch.set_num_threads(threads)
     seed_all(cfg.seed)
-    data: TensorData = _instantiate(cfg.data, "data")
+    data_node, label_settings = corruption.split_data_config(cfg.data)  # label_noise, imbalance_ratio
+    data: TensorData = _instantiate(data_node, "data")
     if not isinstance(data, TensorData):
         raise ConfigError(
             f"data._target_ built a {type(data).__name__}; accepted: a losslab.data.datasets.TensorData "
             "(what LossLab's data builders return)."
         )
     check_data(data)  # NaN/inf values and one-row splits fail only after the run exists otherwise
+    data = corruption.apply(data, label_settings)  # train (and val) labels corrupted, train long-tailed
     model = _instantiate(cfg.model, "model", in_features=data.in_features, out_features=data.out_features)
     loss_node, declared = split_config(cfg.loss)
+    loss_node = corruption.resolve_class_weights(loss_node, data)  # loss.class_weights=inverse_frequency
     loss = _instantiate(loss_node, "loss")
     if not isinstance(loss, nn.Module):
         raise ConfigError(f"loss._target_ built a {type(loss).__name__}; accepted: a torch.nn.Module.")

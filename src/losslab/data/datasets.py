@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -72,6 +72,11 @@ class TensorData:
     heldout: bool = True
     #: K for multiclass data (labels are (N,) int64 class indices in [0, K)); None otherwise
     num_classes: int | None = None
+    #: the clean labels of a split whose labels were corrupted (`data.label_noise`); None: not corrupted
+    y_train_clean: Tensor | None = None
+    y_val_clean: Tensor | None = None
+    #: facts about the data a run logs once (data/noise_rate, data/imbalance_ratio, ...)
+    data_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def in_features(self) -> int:
@@ -100,6 +105,8 @@ class TensorData:
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
             w_train=None if self.w_train is None else self.w_train.to(device),
+            y_train_clean=None if self.y_train_clean is None else self.y_train_clean.to(device),
+            y_val_clean=None if self.y_val_clean is None else self.y_val_clean.to(device),
         )
 
     def with_labels(self, domain: str) -> TensorData:
@@ -115,7 +122,13 @@ class TensorData:
             return (y + 1.0) / 2.0 if domain == "01" else y * 2.0 - 1.0
 
         return replace(
-            self, y_train=enc(self.y_train), y_val=enc(self.y_val), y_test=enc(self.y_test), labels=domain
+            self,
+            y_train=enc(self.y_train),
+            y_val=enc(self.y_val),
+            y_test=enc(self.y_test),
+            y_train_clean=None if self.y_train_clean is None else enc(self.y_train_clean),
+            y_val_clean=None if self.y_val_clean is None else enc(self.y_val_clean),
+            labels=domain,
         )
 
     def train_batches(self) -> TensorBatches:
@@ -344,7 +357,7 @@ def teacher_regression(
 def teacher_binary(
     n_samples: int = 1000,
     n_features: int = 10,
-    label_noise: float = 0.05,
+    flip_rate: float = 0.05,
     labels: str = "pm1",
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
@@ -353,13 +366,14 @@ def teacher_binary(
     name: str = "binary",
     task: str = "binary",
 ) -> TensorData:
-    """Labels from a random linear separator, each flipped with probability `label_noise`."""
+    """Labels from a random linear separator, each flipped with probability `flip_rate` in every split
+    (the task's own noise; `data.label_noise` corrupts the training labels only, see data/corruption.py)."""
     check(name, "task", task == "binary", task, "binary (this builder's task)")
-    check(name, "label_noise", 0 <= label_noise <= 0.5, label_noise, "a number in [0, 0.5]")
+    check(name, "flip_rate", 0 <= flip_rate <= 0.5, flip_rate, "a number in [0, 0.5]")
     x = torch.randn(n_samples, n_features)
     w_true = torch.randn(n_features, 1)
     y01 = (x @ w_true > 0).float()
-    flip = torch.rand(n_samples, 1) < label_noise
+    flip = torch.rand(n_samples, 1) < flip_rate
     y01 = torch.where(flip, 1.0 - y01, y01)
     y = _encode_binary(y01, labels, name)
     return _split(

@@ -14,12 +14,19 @@ values and gradients stay finite for logits of +-100 and beyond.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from losslab.losses.base import LossBase, LossInputError, _describe_values, non_finite_labels
+from losslab.losses.base import (
+    LossBase,
+    LossInputError,
+    _describe_values,
+    check_weights,
+    non_finite_labels,
+)
 
 #: integer dtypes accepted as class indices (gathered as int64)
 _INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -97,6 +104,36 @@ def check_class_labels(
     return labels.long()
 
 
+def _class_weights(name: str, value: Any, num_classes: int | None) -> Tensor | None:
+    """`class_weights` as a (K,) float tensor of finite weights > 0, or None.
+
+    `inverse_frequency` is resolved from the data before the loss is built (LossLab's task does it,
+    `losslab.data.corruption.resolve_class_weights`); a loss built by hand takes the weights themselves.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise LossInputError(
+            f"{name}: class_weights={value!r} needs the training split's class counts, which LossLab's task "
+            "fills in (loss.class_weights=inverse_frequency); built directly, the loss takes the weights "
+            "themselves: a list of K numbers > 0."
+        )
+    try:
+        w = torch.as_tensor(list(value) if not isinstance(value, Tensor) else value, dtype=torch.float32)
+    except (TypeError, ValueError):
+        w = None
+    ok = w is not None and w.dim() == 1 and w.numel() >= 2 and bool(torch.isfinite(w).all() and (w > 0).all())
+    if ok and num_classes is not None:
+        ok = w.numel() == num_classes  # type: ignore[union-attr]
+    if not ok:
+        k = f"{num_classes}" if num_classes is not None else "K"
+        raise LossInputError(
+            f"{name}: class_weights={value!r} is not valid; accepted: null, inverse_frequency, or a list of "
+            f"{k} finite numbers > 0 (one per class)."
+        )
+    return w
+
+
 class MulticlassLossBase(LossBase):
     """Base class of the multiclass losses: validate logits and class indices, then reduce per sample.
 
@@ -110,7 +147,9 @@ class MulticlassLossBase(LossBase):
     # the predicted class is the argmax of the logits; there is no binary threshold
     decision_threshold = None
 
-    def __init__(self, num_classes: int | None = None, check_values: bool = True) -> None:
+    def __init__(
+        self, num_classes: int | None = None, check_values: bool = True, class_weights: Any = None
+    ) -> None:
         super().__init__(map_labels=False, check_values=check_values)
         if num_classes is not None and (
             isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2
@@ -119,6 +158,10 @@ class MulticlassLossBase(LossBase):
                 f"{self.name}: num_classes must be an integer >= 2 (or null), got {num_classes!r}."
             )
         self.num_classes = num_classes
+        weights = _class_weights(self.name, class_weights, num_classes)
+        #: (K,) per-class weights, or None; a buffer, so it moves with the model to the device
+        self.class_weights: Tensor | None
+        self.register_buffer("class_weights", weights, persistent=False)
 
     def prepare_targets(self, y_true: Tensor, num_classes: int | None = None) -> Tensor:
         """Labels as (N,) int64 class indices; per call (with the logits' K) and once over a dataset."""
@@ -162,7 +205,26 @@ class MulticlassLossBase(LossBase):
     def forward(self, y_pred: Tensor, y_true: Tensor, weight: Tensor | None = None) -> Tensor:
         self.check_logits(y_pred, y_true)
         labels = self.prepare_targets(y_true, y_pred.shape[1])
-        return self.reduce(self.pointwise(y_pred, labels), weight)
+        losses = self.pointwise(y_pred, labels)
+        if self.class_weights is None:
+            return self.reduce(losses, weight)
+        if self.class_weights.shape[0] != y_pred.shape[1]:
+            raise LossInputError(
+                f"{self.name}: class_weights has {self.class_weights.shape[0]} entries for logits of "
+                f"{y_pred.shape[1]} classes; accepted: one weight per class."
+            )
+        return self.class_weighted(losses, labels, weight)
+
+    def class_weighted(self, losses: Tensor, labels: Tensor, weight: Tensor | None = None) -> Tensor:
+        """sum_i c_{y_i} w_i l_i / sum_i c_{y_i}: the class-weighted mean (torch's `weight=` semantics);
+        per-sample weights w, when given, scale each term as `reduce` does."""
+        assert self.class_weights is not None
+        c = self.class_weights.to(losses.dtype)[labels]
+        terms = c * losses
+        if weight is not None:
+            w = check_weights(weight, losses.shape[0], self.name) if self.check_values else weight.reshape(-1)
+            terms = terms * w.to(losses.dtype)
+        return terms.sum() / c.sum()
 
 
 def _one_minus_p(log_p_y: Tensor) -> Tensor:
@@ -188,8 +250,14 @@ class LabelSmoothing(MulticlassLossBase):
     eps = 0.1 as in the paper. Equals torch's cross_entropy(label_smoothing=eps).
     """
 
-    def __init__(self, eps: float = 0.1, num_classes: int | None = None, check_values: bool = True) -> None:
-        super().__init__(num_classes=num_classes, check_values=check_values)
+    def __init__(
+        self,
+        eps: float = 0.1,
+        num_classes: int | None = None,
+        check_values: bool = True,
+        class_weights: Any = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, check_values=check_values, class_weights=class_weights)
         self.eps = _number("LabelSmoothing", "eps", eps, low=0.0, high=1.0, high_open=True)
 
     def per_sample(self, log_probs: Tensor, log_p_y: Tensor, labels: Tensor) -> Tensor:
@@ -204,8 +272,14 @@ class MulticlassFocal(MulticlassLossBase):
     log-softmax, so it neither cancels as p_y -> 1 nor has an infinite slope there for gamma < 1.
     """
 
-    def __init__(self, gamma: float = 2.0, num_classes: int | None = None, check_values: bool = True) -> None:
-        super().__init__(num_classes=num_classes, check_values=check_values)
+    def __init__(
+        self,
+        gamma: float = 2.0,
+        num_classes: int | None = None,
+        check_values: bool = True,
+        class_weights: Any = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, check_values=check_values, class_weights=class_weights)
         self.gamma = _number("MulticlassFocal", "gamma", gamma, low=0.0)
 
     def per_sample(self, log_probs: Tensor, log_p_y: Tensor, labels: Tensor) -> Tensor:
@@ -230,8 +304,14 @@ class GCE(MulticlassLossBase):
     Computed as -expm1(q * log p_y) / q, exact for small q and for p_y -> 1.
     """
 
-    def __init__(self, q: float = 0.7, num_classes: int | None = None, check_values: bool = True) -> None:
-        super().__init__(num_classes=num_classes, check_values=check_values)
+    def __init__(
+        self,
+        q: float = 0.7,
+        num_classes: int | None = None,
+        check_values: bool = True,
+        class_weights: Any = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, check_values=check_values, class_weights=class_weights)
         self.q = _number("GCE", "q", q, low=0.0, high=1.0, low_open=True)
 
     def per_sample(self, log_probs: Tensor, log_p_y: Tensor, labels: Tensor) -> Tensor:
@@ -254,8 +334,9 @@ class SCE(MulticlassLossBase):
         A: float = -4.0,  # the paper's symbol for log 0
         num_classes: int | None = None,
         check_values: bool = True,
+        class_weights: Any = None,
     ) -> None:
-        super().__init__(num_classes=num_classes, check_values=check_values)
+        super().__init__(num_classes=num_classes, check_values=check_values, class_weights=class_weights)
         self.alpha, self.beta = _weights("SCE", alpha, beta)
         self.A = _log_zero("SCE", A)
 
@@ -279,8 +360,9 @@ class NCE_RCE(MulticlassLossBase):
         A: float = -4.0,  # the paper's symbol for log 0
         num_classes: int | None = None,
         check_values: bool = True,
+        class_weights: Any = None,
     ) -> None:
-        super().__init__(num_classes=num_classes, check_values=check_values)
+        super().__init__(num_classes=num_classes, check_values=check_values, class_weights=class_weights)
         self.alpha, self.beta = _weights("NCE_RCE", alpha, beta)
         self.A = _log_zero("NCE_RCE", A)
 

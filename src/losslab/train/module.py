@@ -15,10 +15,13 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from losslab.data.datasets import TensorData, like_weights
+from losslab.data.datasets import EVAL_BATCH, TensorData, like_weights
 from losslab.losses import accepts_weight
 from losslab.train.metrics import better, decision_threshold, task_metrics
-from losslab.vocab import TASK_METRICS, primary_metric
+from losslab.vocab import FIT_CLEAN, FIT_NOISY, TASK_METRICS, primary_metric
+
+#: training rows the memorisation metrics are computed on (the first ones of the shuffled split)
+FIT_ROWS = 2048
 
 
 class LossLabModule(pl.LightningModule):
@@ -65,6 +68,9 @@ class LossLabModule(pl.LightningModule):
         self._val_count = 0
         self._val_scores: list[Tensor] = []
         self._val_targets: list[Tensor] = []
+        #: train/fit_noisy, train/fit_clean at the last validation (only on data with corrupted labels)
+        self.fit_metrics: dict[str, Tensor] = {}
+        self._fit_probe: tuple[Tensor, Tensor, Tensor, tuple[str, ...]] | None = None
 
     #: Set ~50 times a step: Lightning writes `_current_fx_name` around every hook call, the steps
     #: write the rest. None is ever a parameter, buffer or submodule, so the bookkeeping of
@@ -121,12 +127,51 @@ class LossLabModule(pl.LightningModule):
         )
         self._val_scores, self._val_targets = [], []
         self.val_metrics = values
-        log = {"val/loss": self.val_loss, **{f"val/{k}": v for k, v in values.items()}}
+        self.fit_metrics = self._memorisation()
+        log = {"val/loss": self.val_loss, **{f"val/{k}": v for k, v in values.items()}, **self.fit_metrics}
         for name, value in log.items():
             if value is not None:
                 self.log(name, value, on_step=False, on_epoch=True, batch_size=1)
         if self._trainer is None or not self.trainer.sanity_checking:
             self._select(values)
+
+    def _probe(self) -> tuple[Tensor, Tensor, Tensor, tuple[str, ...]] | None:
+        """(x, noisy labels, corrupted mask, metric names) of the first FIT_ROWS training rows, on the
+        device, built once; None when the training labels were not corrupted."""
+        data = self.data
+        if data.y_train_clean is None:
+            return None
+        if self._fit_probe is None or self._fit_probe[0].device != data.x_train.device:
+            n = min(FIT_ROWS, data.n_train)
+            y = data.y_train[:n]
+            noisy = (y != data.y_train_clean[:n]).reshape(-1)
+            n_noisy = int(noisy.sum())  # once per run: which of the two shares exist
+            names = tuple(
+                name for name, count in ((FIT_NOISY, n_noisy), (FIT_CLEAN, n - n_noisy)) if count > 0
+            )
+            self._fit_probe = (data.x_train[:n], y, noisy, names)
+        return self._fit_probe
+
+    @torch.no_grad()
+    def _memorisation(self) -> dict[str, Tensor]:
+        """train/fit_noisy: share of the corrupted training rows predicted as their (wrong) label;
+        train/fit_clean: share of the clean rows predicted as their label. One forward pass over at most
+        FIT_ROWS training rows, on the device, no host read."""
+        probe = self._probe()
+        if probe is None or not probe[3]:
+            return {}
+        x, y, noisy, names = probe
+        scores = torch.cat([self.model(*like_weights(self.model, xb)) for xb in x.split(EVAL_BATCH)]).float()
+        if self.task == "multiclass":
+            hit = scores.argmax(dim=1) == y.reshape(-1)
+        else:  # binary: the positive class is label 1 in either encoding
+            hit = (scores.reshape(-1) > self.threshold) == (y.reshape(-1) == 1)
+        hit = hit.float()
+        shares = {
+            FIT_NOISY: (hit * noisy).sum() / noisy.sum().clamp_min(1),
+            FIT_CLEAN: (hit * ~noisy).sum() / (~noisy).sum().clamp_min(1),
+        }
+        return {name: shares[name] for name in names}
 
     def _select(self, values: dict[str, Tensor]) -> None:
         """Keep the weights of the validation with the best primary metric (one host read)."""

@@ -44,6 +44,7 @@ SEED_SETS = {"seed_10x1", "seed_binary_10x10", "seed_100x10"}
 def _build(name: str, seed: int = 0, **overrides) -> TensorData:
     """The data config as the task builds it: `${seed}` (the split seed's default) resolved."""
     cfg = OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml")
+    cfg.pop("defaults", None)  # conf/data/classification (label noise, imbalance): applied by the task
     root = OmegaConf.create({"seed": seed, "data": OmegaConf.merge(cfg, overrides)})
     torch.manual_seed(seed)
     return instantiate(root.data)
@@ -341,7 +342,7 @@ def test_outlier_fraction_adds_outliers():
         (sklearn_dataset, {"dataset": "diabetes", "task": "binary"}, "task='binary'"),
         (teacher_regression, {"batch_size": 0}, "batch_size=0"),
         (teacher_binary, {"labels": "yes"}, "labels='yes'"),
-        (teacher_binary, {"label_noise": 0.9}, "label_noise=0.9"),
+        (teacher_binary, {"flip_rate": 0.9}, "flip_rate=0.9"),
         (teacher_binary, {"batch_size": 0}, "batch_size=0"),
         (seed_noise, {"task": "multiclass"}, "task='multiclass'"),
         (seed_noise, {"task": "binary", "labels": "yes"}, "labels='yes'"),
@@ -363,7 +364,7 @@ def test_bad_options_raise_data_config_error(builder, kwargs, shown):
         ("binary", {"labels": "yes"}, "labels='yes'"),
         ("regression", {"val_fraction": 1.5}, "val_fraction=1.5"),
         ("binary01", {"batch_size": 0}, "batch_size=0"),
-        ("binary", {"label_noise": 0.9}, "label_noise=0.9"),
+        ("binary", {"flip_rate": 0.9}, "flip_rate=0.9"),
     ],
 )
 def test_bad_options_from_config(name, override, shown):

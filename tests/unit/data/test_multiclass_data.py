@@ -112,6 +112,7 @@ def test_digits_shapes_dtypes_classes_and_split():
 def test_data_configs_build_and_declare_num_classes(name, cache):
     cfg = OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml")
     assert cfg.task == "multiclass" and cfg.num_classes == 10
+    cfg.pop("defaults", None)  # conf/data/classification (label noise, imbalance): applied by the task
     overrides = {"cache_dir": cache} if name == "mnist1d" else {}
     root = OmegaConf.create({"seed": 0, "data": OmegaConf.merge(cfg, overrides)})
     d = instantiate(root.data)

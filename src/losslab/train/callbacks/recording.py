@@ -48,14 +48,23 @@ class TrackingCallback(pl.Callback):
         if buf.full:
             self.recorder.flush()
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # facts about the data, once: data/noise_rate (realised corrupted share), data/imbalance_ratio
+        data = getattr(pl_module, "data", None)
+        facts = getattr(data, "data_metrics", None)
+        if self.recorder is not None and facts:
+            self.recorder.log_metrics(facts, step=0)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after the module's on_validation_epoch_end, which computes the task metrics
         val = getattr(pl_module, "val_loss", None)
         if self.recorder is None or val is None or trainer.sanity_checking:
             return
         metrics = getattr(pl_module, "val_metrics", None) or {}
-        names = ("val/loss", *(f"val/{k}" for k in metrics))
-        row = torch.stack([val.detach().reshape(()), *(v.detach().reshape(()) for v in metrics.values())])
+        fit = getattr(pl_module, "fit_metrics", None) or {}  # train/fit_noisy, train/fit_clean
+        names = ("val/loss", *(f"val/{k}" for k in metrics), *fit)
+        values = [*metrics.values(), *fit.values()]
+        row = torch.stack([val.detach().reshape(()), *(v.detach().reshape(()) for v in values)])
         self.recorder.buffer.record(trainer.global_step, names, row.float())
         if self.recorder.buffer.full:
             self.recorder.flush()
