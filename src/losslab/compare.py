@@ -16,6 +16,7 @@ from pathlib import Path
 from losslab.report import Report, ReportError, build_report, build_reports, load_runs
 from losslab.report.ranking import METRICS
 from losslab.tracking.store import TrackingError
+from losslab.vocab import TASK_METRICS
 
 __all__ = ["Report", "ReportError", "build_report", "build_reports", "load_runs", "main"]
 
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--task",
-        choices=["binary", "regression"],
+        choices=list(TASK_METRICS),
         help="only the runs of this task (by default a study that mixes tasks or data sets gets one report "
         "per data set)",
     )
