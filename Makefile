@@ -9,7 +9,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
-STUDY       ?= classification_shootout
+STUDY       ?= label_noise_small
 ARGS        ?=
 # The UI's address (RULES: LOSSLAB_UI_HOST/LOSSLAB_UI_PORT; plain HOST/PORT from the environment are ignored).
 LOSSLAB_UI_HOST ?= 127.0.0.1
@@ -44,7 +44,7 @@ install: $(VENV)/.installed  ## .venv with torch, LossLab (losslab-train, -compa
 train: install  ## one run: make train ARGS="loss=hinge optimizer.lr=0.01"
 	$(PY) train.py $(ARGS)
 
-sweep: install  ## run a study (src/losslab/studies/experiment/, default classification_shootout): make sweep STUDY=hinge_margin
+sweep: install  ## run a study (src/losslab/studies/experiment/, default label_noise_small): make sweep STUDY=hinge_margin
 	$(PY) train.py +experiment=$(STUDY) $(ARGS) -m
 
 report: install  ## HTML + PNG report of the latest sweep into reports/
