@@ -27,6 +27,23 @@ class BelowLevel(logging.Filter):
         return record.levelno < self.level
 
 
+class Redact(logging.Filter):
+    """Secrets masked in every line a handler writes (`tracking.params.scrub_text`): an override list,
+    an error quoting a URI, a library's message, whatever escaping Hydra or a sweeper gave them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from losslab.tracking.params import scrub_text
+
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record is the logging module's to report
+            return True
+        clean = scrub_text(text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
 def console_handlers() -> list[logging.Handler]:
     """stdout for INFO (the bare message), stderr for WARNING and up."""
     out = logging.StreamHandler(sys.stdout)
@@ -35,6 +52,7 @@ def console_handlers() -> list[logging.Handler]:
     err.setLevel(logging.WARNING)
     for h in (out, err):
         h.setFormatter(logging.Formatter(PLAIN))
+        h.addFilter(Redact())
     return [out, err]
 
 
@@ -52,6 +70,7 @@ def sweep_logger(log_dir: Path | None) -> logging.Logger:
         log_dir.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(log_dir / "sweep.log")
         fh.setFormatter(logging.Formatter(STAMPED))
+        fh.addFilter(Redact())
         log.addHandler(fh)
     log.setLevel(logging.INFO)
     log.propagate = False  # the jobs' logging config (their train.log) must not catch the driver's lines

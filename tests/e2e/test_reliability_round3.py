@@ -14,11 +14,15 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import all_runs, run_train, train_cmd, wait_for
+from losslab.tracking import liveness
 from losslab.tracking import recorder as tracking
 from losslab.tracking.store import TrackingError, ensure_experiment
 
@@ -151,3 +155,225 @@ def test_a_store_write_locked_by_another_process_is_one_error_paragraph(store, c
     assert len(errors) == 1, out[-3000:]
     assert str(db) in errors[0] and "another process holds its write lock" in errors[0]
     assert [r.info.status for r in all_runs(client)] == []  # no run at all, none RUNNING
+
+
+# ----------------------------------------------------------------------------- 2: secrets, any escaping
+
+SECRET = "SECRETcarol42"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        rf"+extra.db_uri=postgresql\://carol\:{SECRET}@db.example/x",  # as the sweeper escapes it
+        rf"+extra.db_uri=postgresql\\://carol\\:{SECRET}@db.example/x",  # that, inside YAML or JSON
+        f"+extra.db_uri='postgresql://carol:{SECRET}@db.example/x'",
+        f'+extra.db_uri="postgresql://carol:{SECRET}@db.example/x"',
+        f"+extra.db_uri=postgresql%3A%2F%2Fcarol%3A{SECRET}%40db.example%2Fx",
+        f"+extra.next=https://ex.org/login?to=mysql%3a%2f%2fcarol%3a{SECRET}%40db",
+        rf"+extra.db_password={SECRET}\,more",
+        f"+extra.api_token='{SECRET}'",
+    ],
+)
+def test_secrets_are_masked_whatever_the_escaping(override):
+    from losslab.logs import Redact
+    from losslab.tracking import params
+
+    for text in (
+        params.redact_override(override),
+        " ".join(params.redact_overrides([override, "seed=1"])),
+        params.scrub_text(f"- {override}\n"),
+        params.redact_text(override.partition("=")[2]) if "db_uri" in override or "next" in override else "",
+    ):
+        assert SECRET not in text, text
+    import logging
+
+    record = logging.LogRecord("losslab", logging.INFO, __file__, 1, "[1/2] %s", (override,), None)
+    Redact().filter(record)
+    assert SECRET not in record.getMessage()
+
+
+@pytest.mark.slow
+def test_no_password_in_anything_a_sweep_writes_with_an_unquoted_uri(store, client, tmp_path: Path):
+    """`+extra.db_uri=postgresql://carol:PW@...` unquoted in a real sweep (the sweeper escapes it)."""
+    args = [
+        "seed=0,1",
+        "trainer.max_steps=5",
+        f"+extra.db_uri=postgresql://carol:{SECRET}@db.example/x",
+        f"+extra.db_password={SECRET}",
+        "-m",
+    ]
+    proc = run_train(args, cwd=tmp_path, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert SECRET not in out
+    runs = all_runs(client)
+    assert len(runs) == 3
+    recorded = [json.dumps(r.data.params) + json.dumps(r.data.tags) for r in runs]
+    for run in runs:
+        art = Path(run.info.artifact_uri.removeprefix("file://"))
+        recorded += [
+            p.read_text(errors="replace") for p in art.rglob("*") if p.is_file() and p.suffix != ".png"
+        ]
+    files = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p.suffix in (".json", ".log", ".yaml", ".md", ".txt", ".html")
+    ]
+    assert any(p.name == "result.json" for p in files) and any(p.suffix == ".log" for p in files)
+    recorded += [p.read_text(errors="replace") for p in files]
+    for text in recorded:
+        assert SECRET not in text, text[:400]
+    child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert "carol" in child.data.tags["overrides"] and "***" in child.data.tags["overrides"]
+
+
+# ----------------------------------------------------------------------------- 4: clock skew
+
+
+def test_a_live_run_on_a_host_whose_clock_is_700s_behind_is_not_called_dead(store, client):
+    """Another "host" beats with a clock 700 s behind this one; a dead run's heartbeat stays put."""
+    exp = ensure_experiment(client, "skew")
+    skewed = tracking.RunRecorder.start(client, exp, "skewed", {}, {}, heartbeat_seconds=0)
+    dead = tracking.RunRecorder.start(client, exp, "dead", {}, {}, heartbeat_seconds=0)
+    for rec in (skewed, dead):
+        client.set_tag(rec.run_id, liveness.HOST_TAG, "a-host-700s-behind")
+        client.set_tag(rec.run_id, liveness.HEARTBEAT_TAG, f"{time.time() - 700:.0f}")
+    stop = threading.Event()
+
+    def beat() -> None:  # the other host's heartbeat thread, its clock 700 s behind
+        while not stop.wait(0.3):
+            client.set_tag(skewed.run_id, liveness.HEARTBEAT_TAG, f"{time.time() - 700:.3f}")
+
+    beater = threading.Thread(target=beat, daemon=True)
+    beater.start()
+    try:
+        looks = []
+        for _ in range(3):  # three looks, 1.2 s apart, with a 1 s limit
+            looks.append({r.info.run_name: why for r, why in liveness.reap(client, [exp], stale_after=1.0)})
+            time.sleep(1.2)
+        assert looks[0] == {}, looks  # one look proves nothing either way
+        assert "skewed" not in looks[1] | looks[2]
+        assert "dead" in looks[1] | looks[2]
+        assert client.get_run(skewed.run_id).info.status == "RUNNING"
+        assert client.get_run(dead.run_id).info.status == "KILLED"
+    finally:
+        stop.set()
+        beater.join()
+    skewed.close("FINISHED")
+    dead.closed = True
+
+
+def test_a_run_marked_killed_by_mistake_that_finishes_carries_no_killed_reason(store, client):
+    exp = ensure_experiment(client, "skew")
+    rec = tracking.RunRecorder.start(client, exp, "alive", {}, {}, heartbeat_seconds=0)
+    client.set_tag(rec.run_id, liveness.REASON_TAG, "no heartbeat for 708s; marked KILLED by losslab.doctor")
+    client.set_terminated(rec.run_id, status="KILLED")  # what an observer trusting its clock did
+    rec.log_metrics({"train/loss": 1.0}, step=0)
+    rec.close("FINISHED")
+    run = client.get_run(rec.run_id)
+    assert run.info.status == "FINISHED" and liveness.REASON_TAG not in run.data.tags
+
+
+# ----------------------------------------------------------------------------- 1: old-schema stores
+
+OLD_REVISION = "97727af70f4d"  # an MLflow 2.x schema (experiments' creation/update times)
+
+
+def _old_store(path: Path) -> None:
+    """A store as an older MLflow made it: MLflow's own initial tables and migration scripts, stopped
+    at OLD_REVISION, with one experiment in it."""
+    import sqlalchemy
+    from alembic import command
+    from mlflow.store.db.utils import _get_alembic_config
+    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    InitialBase.metadata.create_all(engine)
+    config = _get_alembic_config(str(engine.url))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, OLD_REVISION)
+    engine.dispose()
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        columns = "name, artifact_location, lifecycle_stage"
+        con.execute(f"insert into experiments ({columns}) values ('old', '/tmp/a', 'active')")
+        con.commit()
+
+
+def _revision(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        return con.execute("select version_num from alembic_version").fetchone()[0]
+
+
+def test_an_old_store_is_upgraded_only_after_a_copy_is_kept(tmp_path: Path):
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    from losslab.tracking.store import open_store
+
+    db = tmp_path / "mlflow.db"
+    _old_store(db)
+    client = open_store(f"sqlite:///{db}")
+    backup = tmp_path / f"mlflow.db.pre-{OLD_REVISION}.bak"
+    assert backup.is_file() and _revision(backup) == OLD_REVISION  # the copy is the old store
+    assert _revision(db) == _get_latest_schema_revision()
+    assert client.get_experiment_by_name("old") is not None
+    assert not list(tmp_path.glob(".mlflow.db.migrating-*"))
+
+
+def test_a_store_left_half_migrated_is_repaired_on_open(tmp_path: Path):
+    """The leftover of a killed upgrade (`_alembic_tmp_experiments` beside `experiments`) opens."""
+    from losslab.tracking.store import open_store
+
+    db = tmp_path / "mlflow.db"
+    _old_store(db)
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.execute("create table _alembic_tmp_experiments as select * from experiments")
+        con.commit()
+    client = open_store(f"sqlite:///{db}")
+    assert client.get_experiment_by_name("old") is not None
+    exp = ensure_experiment(client, "after")
+    client.set_terminated(client.create_run(exp).info.run_id)
+
+
+def test_a_half_migrated_store_that_cannot_be_repaired_names_the_way_out(tmp_path: Path):
+    from losslab.tracking.store import open_store
+
+    db = tmp_path / "mlflow.db"
+    _old_store(db)
+    with contextlib.closing(sqlite3.connect(db)) as con:  # the original was dropped, not yet renamed
+        con.execute("create table _alembic_tmp_tags as select * from tags")
+        con.execute("drop table tags")
+        con.commit()
+    before = db.read_bytes()
+    with pytest.raises(TrackingError) as refused:
+        open_store(f"sqlite:///{db}")
+    text = str(refused.value)
+    assert str(db) in text and ".bak" in text and "cp " in text
+    assert db.read_bytes() == before  # changed nothing
+
+
+@pytest.mark.slow
+def test_kill_9_during_the_upgrade_of_an_old_store_leaves_it_usable(tmp_path: Path):
+    """A real SIGKILL at several moments while `open_store` upgrades a real old-schema store."""
+    from losslab.tracking.store import open_store
+
+    code = "import sys; from losslab.tracking.store import open_store; open_store(sys.argv[1])"
+    for i, delay in enumerate((0.2, 0.5, 1.0, 2.0)):
+        db = tmp_path / f"s{i}" / "mlflow.db"
+        db.parent.mkdir()
+        _old_store(db)
+        proc = subprocess.Popen([sys.executable, "-c", code, f"sqlite:///{db}"], stderr=subprocess.DEVNULL)
+        mtime = db.stat().st_mtime_ns
+
+        def touched(d: Path = db, m: int = mtime, p: subprocess.Popen = proc) -> bool:
+            return bool(list(d.parent.glob("*.bak"))) or d.stat().st_mtime_ns != m or p.poll() is not None
+
+        wait_for(touched, timeout=120, every=0.01)  # the upgrade has begun
+        time.sleep(delay)
+        proc.kill()
+        proc.wait(timeout=60)
+        client = open_store(f"sqlite:///{db}")  # opens (upgrading now if the kill came first)
+        assert client.get_experiment_by_name("old") is not None
+        exp = ensure_experiment(client, "after")
+        client.set_terminated(client.create_run(exp).info.run_id)

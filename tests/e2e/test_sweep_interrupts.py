@@ -272,6 +272,11 @@ def test_stale_runs_are_found_by_pid_here_and_by_heartbeat_elsewhere(store, clie
     near = tracking.RunRecorder.start(client, exp, "near", {}, {})
     client.set_tag(near.run_id, liveness.HOST_TAG, "another-machine")
     reaped = {run.info.run_name: reason for run, reason in liveness.reap(client, [exp], stale_after=600)}
+    assert set(reaped) == {"dead"}  # elsewhere, one look proves nothing (the clocks may differ)
+    seen = liveness.seen_tag()  # this observer's note; its time moved 1000 s back = 1000 s passed here
+    beat, _, at = client.get_run(far.run_id).data.tags[seen].rpartition(" ")
+    client.set_tag(far.run_id, seen, f"{beat} {float(at) - 1000:.0f}")
+    reaped |= {run.info.run_name: reason for run, reason in liveness.reap(client, [exp], stale_after=600)}
     assert set(reaped) == {"dead", "far"}
     assert "is gone" in reaped["dead"] and "no heartbeat from another-machine" in reaped["far"]
     assert client.get_run(dead.run_id).info.status == "KILLED"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -37,6 +38,7 @@ HOST_TAG, PID_TAG, START_TAG, HEARTBEAT_TAG = (
     "losslab.heartbeat",
 )
 REASON_TAG = "killed_reason"
+SEEN_TAG_PREFIX = "losslab.heartbeat_seen."
 HASH_TAG = "losslab.config_hash"
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER = vocab.STALE_AFTER
@@ -77,8 +79,22 @@ def pid_alive(pid: int, start: str | None = None) -> bool:
     return True
 
 
-def stale_reason(run: Run, stale_after: float = STALE_AFTER, now: float | None = None) -> str | None:
-    """Why a RUNNING run can no longer end itself, or None while it may still be alive."""
+def seen_tag() -> str:
+    """This observer's own note of a run's heartbeat (one tag per observing host)."""
+    return SEEN_TAG_PREFIX + re.sub(r"[^A-Za-z0-9_.-]+", "_", socket.gethostname())[:200]
+
+
+def stale_reason(
+    run: Run, stale_after: float = STALE_AFTER, now: float | None = None, client: MlflowClient | None = None
+) -> str | None:
+    """Why a RUNNING run can no longer end itself, or None while it may still be alive.
+
+    On this machine: its process. Elsewhere: its heartbeat, without trusting the two clocks to agree
+    (a host whose clock is 700 s behind writes heartbeats that look 700 s old here). The heartbeat's
+    value is a token: this observer notes it with its own time (`losslab.heartbeat_seen.<host>`,
+    written through `client`), and a later look finds the run dead only when the token has not changed
+    for `stale_after` seconds of this observer's clock. A run that beats is alive, whatever its clock
+    says; without `client` (nothing noted) a remote run is never called dead."""
     if run.info.status != "RUNNING":
         return None
     tags = run.data.tags
@@ -88,15 +104,26 @@ def stale_reason(run: Run, stale_after: float = STALE_AFTER, now: float | None =
         if pid_alive(int(pid), tags.get(START_TAG)):
             return None
         return f"its process {pid} on {host} is gone (killed or crashed without closing the run)"
+    beat = tags.get(HEARTBEAT_TAG) or str(run.info.start_time)
+    note = tags.get(seen_tag(), "")
+    token, _, seen_at = note.rpartition(" ")
     try:
-        beat = float(tags.get(HEARTBEAT_TAG) or run.info.start_time / 1000)
-    except (TypeError, ValueError):
-        beat = run.info.start_time / 1000
-    age = now - beat
-    if age <= stale_after:
+        first_seen = float(seen_at)
+    except ValueError:
+        token, first_seen = "", now
+    if token != beat:  # first look, or it beat since the last look: alive, noted for the next look
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.set_tag(run.info.run_id, seen_tag(), f"{beat} {now:.0f}")
+        return None
+    unchanged = now - first_seen
+    if unchanged <= stale_after:
         return None
     where = f" from {host} (pid {pid})" if host else ""
-    return f"no heartbeat{where} for {age:.0f}s (limit {stale_after:g}s)"
+    return (
+        f"no heartbeat{where} for {unchanged:.0f}s (its heartbeat did not change between two looks "
+        f"from {socket.gethostname()} {unchanged:.0f}s apart; limit {stale_after:g}s)"
+    )
 
 
 def reap(
@@ -109,7 +136,7 @@ def reap(
     found = []
     runs = client.search_runs(ids, filter_string="attributes.status = 'RUNNING'", max_results=5000)
     for run in runs:
-        reason = stale_reason(run, stale_after)
+        reason = stale_reason(run, stale_after, client=client)
         if reason is None:
             continue
         with contextlib.suppress(Exception):  # another sweep may be reaping the same run
@@ -146,7 +173,7 @@ def claim(
             continue
         if other.data.tags.get("losslab.sweep") == "parent":
             continue
-        if stale_reason(other, stale_after) is not None:
+        if stale_reason(other, stale_after, client=client) is not None:
             reap_one(client, other, stale_after)
             continue
         holder = other
@@ -154,11 +181,19 @@ def claim(
 
 
 def reap_one(client: MlflowClient, run: Run, stale_after: float) -> None:
-    reason = stale_reason(run, stale_after)
+    reason = stale_reason(run, stale_after, client=client)
     if reason is not None:
         with contextlib.suppress(Exception):
             client.set_tag(run.info.run_id, REASON_TAG, f"{reason}; marked KILLED by LossLab")
             client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def revive(client: MlflowClient, run_id: str) -> None:
+    """A run ending FINISHED was alive all along: drop a `killed_reason` an observer put on it."""
+    with contextlib.suppress(Exception):
+        tags = client.get_run(run_id).data.tags
+        for key in [k for k in tags if k == REASON_TAG or k.startswith(SEEN_TAG_PREFIX)]:
+            client.delete_tag(run_id, key)
 
 
 class Heartbeat:

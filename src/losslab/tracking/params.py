@@ -24,8 +24,14 @@ _SECRET_KEY = re.compile(
     r"|(^|[._-])(pass|pwd)($|[._-]))",
     re.IGNORECASE,
 )
-# scheme://user:password@  (the password is whatever runs up to the last '@' before the host)
-_URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+# scheme://user:password@  (the password is whatever runs up to the first '@' after it), also as
+# Hydra and its sweepers escape it (`postgresql\\://carol\\:pw@`, backslashes doubled by YAML or JSON)
+# and percent-encoded (`postgresql%3A%2F%2Fcarol%3Apw%40`, a URI inside another URI's query)
+_COLON, _SLASH, _AT = (rf"(?:\\*{c}|%{code})" for c, code in ((":", "3[Aa]"), ("/", "2[Ff]"), ("@", "40")))
+_URI_PASSWORD = re.compile(
+    rf"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*{_COLON}{_SLASH}{_SLASH}(?:(?!{_COLON}|{_AT})[^/\s])*)"
+    rf"(?P<colon>{_COLON})(?:(?!{_AT})[^/\s])*(?P<at>{_AT})"
+)
 _KEY_CHARS = re.compile(r"^[/\w.\- :]*$")
 
 
@@ -52,7 +58,9 @@ def redact_uri(uri: str) -> str:
 
 def redact_text(text: str) -> str:
     """Passwords of every URI inside free text (an override list, an error message) masked."""
-    return _URI_PASSWORD.sub(rf"\1:{MASK}@", text) if "://" in text else text
+    if ":" not in text and "%3" not in text:
+        return text
+    return _URI_PASSWORD.sub(lambda m: f"{m['pre']}{m['colon']}{MASK}{m['at']}", text)
 
 
 def redact_value(key: object, value: Any) -> Any:
@@ -133,7 +141,8 @@ def bad_param_key(keys: Iterable[str]) -> str | None:
 
 _SECRET_ASSIGNMENT = re.compile(
     r"(?P<key>[\w.+~/-]*(?:password|passwd|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|credential)[\w.-]*)(?P<sep>=|:[ \t]*)(?P<value>'[^'\n]*'|\"[^\"\n]*\"|[^,\s\]]+)",
+    r"|credential)[\w.-]*)(?P<sep>\\*=|%3[Dd]|\\*:[ \t]*)"
+    r"(?P<value>'[^'\n]*'|\"[^\"\n]*\"|(?:\\.|[^,\s\]\\])+)",
     re.IGNORECASE,
 )
 
@@ -142,7 +151,7 @@ def scrub_text(text: str) -> str:
     """Secret assignments (`db_password: x`, `+a.api_token=x`) and URI passwords masked in YAML text."""
 
     def mask(m: re.Match[str]) -> str:  # YAML reads a bare *** as an alias: quote it there
-        return f"{m['key']}{m['sep']}{MASK if m['sep'] == '=' else repr(MASK)}"
+        return f"{m['key']}{m['sep']}{repr(MASK) if m['sep'].lstrip(chr(92)).startswith(':') else MASK}"
 
     return redact_text(_SECRET_ASSIGNMENT.sub(mask, text))
 

@@ -36,6 +36,8 @@ from losslab.tracking.store import (
     _sqlite_path,
     disk_full,
     disk_full_error,
+    locked_error,
+    store_locked,
 )
 
 if TYPE_CHECKING:  # steplog imports torch, which a sweep driver does not need (1.4 s at start-up)
@@ -271,12 +273,23 @@ class RunRecorder:
         all_tags = clip_tags({**standard_tags(), **tags, **liveness.identity()})
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
+        asked = time.monotonic()
+        # MLflow logs a locked sqlite store's error with its whole traceback before raising it; LossLab
+        # says it in one paragraph below (any other error is raised with its traceback as before)
+        sql_log = logging.getLogger("mlflow.store.db.utils")
+        level = sql_log.level
+        sql_log.setLevel(logging.CRITICAL)
         try:
             run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
         except Exception as exc:
             if disk_full(exc):
                 raise disk_full_error(client.tracking_uri, "the run could not be created") from None
+            if store_locked(exc):
+                waited = time.monotonic() - asked
+                raise locked_error(client.tracking_uri, "the run could not be created", waited) from None
             raise
+        finally:
+            sql_log.setLevel(level)
         run_id = run.info.run_id
         try:
             if claim_hash is not None:
@@ -474,6 +487,8 @@ class RunRecorder:
                 if self._heartbeat is not None:
                     self._heartbeat.stop()
                 self._with_retry(lambda: self.client.set_terminated(self.run_id, status=final))
+                if final == "FINISHED":
+                    liveness.revive(self.client, self.run_id)
             finally:
                 self._writer.shutdown(wait=True)
                 if self._sql is not None:

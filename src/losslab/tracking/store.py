@@ -85,6 +85,26 @@ def disk_full_error(uri: str, what: str) -> TrackingError:
     )
 
 
+def store_locked(exc: BaseException) -> bool:
+    """sqlite's "database is locked": another connection held the write lock past the busy wait."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "database is locked" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def locked_error(uri: str, what: str, waited: float | None = None) -> TrackingError:
+    wait = f" LossLab waited {waited:.0f}s for it." if waited is not None else ""
+    return TrackingError(
+        f"The MLflow store {redact_uri(uri)} is locked: another process holds its write lock (an open "
+        f"write transaction, e.g. a `sqlite3` shell or a notebook after BEGIN or an INSERT), so {what}."
+        f"{wait} End that transaction (commit, roll back or close that program) and run again; no run "
+        "was left RUNNING, and a sweep resumes where it stopped."
+    )
+
+
 @contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """Serialise first-time schema creation of a sqlite store across processes (a lock file beside it)."""
@@ -211,6 +231,97 @@ def _create_sqlite_store(path: Path) -> None:
                 leftover.unlink()
 
 
+_TMP_PREFIX = "_alembic_tmp_"  # alembic's table copies while it alters a sqlite table
+
+
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """A consistent copy of `source` (sqlite's backup API: a read transaction), written to `target`."""
+    with (
+        contextlib.closing(sqlite3.connect(source, timeout=60)) as con,
+        contextlib.closing(sqlite3.connect(target)) as out,
+    ):
+        con.backup(out)
+
+
+def _migrate_old_sqlite(path: Path) -> None:
+    """Bring an older-schema sqlite store to MLflow's current schema without risking it.
+
+    MLflow upgrades a store in place, step by step; a kill part-way leaves `_alembic_tmp_*` tables and
+    a store every later open refuses. Here a copy of the store is kept first (`<db>.pre-<revision>.bak`),
+    the migration runs on a second copy that is renamed over the store only once complete, and the
+    store's write lock is held meanwhile. A store an earlier interruption left with `_alembic_tmp_*`
+    tables is repaired on that copy when each table it copies still exists (the copy was partial)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+        tables = {row[0] for row in con.execute("select name from sqlite_master where type='table'")}
+        if "alembic_version" not in tables:
+            return  # MLflow creates the schema itself (under the creation lock)
+        row = con.execute("select version_num from alembic_version").fetchone()
+    revision = row[0] if row else None
+    leftovers = sorted(t for t in tables if t.startswith(_TMP_PREFIX))
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    if revision == _get_latest_schema_revision() and not leftovers:
+        return
+    log = logging.getLogger("losslab.tracking.store")
+    for stale in path.parent.glob(f".{path.name}.migrating-*"):  # left by a killed migration
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    backup = path.with_name(f"{path.name}.pre-{revision}.bak")
+    n = 1
+    while backup.exists():
+        backup, n = path.with_name(f"{path.name}.pre-{revision}.{n}.bak"), n + 1
+    work = path.with_name(f".{path.name}.migrating-{os.getpid()}")
+    con = sqlite3.connect(path, timeout=60, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")  # no other writer until the migrated copy replaces the file
+        _copy_sqlite(path, backup)  # readers may read beside the write lock
+        _copy_sqlite(path, work)
+        missing = [t for t in leftovers if t[len(_TMP_PREFIX) :] not in tables]
+        if missing:
+            raise TrackingError(
+                f"The MLflow store {path} was left half-migrated by an interrupted schema upgrade: "
+                f"table {missing[0]} holds rows whose original table is gone, and LossLab cannot tell "
+                f"which state is right, so it changed nothing (a copy is at {backup}). Restore a copy "
+                f"taken before the upgrade (`cp {path}.pre-<revision>.bak {path}`, if one exists), or "
+                "finish by hand: `sqlite3 DB '.tables'`."
+            )
+        log.warning(
+            "note: upgrading the MLflow store %s from schema %s; a copy from before is kept at %s",
+            path,
+            revision,
+            backup,
+        )
+        with contextlib.closing(sqlite3.connect(work)) as fix:
+            for table in leftovers:  # partial copies of tables that are still whole
+                fix.execute(f'DROP TABLE "{table}"')
+            fix.commit()
+        import sqlalchemy
+        from mlflow.store.db.utils import _upgrade_db
+
+        engine = sqlalchemy.create_engine(f"sqlite:///{work}")
+        try:
+            _upgrade_db(engine)
+        finally:
+            engine.dispose()
+        os.replace(work, path)
+    except TrackingError:
+        raise
+    except Exception as exc:
+        if disk_full(exc):
+            raise disk_full_error(f"sqlite:///{path}", "its schema could not be upgraded") from None
+        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TrackingError(
+            f"Could not upgrade the MLflow store {path} from schema {revision} ({msg}); the store is "
+            f"unchanged and a copy is at {backup}. Upgrade a copy by hand with `mlflow db upgrade "
+            f"sqlite:///{path}` (after `cp {path} {path}.bak`), or point MLFLOW_TRACKING_URI elsewhere."
+        ) from None
+    finally:
+        con.close()  # after the rename: the lock was on the old file
+        for leftover in (work, work.with_name(work.name + "-journal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
 def open_store(uri: str) -> MlflowClient:
     """Return a client on a store whose schema exists; create it once, atomically, under a lock."""
     path = sqlite_path(uri)
@@ -233,8 +344,12 @@ def open_store(uri: str) -> MlflowClient:
         with _store_lock(uri):
             if path is not None and (not path.exists() or path.stat().st_size == 0):
                 _create_sqlite_store(path)
+            elif path is not None:
+                _migrate_old_sqlite(path)  # a copy first, never in place
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # migrates an older schema
+    except TrackingError:
+        raise
     except Exception as exc:  # sqlalchemy, sqlite3, HTTP errors all mean "this store is unusable"
         if disk_full(exc):
             raise disk_full_error(uri, "the store cannot be created or opened") from None
@@ -264,7 +379,9 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
         return exp.experiment_id
     try:
         return client.create_experiment(name, artifact_location=_artifact_location(client, name))
-    except MlflowException:
+    except MlflowException as exc:
+        if store_locked(exc):
+            raise locked_error(client.tracking_uri, f"experiment {name!r} could not be created") from None
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
