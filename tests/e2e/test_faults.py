@@ -224,3 +224,45 @@ def test_a_server_that_stays_away_fails_the_run_clearly(server, tmp_path: Path, 
     assert proc.returncode != 0
     assert "unreachable for over 3s" in out and "points could not be written" in out
     assert "Traceback" not in out
+
+
+@pytest.mark.slow
+def test_a_server_back_with_another_backend_is_one_error_paragraph(server, tmp_path: Path, popen_cleanup):
+    """Issue 26, item 3: the server restarted on a fresh, empty backend store (a container without its
+    volume) no longer knows the run: one `Error:` paragraph naming the server, the run and the points
+    not written, exit 2, no traceback."""
+    from mlflow.tracking import MlflowClient
+
+    uri, _, stop = server
+    port = int(uri.rsplit(":", 1)[1])
+    proc = subprocess.Popen(
+        train_cmd(
+            "trainer.max_steps=3000",
+            "tracking.flush_every=20",
+            "tracking.retry_seconds=120",
+            "model.hidden=[256,256]",
+        ),
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    popen_cleanup.append(proc)
+    client = MlflowClient(uri)
+    run = wait_for(lambda: (all_runs(client) or [None])[0], timeout=120)
+    wait_for(lambda: len(client.get_metric_history(run.info.run_id, "train/loss")) >= 40, timeout=120)
+    stop()
+    fresh = _start_server(tmp_path / "fresh.db", port, tmp_path / "fresh-artifacts")
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        _stop(fresh)
+    assert proc.returncode == 2, out[-3000:] + err[-3000:]
+    assert "Traceback" not in err and "Traceback" not in out, err[-3000:]
+    errors = [line for line in err.splitlines() if "Error:" in line]
+    assert len(errors) == 1, err[-3000:]
+    said = errors[0]
+    assert f"no longer knows run {run.info.run_id}" in said and f"127.0.0.1:{port}" in said
+    assert "another backend store" in said and "points" in said and "not written" in said
+    assert "cannot be closed" in said

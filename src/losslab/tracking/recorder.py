@@ -37,7 +37,9 @@ from losslab.tracking.store import (
     disk_full,
     disk_full_error,
     locked_error,
+    run_vanished,
     store_locked,
+    vanished_error,
 )
 
 if TYPE_CHECKING:  # steplog imports torch, which a sweep driver does not need (1.4 s at start-up)
@@ -47,12 +49,18 @@ __all__ = [
     "PARENT_ENV",
     "ConfigClaimed",
     "RunRecorder",
+    "RunVanished",
     "SqliteMetricWriter",
     "find_finished",
 ]
 
 log = logging.getLogger("losslab.tracking.recorder")
 PARENT_ENV = "LOSSLAB_PARENT_RUN_ID"
+
+
+class RunVanished(TrackingError):
+    """The store no longer knows this run (a server back on another backend store): nothing more of it
+    can be written; `RunRecorder.close` says so in one paragraph with what was not written."""
 
 
 class ConfigClaimed(Exception):
@@ -241,6 +249,8 @@ class RunRecorder:
         #: written stay here, in order, and nothing later is written before them (see `flush`)
         self._failed: BaseException | None = None
         self._unwritten: list[Metric] = []
+        #: set when the store answered that it does not know this run (see `RunVanished`)
+        self._vanished = False
         self.closed = False
         self._sql = SqliteMetricWriter.open(client.tracking_uri)
         # Every write runs on one background thread: the training thread only drains the device
@@ -327,6 +337,9 @@ class RunRecorder:
         """
         if disk_full(exc):
             raise disk_full_error(self.client.tracking_uri, "LossLab stopped writing this run") from exc
+        if run_vanished(exc, self.run_id):  # no retry brings it back: the server reads another store
+            self._vanished = True
+            raise RunVanished(str(exc).splitlines()[0][:300]) from None
         if isinstance(exc, MlflowException):
             return exc.error_code in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED")
         return isinstance(exc, (OSError, sqlite3.OperationalError))  # the latter: "database is locked"
@@ -464,6 +477,32 @@ class RunRecorder:
             return
         self.closed = True
         try:
+            self._close(status, error)
+        except Exception:
+            if self._vanished:
+                raise self._vanished_error() from None
+            raise
+        if self._vanished:  # e.g. only a tag write met it: still said, the run is not closed
+            raise self._vanished_error()
+
+    def _vanished_error(self) -> TrackingError:
+        """The one paragraph for a run the store no longer knows, with what of it was not written."""
+        for name, step, value in self.buffer.drain():
+            self._pending.append(Metric(name, value, int(time.time() * 1000), step))
+        lost = self._unwritten + self._pending
+        self._unwritten, self._pending = [], []
+        if lost:
+            steps = [m.step for m in lost]
+            unwritten = (
+                f"{len(lost)} metric points of the run (steps {min(steps)} to {max(steps)}) were not "
+                "written, nor its end status."
+            )
+        else:
+            unwritten = "Its last tags or metrics and its end status were not written."
+        return vanished_error(self.client.tracking_uri, self.run_id, unwritten)
+
+    def _close(self, status: str, error: str | None) -> None:
+        try:
             failure: Exception | None = None
             try:
                 self.flush(block=True)
@@ -471,7 +510,7 @@ class RunRecorder:
                 if self._failed is None:
                     raise
                 failure = exc  # first said here: still the run's error, after the queue is tried
-            if self._failed is not None:
+            if self._failed is not None and not self._vanished:
                 self._write_after_failure()
             if failure is not None:
                 raise failure
@@ -479,15 +518,16 @@ class RunRecorder:
             status, error = "FAILED", str(exc)
             raise
         finally:
-            if error:
+            if error and not self._vanished:
                 with contextlib.suppress(Exception):
                     self.set_tags({"error": error[:MAX_TAG_LEN]})
             final = RunStatus.to_string(RunStatus.from_string(status))
             try:
                 if self._heartbeat is not None:
                     self._heartbeat.stop()
-                self._with_retry(lambda: self.client.set_terminated(self.run_id, status=final))
-                if final == "FINISHED":
+                if not self._vanished:  # else nothing can close it: `close` says so
+                    self._with_retry(lambda: self.client.set_terminated(self.run_id, status=final))
+                if final == "FINISHED" and not self._vanished:
                     liveness.revive(self.client, self.run_id)
             finally:
                 self._writer.shutdown(wait=True)

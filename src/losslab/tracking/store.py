@@ -105,6 +105,30 @@ def locked_error(uri: str, what: str, waited: float | None = None) -> TrackingEr
     )
 
 
+def run_vanished(exc: BaseException, run_id: str) -> bool:
+    """The store answered that it does not know `run_id` (RESOURCE_DOES_NOT_EXIST naming it): a server
+    that came back with another backend store (a restarted container without its volume)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, "error_code", None) == "RESOURCE_DOES_NOT_EXIST" and run_id in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def vanished_error(uri: str, run_id: str, unwritten: str) -> TrackingError:
+    """One paragraph for a run the tracking server no longer knows (see `run_vanished`)."""
+    return TrackingError(
+        f"The tracking server at {redact_uri(uri)} no longer knows run {run_id} (RESOURCE_DOES_NOT_EXIST): "
+        "it was restarted with another backend store? (e.g. a container restarted without its volume, or "
+        f"another --backend-store-uri). {unwritten} The run cannot be closed in the backend store that "
+        "held it, since the server no longer reads that store: there it stays RUNNING with the points "
+        "written before. Restart the server on its original backend store and run `python -m "
+        "losslab.doctor` to mark the run KILLED, then run this config again (a sweep resumes where it "
+        "stopped); or, if that store is lost, just run again against the new one."
+    )
+
+
 @contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """Serialise first-time schema creation of a sqlite store across processes (a lock file beside it)."""
