@@ -86,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ReportError, TrackingError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    if reports and reports[0].left_out:  # the same runs for each per-task or per-data-set report
+        print(f"note: {reports[0].left_out}", file=sys.stderr)
     for report in reports:
         best = report.best.get("label", "none (every design has a failed run)")
         print(f"best design: {best}")

@@ -425,3 +425,76 @@ def test_mlflow_serves_the_logged_report_self_contained(sweep: tuple[str, str], 
     assert body == report.html_path.read_bytes()
     images = _images(body.decode("utf-8"))
     assert len(images) >= 4 and all(img.startswith(PNG) for img in images)
+
+
+# ----------------------------------------------------------------------------- stores LossLab did not write
+
+
+def _plain_mlflow_runs(uri: str, experiment: str) -> list[str]:
+    """A parent and two children written with plain MLflow client calls (params, metrics, no LossLab
+    tag); their run names, parent first."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    parent = client.create_run(exp_id, run_name="plain-parent").info.run_id
+    client.log_param(parent, "model", "resnet")
+    names = ["plain-parent"]
+    for i, lr in enumerate(("0.1", "0.01")):
+        name = f"plain-child-{i}"
+        run = client.create_run(exp_id, run_name=name, tags={"mlflow.parentRunId": parent}).info.run_id
+        ts = int(time.time() * 1000)
+        client.log_batch(
+            run,
+            metrics=[Metric("val_loss", 1.0 / (s + 1), ts, s) for s in range(5)]
+            + [Metric("accuracy", 0.8 + 0.01 * i, ts, 4)],
+            params=[Param("lr", lr), Param("seed", "0")],
+        )
+        client.set_terminated(run, "FAILED" if i == 0 else "FINISHED")
+        names.append(name)
+    client.set_terminated(parent)
+    return names
+
+
+def test_compare_on_a_store_written_by_plain_mlflow_is_one_error_paragraph(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 26, item 11: no "Best design" verdict over runs that carry no LossLab tags."""
+    uri = _uri(store / "plain.db")
+    names = _plain_mlflow_runs(uri, "plain")
+    capsys.readouterr()  # MLflow's own lines as it created the store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    for args in (["--experiment", "plain"], ["--experiment", "plain", "--all"]):
+        assert compare.main([*args, "--out", str(tmp_path / "reports")]) == 2
+        captured = capsys.readouterr()
+        err = captured.err
+        assert err.startswith("Error: ") and len(err.strip().splitlines()) == 1, err
+        assert "Experiment 'plain'" in err and "3 runs not written by LossLab" in err
+        assert all(repr(n) in err for n in names) and "no loss designs to compare" in err
+        assert "task" in err and "losslab.config_hash" in err and "python train.py" in err
+        assert "Traceback" not in err and "best design" not in captured.out
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_mixed_store_reports_the_losslab_runs_and_names_the_others(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = _uri(store / "mixed.db")
+    synthetic_experiment(uri, n_runs=8, n_steps=20, experiment="mixed")
+    names = _plain_mlflow_runs(uri, "mixed")
+    capsys.readouterr()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    assert compare.main(["--experiment", "mixed", "--all", "--out", str(tmp_path / "reports")]) == 0
+    captured = capsys.readouterr()
+    assert "best design: " in captured.out
+    assert captured.err.startswith("note: 3 runs not written by LossLab"), captured.err
+    assert all(repr(n) in captured.err for n in names)
+    sel = compare.load_runs(uri, "mixed", all_runs=True)
+    assert len(sel.runs) == 8 and {r.name for r in sel.foreign} == set(names)
+    assert not any(r.name.startswith("plain") for r in sel.runs)
+    page = (tmp_path / "reports" / "mixed" / "index.html").read_text()
+    assert "3 runs not written by LossLab" in page and "plain-parent" in page

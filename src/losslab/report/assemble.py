@@ -23,6 +23,7 @@ from losslab.report.runs import (
     Selection,
     attach_curves,
     datasets_of,
+    foreign_note,
     narrow,
     select_runs,
     tasks_of,
@@ -40,6 +41,7 @@ class Report:
     analysis: Analysis | None = field(default=None, repr=False)
     parts: int = 1  # >1: the note of several per-task or per-data-set reports (html_path: the first)
     subset: str | None = None  # the task or data set this report was narrowed to
+    left_out: str = ""  # the runs left out because LossLab did not write them (runs.foreign_note)
 
     def __fspath__(self) -> str:
         return str(self.html_path)
@@ -144,7 +146,8 @@ def _write(
     csv_bytes = _csv(head, rows)
     out_dir = Path(out) / safe_name(sel.name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = page.Context(f"LossLab report: {sel.name}", sel.uri, sel.experiment, sel.parent)
+    left_out = foreign_note(sel)
+    ctx = page.Context(f"LossLab report: {sel.name}", sel.uri, sel.experiment, sel.parent, left_out)
     index = out_dir / "index.html"
     index.write_text(page.render(ctx, a, (head, rows), csv_bytes, figs, notes), encoding="utf-8")
     csv_path = out_dir / "designs.csv"
@@ -152,7 +155,9 @@ def _write(
     if sel.parent is not None and log_artifacts:
         where = f"report-{sel.subset}" if sel.subset else "report"
         _log_report(sel.client, sel.parent.info.run_id, [index, csv_path], where)
-    return Report(index, tables.markdown(a), best_summary(a), csv_path, a, subset=sel.subset)
+    return Report(
+        index, tables.markdown(a), best_summary(a), csv_path, a, subset=sel.subset, left_out=left_out
+    )
 
 
 def _log_report(client: MlflowClient, run_id: str, files: Sequence[Path], where: str) -> None:

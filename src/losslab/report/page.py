@@ -77,6 +77,7 @@ class Context:
     uri: str
     experiment: Experiment
     parent: Run | None
+    left_out: str = ""  # the runs left out because LossLab did not write them (runs.foreign_note)
 
 
 def _header(ctx: Context, a: Analysis) -> str:
@@ -99,6 +100,8 @@ def _header(ctx: Context, a: Analysis) -> str:
         f"Generated {esc(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>",
         "<p>" + "<br>".join(lines) + "</p>",
     ]
+    if ctx.left_out:
+        out.append(f"<p class='note'>{esc(ctx.left_out)}</p>")
     if not ctx.uri.startswith(("http://", "https://")):
         out.append(
             "<p class='note'>The store is a local file: start the UI first with <code>make ui</code> "

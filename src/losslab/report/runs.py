@@ -25,6 +25,7 @@ from losslab.report.histories import (  # noqa: F401 (re-exported: callers impor
     histories_via_client,
     histories_via_sql,
 )
+from losslab.tracking.params import redact_uri
 from losslab.tracking.store import (
     TrackingError,
     _sqlite_path,
@@ -35,6 +36,10 @@ from losslab.tracking.store import (
 
 #: per-step histories every report reads (the ranked task metric's `val/<m>` is added to these)
 CURVE_KEYS = ("train/loss", "val/loss", "grad/global_norm", "grad/pred/zero_frac")
+
+#: tags a run LossLab recorded carries (train/job.py writes them all when it creates the run; `outcome`
+#: when it ends): a run with none of them was written by something else (plain MLflow) and is left out
+LOSSLAB_TAGS = ("task", "losslab.config_hash", "losslab.version", "outcome")
 
 
 class ReportError(ValueError):
@@ -299,6 +304,8 @@ class Selection:
     parent: Run | None  # the sweep's parent run; None for a whole-experiment report
     runs: list[RunData]
     subset: str | None = None  # set when the runs were narrowed to one task or data set (`narrow`)
+    #: runs of the sweep or experiment that carry none of LOSSLAB_TAGS: left out, named (`foreign_note`)
+    foreign: list[RunData] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -335,6 +342,43 @@ def narrow(sel: Selection, *, task: str | None = None, data: str | None = None) 
     return replace(sel, runs=runs, subset=data or task)
 
 
+def written_by_losslab(run: Run) -> bool:
+    """Whether the run carries any of the tags LossLab records (LOSSLAB_TAGS)."""
+    return any(run.data.tags.get(t) for t in LOSSLAB_TAGS)
+
+
+def _named(runs: list[RunData], limit: int = 8) -> str:
+    shown = ", ".join(f"{r.name!r} ({r.run_id})" for r in runs[:limit])
+    return shown + (f" and {len(runs) - limit} more" if len(runs) > limit else "")
+
+
+def _tag_list() -> str:
+    return ", ".join(LOSSLAB_TAGS[:-1]) + f" or {LOSSLAB_TAGS[-1]}"
+
+
+def foreign_note(sel: Selection) -> str:
+    """One sentence naming the runs left out because LossLab did not write them ("" when none)."""
+    if not sel.foreign:
+        return ""
+    n = len(sel.foreign)
+    return (
+        f"{n} run{'s' if n != 1 else ''} not written by LossLab (no {_tag_list()} tag) "
+        f"{'are' if n != 1 else 'is'} left out of this report: {_named(sel.foreign)}."
+    )
+
+
+def _foreign_error(uri: str, where: str, foreign: list[RunData]) -> ReportError:
+    n = len(foreign)
+    return ReportError(
+        f"{where} in the MLflow store {redact_uri(uri)} holds {n} run{'s' if n != 1 else ''} not written by "
+        f"LossLab ({_named(foreign)}): none carries a tag LossLab records on every run ({_tag_list()}), so "
+        "there are no loss designs to compare. compare reads the runs `python train.py` (losslab-train) "
+        "records: their params (loss.*, optimizer.*, seed), tags task and outcome, and metrics such as "
+        "best/val_<metric> and test/<metric>. Run a LossLab sweep into this store (`python train.py "
+        "loss=hinge -m`), or point --experiment, --sweep or MLFLOW_TRACKING_URI at runs LossLab wrote."
+    )
+
+
 def select_runs(
     client_or_uri: MlflowClient | str | None,
     experiment: str | None = None,
@@ -351,7 +395,12 @@ def select_runs(
     if not found:
         where = f"sweep {parent.info.run_id}" if parent else f"experiment {exp.name!r}"
         raise ReportError(f"There are no runs in {where} to compare. {_sweep_list(client, exp)}")
-    return Selection(client, uri, exp, parent, [_to_run_data(r) for r in found])
+    ours = [_to_run_data(r) for r in found if written_by_losslab(r)]
+    foreign = [_to_run_data(r) for r in found if not written_by_losslab(r)]
+    if not ours:
+        where = f"Sweep {parent.info.run_id}" if parent else f"Experiment {exp.name!r}"
+        raise _foreign_error(uri, where, foreign)
+    return Selection(client, uri, exp, parent, ours, foreign=foreign)
 
 
 def attach_curves(sel: Selection, keys: Iterable[str]) -> Selection:
