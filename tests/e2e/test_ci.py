@@ -29,13 +29,13 @@ def test_the_slow_suite_ci_runs_is_not_empty():
     in the files that issue 13 and 15 name. Read from the sources: collecting imports every module."""
     marked = {
         p.name: p.read_text().count("@pytest.mark.slow")
-        for p in (ROOT / "tests").glob("test_*.py")
+        for p in (ROOT / "tests").rglob("test_*.py")
         if p.name != "test_ci.py"
     }
     assert marked.get("test_sweep_interrupts.py", 0) >= 5, marked
     assert (
         marked.get("test_slurm.py", 0)
-        + (ROOT / "tests" / "test_slurm.py").read_text().count("pytestmark = pytest.mark.slow")
+        + (ROOT / "tests" / "e2e" / "test_slurm.py").read_text().count("pytestmark = pytest.mark.slow")
         >= 1
     ), marked
     assert sum(marked.values()) >= 15, marked

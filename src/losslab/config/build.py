@@ -8,6 +8,7 @@ Only torch and Hydra are imported: a typo fails in about two seconds.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import math
@@ -343,7 +344,7 @@ def _check_compatible(
         if y_pred.is_floating_point():
             y_pred = y_pred.detach().requires_grad_().clone()
         try:
-            batch_loss = call_loss(loss, y_pred, y, w)
+            batch_loss = call_loss(_probe_copy(loss), y_pred, y, w)
         except Exception as exc:  # any error of the user's loss on a real batch (IndexError, KeyError...)
             if isinstance(exc, LossInputError):
                 raise
@@ -356,6 +357,15 @@ def _check_compatible(
     _check_loss_value(batch_loss, loss_name, y_pred.requires_grad)
     if isinstance(loss, LossBase):
         loss.check_values = False  # validated above for the whole dataset: no per-step host syncs
+
+
+def _probe_copy(loss: Any) -> Any:
+    """The loss the probe calls: a copy, so a stateful loss (a step counter, a running statistic)
+    starts training exactly as it was built; the loss itself when it cannot be copied."""
+    try:
+        return copy.deepcopy(loss)
+    except Exception:  # a loss holding a lock, a file, a generator...
+        return loss
 
 
 def _check_loss_value(value: Any, loss_name: str, inputs_require_grad: bool) -> None:

@@ -114,7 +114,11 @@ def analyse(
     tune_keys = check_tune_keys(runs, tune)
     keys = design_params(runs, exclude=tune_keys)
     designs = group_designs(runs, keys)
-    chance = chance_level(metric, runs, [score_run(r, metric).val for r in runs])
+    scores = [score_run(r, metric) for r in runs]
+    # the worst value of a run that did not fail: a diverged run's checkpoint can be astronomically bad
+    # (an rmse of 1.8e308), which would make every failed seed dominate its design's mean
+    clean = [s.val for s in scores if s.failure is None]
+    chance = chance_level(metric, runs, clean or [s.val for s in scores])
     if tune_keys:
         results = tune_designs(designs, tune_keys, metric, chance)
     else:

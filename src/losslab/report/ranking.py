@@ -122,7 +122,8 @@ PER_CLASS = ("accuracy", "balanced_accuracy")
 def chance_level(metric: TaskMetric, runs: Sequence[RunData], observed: Sequence[float | None]) -> Chance:
     """The task's chance level for `metric`: 0.5 for binary accuracy and AUC, 1/K for multiclass
     accuracy and balanced accuracy (K from the runs' `data.num_classes`-like params); for any other
-    metric (rmse, nll, r2, a val loss, ...) the worst finite value `observed` in this report."""
+    metric (rmse, nll, r2, a val loss, ...) the worst finite value `observed` in this report (the
+    caller passes the runs that did not fail, when there are any)."""
     task = next((r.tags.get("task") for r in runs if r.tags.get("task")), metric.task)
     if task == "binary" and metric.name in (*PER_CLASS, "auc"):
         return Chance(0.5, "chance level 0.5 (binary)")

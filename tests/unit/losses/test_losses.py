@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from losslab import CONF_DIR
+from losslab.data import corruption
 from losslab.losses import (
     MSE,
     BCEWithLogits,
@@ -527,11 +528,17 @@ def _compose(overrides):
         return compose(config_name="train", overrides=overrides)
 
 
+def _data(cfg):
+    """The data a config builds, without the label corruption build applies afterwards."""
+    node, _ = corruption.split_data_config(cfg.data)
+    return instantiate(node)
+
+
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_loss_config_default_data_is_in_its_domain(name):
     cfg = _compose([f"loss={name}"])
     torch.manual_seed(0)
-    data = instantiate(cfg.data)
+    data = _data(cfg)
     loss_fn = instantiate(cfg.loss)
     assert loss_fn.__class__.__module__.startswith("losslab.losses")
     # the whole training set passes the loss's own label check
@@ -552,7 +559,7 @@ def test_loss_config_default_data_is_in_its_domain(name):
 def test_incompatible_data_raises_on_prepare_targets():
     cfg = _compose(["loss=hinge", "data=binary01"])
     torch.manual_seed(0)
-    data = instantiate(cfg.data)
+    data = _data(cfg)
     loss_fn = instantiate(cfg.loss)
     with pytest.raises(LossInputError) as exc:
         loss_fn.prepare_targets(data.y_train)
@@ -568,7 +575,7 @@ def test_weighted_mse_config_seed_weights_via_hydra():
         ["loss=weighted_mse", "data=seed_10x1", f"loss.weights=[{','.join(map(str, SEED_WEIGHTS))}]"]
     )
     torch.manual_seed(0)
-    data = instantiate(cfg.data)
+    data = _data(cfg)
     loss_fn = instantiate(cfg.loss)
     y_pred = torch.zeros_like(data.y_train)
     t = data.y_train[:, 0].double()

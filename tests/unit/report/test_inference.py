@@ -590,3 +590,11 @@ def test_pooled_failures_flow_into_the_rate() -> None:
     ]
     f = score_with_failures(pool_seeds(records).values("a"), chance=0.5)
     assert (f.k, f.n) == (1, 5)  # two failed runs of one seed are one failed seed
+
+
+def test_sign_flip_on_differences_near_the_float64_limit_is_not_overflowed():
+    """Differences of 1e308 (a diverged run's rmse) sum to inf; the test must still give its exact p."""
+    huge = [3.6e307, 1.7e308, 1.7e308, 1.0e308, 5.0e307]
+    big = sign_flip_test(huge)
+    small = sign_flip_test([v / 1e307 for v in huge])
+    assert big.p == small.p == 2 / 32

@@ -93,7 +93,7 @@ def test_a_study_that_declares_report_tune_gets_a_tuned_report_at_sweep_end(stor
     note = parent.data.tags["mlflow.note.content"]
     assert "Budget: 2 configs of optimizer.lr tried per design (equal budget)." in note
     # each design with its chosen lr
-    assert "margin=0.5 (optimizer.lr=" in note and "margin=1 (optimizer.lr=" in note
+    assert "margin=0.5 (lr=" in note and "margin=1 (lr=" in note, note
     assert f"python -m losslab.compare --sweep {parent.info.run_id} --tune optimizer.lr" in done.stdout
 
 
