@@ -75,14 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         options = dict(metric=args.metric, baseline=args.baseline, tune=args.tune, all_runs=args.all_runs)
-        if args.task or args.data:
+        if args.data:
             reports = [
                 build_report(
                     None, args.experiment, args.sweep, args.out, task=args.task, data=args.data, **options
                 )
             ]
-        else:
-            reports = build_reports(None, args.experiment, args.sweep, args.out, **options)
+        else:  # --task alone still gets one report per data set of that task
+            reports = build_reports(None, args.experiment, args.sweep, args.out, task=args.task, **options)
     except (ReportError, TrackingError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2

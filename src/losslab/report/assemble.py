@@ -176,12 +176,16 @@ def build_reports(
     out: Path | str,
     *,
     all_runs: bool = False,
+    task: str | None = None,
     **options: Any,
 ) -> list[Report]:
     """`build_report`, or one report per data set when the runs use several (a study such as
     optimizer_stability runs each loss on its own data): a metric is ranked only among runs on the
-    same data, and never across binary and regression tasks."""
+    same data, and never across binary and regression tasks. `task`: only that task's runs, still
+    one report per data set."""
     sel = select_runs(client_or_uri, experiment, sweep, all_runs)
+    if task is not None:
+        sel = narrow(sel, task=task)
     datasets = datasets_of(sel.runs)
     if len(datasets) > 1:
         return [_write(narrow(sel, data=d), out, **options) for d in datasets]

@@ -128,6 +128,10 @@ def test_a_sweep_over_several_data_sets_gets_one_report_per_data_set(store, clie
     assert compare.main(["--sweep", parent.info.run_id, "--data", "binary01", "--out", str(one)]) == 0
     assert [p.name for p in one.iterdir()] == [f"{name}-binary01"]
     assert compare.main(["--sweep", parent.info.run_id, "--task", "binary", "--data", "regression"]) == 2
+    # --task alone: that task's runs, still one report per data set (binary and binary01 never mixed)
+    task = tmp_path / "task"
+    assert compare.main(["--sweep", parent.info.run_id, "--task", "binary", "--out", str(task)]) == 0
+    assert sorted(p.name for p in task.iterdir()) == [f"{name}-binary", f"{name}-binary01"]
 
 
 def test_the_jobs_note_stays_under_mlflows_tag_limit_and_says_what_it_left_out():
