@@ -58,8 +58,11 @@ ui: $(if $(SKIP_INSTALL),,install)  ## MLflow UI on LOSSLAB_UI_HOST:LOSSLAB_UI_P
 check-grads: install  ## finite-difference gradient check of every built-in loss
 	$(PY) -m losslab.gradcheck $(ARGS)
 
-test: install  ## the default test suite (about 9 minutes on 2 cores)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+# Two pytest-xdist workers, each test file on one worker (a file's module fixtures are built once):
+# 8 min 45 s on 2 cores against 13 min 21 s in one process (2026-12-06, 1,402 tests).
+TEST_JOBS   ?= 2
+test: install  ## the default test suite (about 9 minutes on 2 cores; TEST_JOBS=0 runs it in one process)
+	$(PY) -m pytest -m "not slow" $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile) $(PYTEST_ARGS)
 
 test-all: install  ## every test, the long ones included
 	$(PY) -m pytest $(PYTEST_ARGS)
