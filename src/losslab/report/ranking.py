@@ -161,8 +161,13 @@ class RunScore:
         return str(self.run.seed) if self.run.seed is not None else f"run {self.run.run_id[:8]}"
 
 
+#: MLflow stores +-inf as +-sys.float_info.max (1.798e+308): a value this large was an infinity
+MLFLOW_INF = 1e308
+
+
 def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+    """`value` when it is a real measurement; None for NaN, inf and MLflow's stand-in for inf."""
+    return value if value is not None and math.isfinite(value) and abs(value) < MLFLOW_INF else None
 
 
 def score_run(run: RunData, metric: TaskMetric) -> RunScore:
@@ -176,7 +181,7 @@ def score_run(run: RunData, metric: TaskMetric) -> RunScore:
         failure = "diverged"
     elif raw is None:
         failure = f"no {metric.curve_key}"
-    elif not math.isfinite(raw):
+    elif _finite(raw) is None:
         failure = f"non-finite {metric.curve_key}"
     elif not math.isfinite(run.metrics.get("final/val_loss", 0.0)):
         failure = "non-finite val loss"

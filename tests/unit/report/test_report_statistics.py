@@ -238,3 +238,11 @@ def test_the_axis_suits_hinge_like_decaying_and_noisy_curves() -> None:
         positive = curve[curve > 0]
         assert all(t == 0 or t >= positive.min() / 10 for t in ticks), ticks  # no ticks below the data
         plt.close(fig)
+
+
+def test_mlflows_stand_in_for_infinity_is_not_a_measurement():
+    """MLflow logs inf as 1.798e+308: a run whose checkpoint value is that is a failed seed, not a score."""
+    from losslab.report.ranking import _finite
+
+    assert _finite(1.7976931348623157e308) is None and _finite(-1.7976931348623157e308) is None
+    assert _finite(float("nan")) is None and _finite(0.97) == 0.97 and _finite(1e300) == 1e300
