@@ -60,7 +60,7 @@ def test_eight_processes_opening_a_brand_new_store_at_once(tmp_path: Path):
     """MLflow alone crashes most of them ('duplicate column name'); the store lock serialises creation."""
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     code = (
-        "import sys; from losslab import tracking\n"
+        "import sys; from losslab.tracking.store import ensure_experiment, open_store\n"
         "c = open_store(sys.argv[1]); e = ensure_experiment(c, 'race')\n"
         "r = c.create_run(e); c.set_terminated(r.info.run_id)\n"
     )

@@ -214,7 +214,7 @@ def test_basic_auth_tracking_uri_passes_the_health_check():
 @pytest.mark.slow
 def test_interrupted_store_creation_leaves_no_store_or_a_complete_one(tmp_path: Path):
     """SIGINT at increasing delays during MLflow's migrations: the file is absent or fully usable."""
-    code = "import sys; from losslab import tracking; open_store(sys.argv[1])"
+    code = "import sys; from losslab.tracking.store import open_store; open_store(sys.argv[1])"
     outcomes = set()
     for i, delay in enumerate((1.0, 2.0, 3.0, 4.5, 6.0)):
         db = tmp_path / f"s{i}.db"
