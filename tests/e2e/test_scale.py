@@ -231,6 +231,7 @@ def test_submitit_local_sweep_lands_under_one_parent(store: str, client, tmp_pat
             "-m",
             "hydra/launcher=submitit_local",
             "loss=hinge",
+            "grid=none",  # these margins only, not hinge\'s grid (x 3 seeds)
             "loss.margin=0,0.5,1,2",
             "trainer.max_steps=20",
             f"hydra.sweep.dir={sweep}",
@@ -317,6 +318,7 @@ def test_parallel_sweep_and_migration_into_postgres_server(
             "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2",
             "loss=hinge",
+            "grid=none",  # these margins only, not hinge\'s grid (x 3 seeds)
             "loss.margin=0,0.5,1,2",
             f"trainer.max_steps={steps}",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
