@@ -175,7 +175,9 @@ def test_kill_9_of_one_joblib_worker_is_a_failed_job_and_the_sweep_goes_on(store
 @pytest.mark.slow
 def test_kill_9_of_the_driver_then_resume(store, client, tmp_path: Path):
     """Workers notice their driver is gone, close their jobs KILLED and exit; a resume redoes them."""
-    args = ("seed=0,1", "trainer.max_steps=1200")
+    # 8000 steps: long enough that no job finishes between its 60th point and the watcher noticing the
+    # kill (1,200 steps once did on CI), short enough for the resume to redo both
+    args = ("seed=0,1", "trainer.max_steps=8000")
     proc = _sweep(tmp_path, *args)
     try:
         started = _wait_for_points(client, 2, n_points=60)

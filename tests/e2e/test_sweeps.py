@@ -55,7 +55,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(store, client, tmp_path
     assert set(by_status) == {"FAILED", "FINISHED"}
     failed = by_status["FAILED"]
     assert "deliberate failure" in failed.data.tags["error"]
-    assert _points(client, failed.info.run_id) == list(range(4))  # the curve up to the failing step
+    assert _points(client, failed.info.run_id) == list(range(5))  # steps 0-4, up to the failing step
     assert len(_points(client, by_status["FINISHED"].info.run_id)) == 30
     summary = client.download_artifacts(parents[0].info.run_id, "summary.txt", str(tmp_path))
     assert "deliberate failure" in Path(summary).read_text()

@@ -113,9 +113,11 @@ class ScaledLogCosh(nn.Module):
 
 
 class FailAt(nn.Module):
-    """MSE that raises on its `fail_at`-th call (training step), to test that a failing job is recorded.
+    """MSE that raises once it has been called `fail_at` times in training mode, to test that a
+    failing job is recorded: with nothing else calling the loss (the noise probe is off by default),
+    training steps 0 .. fail_at-1 complete and step `fail_at` fails.
 
-    `fail_at < 0` never fails. `nan_at >= 0` returns NaN from that call on instead.
+    `fail_at < 0` never fails. `nan_at >= 0` returns NaN after that many calls instead.
     """
 
     def __init__(self, fail_at: int = -1, nan_at: int = -1) -> None:

@@ -214,7 +214,7 @@ def run_interrupted_job(
             cause = exc if isinstance(exc, KeyboardInterrupt) else exc.__context__
             if isinstance(cause, _Interrupted):
                 _set_error(result_json, str(cause))
-            elif isinstance(cause, KeyboardInterrupt) and str(cause) in ("signal 15", "signal SIGTERM"):
+            elif getattr(cause, "signum", None) == signal.SIGTERM or str(cause) == "signal 15":
                 _set_error(result_json, "SIGTERM: cancelled (scancel) or ended by SLURM")
             return penalty_return(overrides, config)
 

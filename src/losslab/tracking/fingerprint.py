@@ -56,13 +56,32 @@ def _module_spec(target: str) -> ModuleSpec | None:
         locations = spec.submodule_search_locations
         if not locations:
             break
+        name = ".".join(parts[: i + 1])
         try:
-            sub = PathFinder.find_spec(".".join(parts[: i + 1]), list(locations))
+            sub = PathFinder.find_spec(name, list(locations))
         except (ImportError, ValueError):
             sub = None
+        except KeyError:  # a namespace child looks its unimported parent up in sys.modules
+            sub = _spec_on_disk(name, list(locations))
         if sub is None:
             break
         spec = sub
+    return spec
+
+
+def _spec_on_disk(name: str, locations: list[str]) -> ModuleSpec | None:
+    """`name`'s spec read from the directories alone: a module file, a package, or a namespace."""
+    last = name.rsplit(".", 1)[-1]
+    for loc in map(Path, locations):
+        if (loc / f"{last}.py").is_file():
+            return importlib.util.spec_from_file_location(name, loc / f"{last}.py")
+        if (loc / last / "__init__.py").is_file():
+            return importlib.util.spec_from_file_location(name, loc / last / "__init__.py")
+    dirs = [str(loc / last) for loc in map(Path, locations) if (loc / last).is_dir()]
+    if not dirs:
+        return None
+    spec = ModuleSpec(name, None, is_package=True)
+    spec.submodule_search_locations = dirs
     return spec
 
 

@@ -178,6 +178,8 @@ def train(cfg: DictConfig) -> Result:
 def _describe(exc: BaseException) -> str:
     """The error a FAILED run records: the message of a user error, else the exception type and message."""
     text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, Interrupted):  # its message is the reason (a signal, SLURM's time limit)
+        return text
     return text if isinstance(user_error(exc), BaseException) else f"{type(exc).__name__}: {text}"
 
 
@@ -353,8 +355,9 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         cause = tracker.exception if tracker.exception is not None else exc
         with interrupts.closing():
             recorder.close(status, error=None if interrupted else _describe(cause))
-        if interrupted:  # Lightning made the signal's KeyboardInterrupt a SystemExit(1)
-            raise Interrupted(str(exc) or "interrupted", recorder.run_id) from None
+        if interrupted:  # Lightning made the signal's KeyboardInterrupt a SystemExit(1): keep its reason
+            reason = tracker.exception if isinstance(tracker.exception, KeyboardInterrupt) else exc
+            raise Interrupted(str(reason) or "interrupted", recorder.run_id) from None
         if tracker.exception is not None and tracker.exception is not exc:
             raise tracker.exception from None
         raise
