@@ -35,9 +35,15 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (run as ano
 def test_precision_recorded_is_the_one_lightning_used(store, client):
     result = task.train(compose(["trainer.max_steps=3", "trainer.precision=16"]))
     run = client.get_run(result.run_id)
-    import torch
+    import pytorch_lightning as pl
 
-    expected = "16-mixed" if torch.cuda.is_available() else "bf16-mixed"  # Lightning's CPU fallback
+    # What precision 16 becomes depends on the accelerator the run used (trainer.accelerator, `cpu` by
+    # default even where CUDA exists): 16-mixed on a GPU, Lightning's bf16-mixed fallback on the CPU.
+    # Lightning itself says which, for the accelerator the run recorded.
+    used = run.data.params["trainer.accelerator"]
+    probe = pl.Trainer(accelerator=used, devices=1, precision="16", logger=False, enable_progress_bar=False)
+    expected = str(probe.precision)
+    assert expected == ("bf16-mixed" if probe.strategy.root_device.type == "cpu" else "16-mixed")
     assert run.data.params["trainer.precision"] == expected
     assert run.data.tags["precision"] == expected and run.data.tags["precision_requested"] == "16"
 
