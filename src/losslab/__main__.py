@@ -81,7 +81,8 @@ def _refuse(exc: Exception) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`losslab-train [group=option ...] [key=value ...] [-m]`: one run, or a sweep with -m."""
-    from losslab.config.commandline import CommandLineError, check
+    from losslab.config.commandline import check
+    from losslab.config.hydra_errors import CommandLineError
 
     # like `python -m` and `python train.py`: modules in the current directory import
     # (a user's `loss._target_=my_loss.MyLoss`)

@@ -21,10 +21,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hydra import compose
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from losslab import CONF_DIR
+from losslab.config.hydra_errors import COMPOSE_ERRORS, CommandLineError, composing, gradcheck_message
 from losslab.logs import one_line
+from losslab.losses.domains import LabelDomainError, settle, split_config
 from losslab.losses.fd_check import (
     LossFn,
     Report,
@@ -56,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         reports = [_run_job(label, overrides) for label, overrides in _jobs(args)]
-    except UserInputError as exc:
+    except (UserInputError, CommandLineError) as exc:
         print(f"gradcheck: {exc}", file=sys.stderr)
         return 2
     print(format_table(reports))
@@ -89,37 +96,13 @@ def _run_job(label: str, overrides: list[str]) -> Report:
 
 
 def _compose(overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException, MissingConfigException
-    from omegaconf.errors import OmegaConfBaseException
-
     conf = config_dir()
-    try:
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="gradcheck"):
-            return compose(config_name="gradcheck", overrides=overrides)
-    except MissingConfigException as exc:
-        missing = re.search(r"Could not find '([^']+)'", str(exc))
-        if missing and missing.group(1).startswith("loss/"):
-            name = missing.group(1).split("/", 1)[1]
-            raise UserInputError(
-                f"unknown loss {name!r}; built-in losses: {', '.join(builtin_losses(conf))}. "
-                "For your own loss use loss._target_=package.module.ClassName (plus +loss.ARG=VALUE "
-                "for its arguments)."
-            ) from None
-        raise UserInputError(
-            f"cannot compose the gradcheck config from {conf}: {one_line(str(exc))}"
-        ) from None
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise UserInputError(f"bad override in {' '.join(overrides)}: {one_line(str(exc))}") from None
+    message = gradcheck_message(overrides, conf, lambda: builtin_losses(conf))
+    with composing(conf, "gradcheck", message, errors=(*COMPOSE_ERRORS, ValueError)):
+        return compose(config_name="gradcheck", overrides=overrides)
 
 
 def _instantiate(cfg: Any) -> LossFn:
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-    from omegaconf.errors import OmegaConfBaseException
-
-    from losslab.losses.domains import LabelDomainError, settle, split_config
-
     target = cfg.loss.get("_target_", "?") if hasattr(cfg.loss, "get") else "?"
     try:
         node, declared = split_config(cfg.loss)  # `loss.domain` declares targets, like in training
@@ -150,8 +133,6 @@ def _instantiate(cfg: Any) -> LossFn:
 
 
 def _settings(cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
     node = cfg.get("gradcheck")
     section = dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {}
     params = inspect.signature(check_loss).parameters

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra import compose
+from hydra._internal.config_repository import ConfigRepository
+from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+from hydra._internal.utils import get_args_parser
+from hydra.core.object_type import ObjectType
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from losslab import CONF_DIR
-
-
-class CommandLineError(ValueError):
-    """A mistake on the command line; the message is the one paragraph shown to the user."""
+from losslab.config.hydra_errors import CommandLineError, composing, parse_overrides, train_message
 
 
 @dataclasses.dataclass
@@ -40,8 +41,6 @@ class Parsed:
 
 def parse_flags(argv: list[str], config_name: str = "train") -> Parsed | None:
     """Split argv like Hydra does; None when argparse refuses it (Hydra then says why)."""
-    from hydra._internal.utils import get_args_parser
-
     try:
         args = get_args_parser().parse_args(argv)
     except SystemExit:
@@ -75,21 +74,10 @@ def outcome_names() -> list[str]:
     return sorted([f.name for f in dataclasses.fields(OutcomeRules)] + ["stop_on_divergence"])
 
 
-@contextmanager
-def _hydra(config_dir: Path) -> Iterator[None]:
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(config_dir), version_base="1.3", job_name="train"):
-        yield
-
-
 class _Groups:
     """Config groups and their options over the full search path (hydra.searchpath and -cd included)."""
 
     def __init__(self, hydra_cfg: DictConfig) -> None:
-        from hydra._internal.config_repository import ConfigRepository
-        from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
-
         path = ConfigSearchPathImpl()
         for source in hydra_cfg.runtime.config_sources:
             path.append(str(source.provider), f"{source.schema}://{source.path}")
@@ -99,13 +87,9 @@ class _Groups:
         return self.repo.group_exists(group)
 
     def options(self, group: str) -> list[str]:
-        from hydra.core.object_type import ObjectType
-
         return sorted(self.repo.get_group_options(group, ObjectType.CONFIG))
 
     def top(self) -> list[str]:
-        from hydra.core.object_type import ObjectType
-
         return sorted(
             g for g in self.repo.get_group_options("", ObjectType.GROUP) if g != "hydra" and self.exists(g)
         )
@@ -133,46 +117,25 @@ def _first(ov: Any) -> str | None:
 
 def check(argv: list[str], config_dir: Path = CONF_DIR, config_name: str = "train") -> list[str]:
     """The argv to hand Hydra (`outcome.NAME` becomes `++outcome.NAME`), or CommandLineError."""
-    from hydra import compose
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException, OverrideParseException
-    from omegaconf.errors import OmegaConfBaseException
-
     parsed = parse_flags(argv, config_name)
     if parsed is None or parsed.skip:
         return argv
-    parser = OverridesParser.create()
-    try:
-        overrides = parser.parse_overrides(parsed.overrides)
-    except OverrideParseException as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CommandLineError(
-            f"the command line cannot be read: {first} Write group=option, key=value, "
-            "+key=value (a new key) or a sweep key=a,b,c with -m."
-        ) from None
+    overrides = parse_overrides(parsed.overrides)
     searchpath = [o.input_line for o in overrides if o.get_key_element() == "hydra.searchpath"]
     if parsed.config_dir:
         base = OmegaConf.load(config_dir / f"{parsed.config_name}.yaml")
         listed = list(OmegaConf.select(base, "hydra.searchpath", default=[]) or [])
         extra = f"file://{Path(parsed.config_dir).expanduser().resolve()}"
         searchpath = [f"hydra.searchpath=[{','.join([extra, *listed])}]"]
-    try:
-        with _hydra(config_dir):
-            base_cfg = compose(parsed.config_name, overrides=searchpath, return_hydra_config=True)
-            groups = _Groups(base_cfg.hydra)
-            rewritten = _check_keys_and_groups(overrides, base_cfg, groups, parsed.multirun)
-            choices = [
-                line for ov in overrides if _is_choice(ov, groups) and (line := _first(ov)) is not None
-            ]
-            job_cfg = compose(parsed.config_name, overrides=searchpath + choices)
-            _check_dotted(overrides, job_cfg)
-            full = [line for ov in _rewrite(overrides, rewritten) if (line := _first(ov)) is not None]
-            compose(parsed.config_name, overrides=searchpath + full)
-    except CommandLineError:
-        raise
-    except (HydraException, OmegaConfBaseException) as exc:
-        text = " ".join(str(exc).split())
-        raise CommandLineError(f"{text} (see `losslab-train --help` for groups and keys)") from None
+    with composing(config_dir, "train", train_message):
+        base_cfg = compose(parsed.config_name, overrides=searchpath, return_hydra_config=True)
+        groups = _Groups(base_cfg.hydra)
+        rewritten = _check_keys_and_groups(overrides, base_cfg, groups, parsed.multirun)
+        choices = [line for ov in overrides if _is_choice(ov, groups) and (line := _first(ov)) is not None]
+        job_cfg = compose(parsed.config_name, overrides=searchpath + choices)
+        _check_dotted(overrides, job_cfg)
+        full = [line for ov in _rewrite(overrides, rewritten) if (line := _first(ov)) is not None]
+        compose(parsed.config_name, overrides=searchpath + full)
     return [rewritten.get(a, a) for a in argv]
 
 
@@ -182,8 +145,6 @@ def _is_choice(ov: Any, groups: _Groups) -> bool:
 
 
 def _rewrite(overrides: list[Any], rewritten: dict[str, str]) -> list[Any]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     lines = [rewritten.get(o.input_line, o.input_line) for o in overrides]
     return OverridesParser.create().parse_overrides(lines)
 
