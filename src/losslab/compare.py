@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         best = report.best.get("label", "none (every design has a failed run)")
         print(f"best design: {best}")
         print(f"report: {report.html_path} ({time.perf_counter() - started:.1f}s)")
+    if reports and reports[0].summary_path is not None:
+        print(f"summary across data sets: {reports[0].summary_path}")
     return 0
 
 

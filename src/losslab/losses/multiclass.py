@@ -318,7 +318,32 @@ class GCE(MulticlassLossBase):
         return -torch.expm1(self.q * log_p_y) / self.q
 
 
-class SCE(MulticlassLossBase):
+class _ActivePassive(MulticlassLossBase):
+    """alpha * (an active loss) + beta * RCE, the reverse cross-entropy -sum_k p_k log onehot_k with
+    log 0 := A, i.e. -A * (1 - p_y): the pair shape of SCE and NCE+RCE, whose knobs (alpha, beta, A)
+    and checks live here once. `default_alpha` is each paper's alpha."""
+
+    default_alpha = 1.0
+
+    def __init__(
+        self,
+        alpha: float | None = None,
+        beta: float = 1.0,
+        A: float = -4.0,  # the papers' symbol for log 0
+        num_classes: int | None = None,
+        check_values: bool = True,
+        class_weights: Any = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, check_values=check_values, class_weights=class_weights)
+        name = type(self).__name__
+        self.alpha, self.beta = _weights(name, self.default_alpha if alpha is None else alpha, beta)
+        self.A = _log_zero(name, A)
+
+    def rce(self, log_p_y: Tensor) -> Tensor:
+        return -self.A * _one_minus_p(log_p_y)
+
+
+class SCE(_ActivePassive):
     """alpha * CE + beta * RCE (Wang et al. 2019, "Symmetric Cross Entropy for Robust Learning with
     Noisy Labels"). RCE = -sum_k p_k log onehot_k with log 0 := A, i.e. -A * (1 - p_y).
 
@@ -327,24 +352,13 @@ class SCE(MulticlassLossBase):
     A = ln(1e-4) ~ -9.21, not the -4 the paper states; A is a parameter for that reason.
     """
 
-    def __init__(
-        self,
-        alpha: float = 0.1,
-        beta: float = 1.0,
-        A: float = -4.0,  # the paper's symbol for log 0
-        num_classes: int | None = None,
-        check_values: bool = True,
-        class_weights: Any = None,
-    ) -> None:
-        super().__init__(num_classes=num_classes, check_values=check_values, class_weights=class_weights)
-        self.alpha, self.beta = _weights("SCE", alpha, beta)
-        self.A = _log_zero("SCE", A)
+    default_alpha = 0.1
 
     def per_sample(self, log_probs: Tensor, log_p_y: Tensor, labels: Tensor) -> Tensor:
-        return self.alpha * -log_p_y + self.beta * -self.A * _one_minus_p(log_p_y)
+        return self.alpha * -log_p_y + self.beta * self.rce(log_p_y)
 
 
-class NCE_RCE(MulticlassLossBase):
+class NCE_RCE(_ActivePassive):
     """alpha * NCE + beta * RCE (Ma et al. 2020, "Normalized Loss Functions for Deep Learning with
     Noisy Labels"): an "active" and a "passive" robust loss that together avoid underfitting.
 
@@ -353,19 +367,8 @@ class NCE_RCE(MulticlassLossBase):
     CIFAR-10 setting; the authors' released MNIST configuration uses beta = 10).
     """
 
-    def __init__(
-        self,
-        alpha: float = 1.0,
-        beta: float = 1.0,
-        A: float = -4.0,  # the paper's symbol for log 0
-        num_classes: int | None = None,
-        check_values: bool = True,
-        class_weights: Any = None,
-    ) -> None:
-        super().__init__(num_classes=num_classes, check_values=check_values, class_weights=class_weights)
-        self.alpha, self.beta = _weights("NCE_RCE", alpha, beta)
-        self.A = _log_zero("NCE_RCE", A)
+    default_alpha = 1.0
 
     def per_sample(self, log_probs: Tensor, log_p_y: Tensor, labels: Tensor) -> Tensor:
         nce = log_p_y / log_probs.sum(dim=1)
-        return self.alpha * nce + self.beta * -self.A * _one_minus_p(log_p_y)
+        return self.alpha * nce + self.beta * self.rce(log_p_y)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 import sys
@@ -15,7 +13,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from losslab.report import page, plots, sensitivity, tables
+from losslab.report import across, page, plots, sensitivity, tables
 from losslab.report.analysis import Analysis, analyse
 from losslab.report.ranking import DesignResult, resolve_metric
 from losslab.report.runs import (
@@ -42,6 +40,8 @@ class Report:
     parts: int = 1  # >1: the note of several per-task or per-data-set reports (html_path: the first)
     subset: str | None = None  # the task or data set this report was narrowed to
     left_out: str = ""  # the runs left out because LossLab did not write them (runs.foreign_note)
+    #: the page lining up every data set's designs (`across`), when the study has several data sets
+    summary_path: Path | None = None
 
     def __fspath__(self) -> str:
         return str(self.html_path)
@@ -80,14 +80,6 @@ def best_summary(a: Analysis) -> dict[str, Any]:
 def safe_name(name: str) -> str:
     """The folder name a report of `name` is written to, under the output root."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "report"
-
-
-def _csv(head: Sequence[str], rows: Sequence[Sequence[str]]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(head)
-    writer.writerows(rows)
-    return buf.getvalue().encode("utf-8")
 
 
 def build_report(
@@ -143,7 +135,7 @@ def _write(
     )
     figs["lr"], notes["lr"] = sensitivity.plot_lr(a)
     head, rows = tables.headers(a), tables.rows(a)
-    csv_bytes = _csv(head, rows)
+    csv_bytes = tables.to_csv(head, rows)
     out_dir = Path(out) / safe_name(sel.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     left_out = foreign_note(sel)
@@ -188,8 +180,25 @@ def build_reports(
         sel = narrow(sel, task=task)
     datasets = datasets_of(sel.runs)
     if len(datasets) > 1:
-        return [_write(narrow(sel, data=d), out, **options) for d in datasets]
+        reports = [_write(narrow(sel, data=d), out, **options) for d in datasets]
+        summary = _write_summary(sel, reports, Path(out), options.get("log_artifacts", True))
+        for report in reports:
+            report.summary_path = summary
+        return reports
     tasks = tasks_of(sel.runs)
     if len(tasks) > 1:
         return [_write(narrow(sel, task=t), out, **options) for t in tasks]
     return [_write(sel, out, **options)]
+
+
+def _write_summary(sel: Selection, reports: Sequence[Report], out: Path, log_artifacts: bool) -> Path | None:
+    """The across-data-sets page of a study with one report per data set (`across`)."""
+    analyses = {r.subset: r.analysis for r in reports if r.subset and r.analysis is not None}
+    pages = {r.subset: r.html_path for r in reports if r.subset}
+    name = f"{sel.name}-across-data"
+    index = across.write(out / safe_name(name), f"LossLab summary: {name}", analyses, pages)
+    if index is not None and sel.parent is not None and log_artifacts:
+        _log_report(
+            sel.client, sel.parent.info.run_id, [index, index.parent / "summary.csv"], "report-summary"
+        )
+    return index

@@ -82,7 +82,7 @@ def curve_band(
     return step_sum[keep] / step_n[keep], med, lo, hi
 
 
-def _colours(n: int) -> list[Any]:
+def colours(n: int) -> list[Any]:
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
     return [cmap(i % cmap.N) for i in range(n)]
 
@@ -199,7 +199,7 @@ def plot_curves(
     if not drawn:
         return None
     labels = list(dict.fromkeys(label for _, lines in panels for label, _ in lines))
-    colour = dict(zip(labels, _colours(len(labels)), strict=True))
+    colour = dict(zip(labels, colours(len(labels)), strict=True))
     width, height = (6.4, 3.6) if len(panels) == 1 else (4.0, 2.9)
     fig_w = max(width * len(panels), 6.4)
     ncol = max(1, min(len(labels), int(fig_w / 2.3)))

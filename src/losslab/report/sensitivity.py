@@ -77,7 +77,8 @@ def plot_lr(a: Analysis) -> tuple[bytes | None, str]:
     """Three panels against lr (log axis): val metric, test metric, failure rate; a line per design."""
     from matplotlib.lines import Line2D
 
-    from losslab.report.plots import _colours, png
+    from losslab.report.plots import colours as palette
+    from losslab.report.plots import png
 
     lines = lr_lines(a)
     if not lines:
@@ -88,7 +89,7 @@ def plot_lr(a: Analysis) -> tuple[bytes | None, str]:
         lines = lines[:MAX_LINES]
     m = a.metric.name
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.9), dpi=100)
-    colours = _colours(len(lines))
+    colours = palette(len(lines))
     width = 0.04  # points of different lines side by side (a share of a decade), so bars do not overlap
     for i, (line, colour) in enumerate(zip(lines, colours, strict=True)):
         shift = 10 ** (width * (i - (len(lines) - 1) / 2))

@@ -7,8 +7,10 @@ sign-flip test's, raw and Holm-adjusted over the comparisons against the baselin
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from losslab.report import inference as inf
@@ -18,6 +20,15 @@ from losslab.report.plots import ordered_outcomes
 from losslab.report.ranking import DesignResult, unpaired
 from losslab.report.runs import RunData
 from losslab.report.stats import MIN_SEEDS, mean_ci, median, steps_to_fraction
+from losslab.vocab import FIT_CLEAN, FIT_NOISY
+
+
+def to_csv(head: Sequence[str], rows: Sequence[Sequence[str]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(head)
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8")
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
@@ -114,6 +125,55 @@ def _run_median(run: RunData, key: str) -> float | None:
     return None if curve is None else median(curve[1].tolist())
 
 
+def _kept_runs(r: DesignResult) -> list[RunData]:
+    return [s.run for s in r.kept.values()]
+
+
+def _gap(run: RunData, metric: str) -> float | None:
+    """Selected-checkpoint test value minus final-weights test value (`test/m - test_last/m`)."""
+    best, last = run.metrics.get(f"test/{metric}"), run.metrics.get(f"test_last/{metric}")
+    return None if best is None or last is None else best - last
+
+
+Column = tuple[str, Callable[[list[RunData]], str]]
+
+
+def memorisation_columns(a: Analysis) -> list[Column]:
+    """Columns that show what training did after the selected checkpoint, present only when the runs
+    logged their inputs: test at the final weights and the paired selected-minus-last gap (every task
+    metric run logs `test_last/*`), and on data with corrupted labels the shares of noisy and clean
+    training labels the final model fits (`train/fit_noisy`, `train/fit_clean`; 1.0 on noisy labels
+    means the wrong labels were memorised). Means over seeds with their 95% t-intervals."""
+    if a.metric.task is None:
+        return []
+    m = a.metric.name
+    runs = a.runs
+    cols: list[Column] = []
+    if any(f"test_last/{m}" in x.metrics for x in runs):
+        cols += [
+            (
+                f"Test {m} at the last step (mean [95% CI])",
+                lambda rs: fmt_interval(mean_ci(x.metrics.get(f"test_last/{m}") for x in rs)),
+            ),
+            (
+                f"Selected − last test {m} (per seed, mean [95% CI])",
+                lambda rs: inf.format_interval(mean_ci(_gap(x, m) for x in rs), 3, signed=True),
+            ),
+        ]
+    for key, name in (
+        (FIT_NOISY, "Noisy training labels fit at the end"),
+        (FIT_CLEAN, "Clean training labels fit at the end"),
+    ):
+        if any(key in x.metrics for x in runs):
+            cols.append(
+                (
+                    f"{name} (mean [95% CI])",
+                    lambda rs, key=key: fmt_interval(mean_ci(x.metrics.get(key) for x in rs), 3),
+                )
+            )
+    return cols
+
+
 def headers(a: Analysis) -> list[str]:
     """Readable column names: a design param by its short name (`optimizer`, `lr`, `margin`)."""
     m, on = a.metric.name, a.paired_on
@@ -132,6 +192,7 @@ def headers(a: Analysis) -> list[str]:
         "p test (sign-flip; Holm)",
         f"P(X > Y) on {on} [95% bootstrap]",
         f"Seeds won on {on} [95% CI]",
+        *(name for name, _ in memorisation_columns(a)),
         "Outcomes",
         "Overfitting",
         "Best val loss (mean [95% CI])",
@@ -144,8 +205,9 @@ def headers(a: Analysis) -> list[str]:
 def rows(a: Analysis) -> list[list[str]]:
     out = []
     on = a.paired_on
+    extra = memorisation_columns(a)
     for i, r in enumerate(a.ranked, 1):
-        runs = [s.run for s in r.kept.values()]
+        runs = _kept_runs(r)
         row = [str(i), *(show_value(k, r.design.values[k]) for k in a.keys)]
         if a.tune_keys:
             row += [show_value(k, (r.tuned or {}).get(k)) for k in a.tune_keys] + [str(len(r.configs))]
@@ -162,6 +224,7 @@ def rows(a: Analysis) -> list[list[str]]:
             fmt_p(r, "test"),
             "" if cmp is None else inf.format_prob_improvement(cmp.prob),
             "" if cmp is None else inf.format_seeds_won(cmp.wins),
+            *(cell(runs) for _, cell in extra),
             fmt_outcomes(runs),
             fmt_overfitting(runs),
             fmt_interval(mean_ci(x.metrics.get("best/val_loss") for x in runs)),
