@@ -3,7 +3,8 @@ ratios) in one table and one plot, beside the one report per data set.
 
 Every cell is what that data set's own report ranks, read from its `Analysis`: the design's test value
 at its val-selected checkpoint (with `--tune`, at the config its own val chose on that data set),
-mean over seeds with its 95% t-interval. Designs are matched across data sets by their label. The x
+mean over seeds with its 95% t-interval. Designs are matched across data sets by their params (all but
+the seed, the data and the tuned ones), so two losses that share a label never share a line. The x
 axis is the one numeric data param that varies between the data sets (`data.label_noise.rate`,
 `data.imbalance_ratio`); categorical ones (`data.label_noise.kind`) split each design's points into
 series. Written here because it composes LossLab's own per-data-set analyses; matplotlib draws it.
@@ -22,9 +23,10 @@ import numpy as np
 
 from losslab.report import inference as inf
 from losslab.report.analysis import Analysis
-from losslab.report.designs import show_value, sort_key
+from losslab.report.designs import NON_DESIGN_KEYS, NON_DESIGN_PREFIXES, show_value, sort_key
 from losslab.report.page import CSS, data_uri, esc, html_table
 from losslab.report.plots import colours, png
+from losslab.report.ranking import DesignResult
 from losslab.report.stats import mean_ci
 from losslab.report.tables import to_csv
 from losslab.train.curve_plot import plt
@@ -98,8 +100,30 @@ def layout(analyses: dict[str, Analysis]) -> Layout:
     return Layout(sorted(settings, key=order), x_key, group_keys)
 
 
-def _cell(a: Analysis, label: str) -> str:
-    r = next((d for d in a.ranked if d.label == label), None)
+Key = tuple[tuple[str, str], ...]
+
+
+def design_key(r: DesignResult, a: Analysis) -> Key:
+    """What a design is across data sets: the params its runs share, less the seed, the data, the
+    tuned params and bookkeeping (`loss._target_=...SCE, loss.alpha=0.1, ...`)."""
+    runs = [s.run for s in r.kept.values()] or r.design.runs
+    common = set(runs[0].params.items()).intersection(*(set(x.params.items()) for x in runs[1:]))
+    skip = (*NON_DESIGN_PREFIXES, "data.")
+    return tuple(
+        sorted(
+            (k, v)
+            for k, v in common
+            if k not in NON_DESIGN_KEYS and not k.startswith(skip) and k not in a.tune_keys
+        )
+    )
+
+
+def find(a: Analysis, key: Key) -> DesignResult | None:
+    return next((r for r in a.ranked if design_key(r, a) == key), None)
+
+
+def _cell(a: Analysis, key: Key) -> str:
+    r = find(a, key)
     if r is None:
         return "—"
     text = inf.format_interval(r.test, 3, signed=False)
@@ -112,20 +136,20 @@ def _cell(a: Analysis, label: str) -> str:
     return text
 
 
-def labels_of(lay: Layout) -> list[str]:
-    """Design labels in first-seen order over the data sets (each report ranks its own)."""
-    seen: dict[str, None] = {}
+def designs_of(lay: Layout) -> list[tuple[Key, str]]:
+    """(key, label) of every design, in label order of first sight over the data sets."""
+    seen: dict[Key, str] = {}
     for s in lay.settings:
         for r in sorted(s.analysis.ranked, key=lambda r: r.label):
-            seen.setdefault(r.label, None)
-    return list(seen)
+            seen.setdefault(design_key(r, s.analysis), r.label)
+    return list(seen.items())
 
 
 def table(lay: Layout) -> tuple[list[str], list[list[str]]]:
     """Rows: designs (plus the realised noise rate and the val-best design); columns: data sets."""
     metric = lay.settings[0].analysis.metric.name
     head = [f"Test {metric} (mean [95% CI])", *(lay.label(s) for s in lay.settings)]
-    rows = [[label, *(_cell(s.analysis, label) for s in lay.settings)] for label in labels_of(lay)]
+    rows = [[label, *(_cell(s.analysis, key) for s in lay.settings)] for key, label in designs_of(lay)]
     rates = [mean_ci(r.metrics.get(NOISE_RATE) for r in s.analysis.runs) for s in lay.settings]
     if any(c.mean is not None for c in rates):
         rows.insert(
@@ -147,10 +171,10 @@ def fit_table(lay: Layout) -> tuple[list[str], list[list[str]]] | None:
         return None
     head = ["Noisy training labels fit at the end (mean [95% CI])", *(lay.label(s) for s in lay.settings)]
     rows = []
-    for label in labels_of(lay):
+    for key, label in designs_of(lay):
         cells = []
         for s in lay.settings:
-            r = next((d for d in s.analysis.ranked if d.label == label), None)
+            r = find(s.analysis, key)
             runs = [] if r is None else [x.run for x in r.kept.values()]
             cells.append(
                 inf.format_interval(mean_ci(x.metrics.get(FIT_NOISY) for x in runs), 3, signed=False)
@@ -164,7 +188,7 @@ def plot(lay: Layout) -> bytes:
     interval as error bars; categorical params give each design a separate series (own marker)."""
     a0 = lay.settings[0].analysis
     metric = a0.metric.name
-    labels = labels_of(lay)
+    designs = designs_of(lay)
     groups = list(dict.fromkeys(lay.group(s) for s in lay.settings))
     xs = {
         s.name: (float(s.value(lay.x_key) or 0.0) if lay.x_key else float(i))
@@ -175,14 +199,14 @@ def plot(lay: Layout) -> bytes:
     span = (np.log10(values.max() / values.min()) if log_x else float(np.ptp(values))) or 1.0
     fig, ax = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
     markers = ["o", "s", "^", "D", "v"]
-    for d, (label, colour) in enumerate(zip(labels, colours(len(labels)), strict=True)):
-        shift = (d - (len(labels) - 1) / 2) * 0.012 * span
+    for d, ((key, label), colour) in enumerate(zip(designs, colours(len(designs)), strict=True)):
+        shift = (d - (len(designs) - 1) / 2) * 0.012 * span
         for g, group in enumerate(groups):
             pts = []
             for s in lay.settings:
                 if lay.group(s) != group:
                     continue
-                r = next((x for x in s.analysis.ranked if x.label == label), None)
+                r = find(s.analysis, key)
                 if r is None or r.test.mean is None:
                     continue
                 offset = shift + g * 0.006 * span  # a second series beside the first, not on it
@@ -216,7 +240,7 @@ def plot(lay: Layout) -> bytes:
     ax.set_ylabel(f"test {metric} (mean, 95% CI over seeds)")
     ax.set_title(f"Test {metric} across data sets: each design at its val-selected checkpoint")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best", ncol=2 if len(labels) * len(groups) > 8 else 1)
+    ax.legend(fontsize=8, loc="best", ncol=2 if len(designs) * len(groups) > 8 else 1)
     return png(fig)
 
 
@@ -254,11 +278,20 @@ def render(title: str, lay: Layout, figure: bytes, links: Sequence[tuple[str, st
     return "\n".join(parts)
 
 
+def comparable(analyses: dict[str, Analysis]) -> bool:
+    """At least 2 data sets, ranked on the same metric, with a design that runs on several of them
+    (a sweep where each loss brings its own data, or binary beside regression, has nothing to line up)."""
+    if len(analyses) < 2 or len({a.metric for a in analyses.values()}) != 1:
+        return False
+    seen = Counter(design_key(r, a) for a in analyses.values() for r in a.ranked)
+    return any(n >= 2 for n in seen.values())
+
+
 def write(out_dir: Path, title: str, analyses: dict[str, Analysis], pages: dict[str, Path]) -> Path | None:
-    """Write <out_dir>/index.html and summary.csv; None with fewer than 2 data sets that have designs.
+    """Write <out_dir>/index.html and summary.csv; None unless the data sets are `comparable`.
     `pages`: each data set's report, linked relative to <out_dir> (its siblings)."""
     usable = {k: a for k, a in analyses.items() if a.ranked}
-    if len(usable) < 2:
+    if not comparable(usable):
         return None
     lay = layout(usable)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -131,9 +131,25 @@ def test_write_makes_a_page_with_the_plot_the_tables_and_links(tmp_path: Path) -
     assert rows[0].startswith("Test accuracy") and len(rows) == 1 + 1 + len(LOSSES) + 1
 
 
-def test_write_needs_two_data_sets(tmp_path: Path) -> None:
-    one = dict(list(_analyses().items())[:1])
+def test_write_needs_two_data_sets_on_one_metric_sharing_a_design(tmp_path: Path) -> None:
+    analyses = _analyses()
+    one = dict(list(analyses.items())[:1])
     assert across.write(tmp_path / "x", "summary", one, {}) is None
+    # each data set with its own loss (optimizer_stability's shape): nothing to line up
+    own = {}
+    for name, loss in zip(SETTINGS, LOSSES, strict=True):
+        kind, rate, accs = SETTINGS[name]
+        runs = [_run(name, kind, rate, loss, s, accs[loss], False) for s in SEEDS]
+        own[name] = analyse(runs, resolve_metric(runs, None))
+    assert not across.comparable(own)
+    assert across.comparable(analyses)
+    # another metric on one data set (binary beside regression): not comparable
+    mixed = dict(analyses)
+    runs = mixed["mnist1d_sym0"].runs
+    for r in runs:
+        r.metrics["best/val_macro_f1"] = r.metrics["best/val_accuracy"]
+    mixed["mnist1d_sym0"] = analyse(runs, resolve_metric(runs, "macro_f1"))
+    assert not across.comparable(mixed)
 
 
 @pytest.mark.parametrize("fit", [True, False])
