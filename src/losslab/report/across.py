@@ -104,16 +104,21 @@ Key = tuple[tuple[str, str], ...]
 
 
 def design_key(r: DesignResult, a: Analysis) -> Key:
-    """What a design is across data sets: the params its runs share, less the seed, the data, the
+    """What a design is across data sets: the params its runs share, less the seed, the data (`data.*`
+    and a param whose value is the data set's name, as a study's `+design=mnist1d_sym40` choice), the
     tuned params and bookkeeping (`loss._target_=...SCE, loss.alpha=0.1, ...`)."""
     runs = [s.run for s in r.kept.values()] or r.design.runs
     common = set(runs[0].params.items()).intersection(*(set(x.params.items()) for x in runs[1:]))
+    data_name = runs[0].params.get("data.name")
     skip = (*NON_DESIGN_PREFIXES, "data.")
     return tuple(
         sorted(
             (k, v)
             for k, v in common
-            if k not in NON_DESIGN_KEYS and not k.startswith(skip) and k not in a.tune_keys
+            if k not in NON_DESIGN_KEYS
+            and not k.startswith(skip)
+            and k not in a.tune_keys
+            and v != data_name
         )
     )
 

@@ -42,6 +42,7 @@ def _run(name: str, kind: str, rate: str, loss: str, seed: int, acc: float, fit:
         "data.label_noise.rate": rate,
         "data.label_noise.seed": str(seed),
         "data.n_classes": "10",
+        "design": name,  # the study's +design choice names the data setting: not part of the design
     }
     tags = {"task": "multiclass", "outcome": "converged", "losslab.run": "true"}
     return RunData(f"{name}-{loss}-{seed}", f"{loss}-s{seed}", "FINISHED", params, tags, metrics)
