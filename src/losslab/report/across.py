@@ -115,10 +115,7 @@ def design_key(r: DesignResult, a: Analysis) -> Key:
         sorted(
             (k, v)
             for k, v in common
-            if k not in NON_DESIGN_KEYS
-            and not k.startswith(skip)
-            and k not in a.tune_keys
-            and v != data_name
+            if k not in NON_DESIGN_KEYS and not k.startswith(skip) and k not in a.tune_keys and v != data_name
         )
     )
 
