@@ -197,7 +197,15 @@ def revive(client: MlflowClient, run_id: str) -> None:
 
 
 class Heartbeat:
-    """Refreshes a run's `losslab.heartbeat` tag every `interval` seconds from a daemon thread."""
+    """Refreshes a run's `losslab.heartbeat` tag every `interval` seconds from a daemon thread.
+
+    The thread waits on an Event, so `stop` wakes it at once. `stop` does not wait for a beat that
+    is being written: that write (a tag on a run that may be closing) ends on its own, and a run's
+    close must not wait on the store's lock for it (3.5 s measured in one close on a GPU machine).
+    """
+
+    #: seconds `stop` waits for the thread to end before leaving it to finish its last write
+    STOP_WAIT = 0.05
 
     def __init__(self, client: Any, run_id: str, interval: float = HEARTBEAT_SECONDS) -> None:
         self.client, self.run_id, self.interval = client, run_id, interval
@@ -212,4 +220,4 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=self.STOP_WAIT)

@@ -185,37 +185,56 @@ class LossLabModule(pl.LightningModule):
             self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     @torch.no_grad()
-    def test_metrics(self, selected: bool = True) -> dict[str, float]:
-        """Task metrics on the test split, with the selected weights (the final ones if none was),
-        or with the final weights (`selected=False`)."""
+    def _test_values(self, state: dict[str, Tensor] | None) -> dict[str, Tensor]:
+        """Task metrics on the test split as device tensors, with the weights in `state` (through
+        `torch.func.functional_call`: the module's own weights are not touched) or, for None, the
+        module's current weights."""
+        from torch.func import functional_call
+
         data = self.data
-        current = None
-        if selected and self._best_state is not None:
-            current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.model.load_state_dict(self._best_state)
-        was_training = self.model.training
-        self.model.eval()
+        model = self.model
+        was_training = model.training
+        model.eval()
         try:
             # outside Lightning's loop: inputs meet the weights where Lightning put them (cuda, or
             # float64/bf16 under trainer.precision=64-true/bf16-true)
-            batches = [
-                (self.model(*like_weights(self.model, x)).float(), y) for x, y, _ in data.test_batches()
-            ]
-            scores = torch.cat([s for s, _ in batches])
-            targets = torch.cat([y for _, y in batches]).to(scores.device)
-            values = task_metrics(self.task, scores, targets, self.threshold)
+            scores_list, targets_list = [], []
+            for x, y, _ in data.test_batches():
+                inputs = tuple(like_weights(model, x))
+                out = model(*inputs) if state is None else functional_call(model, state, inputs)
+                scores_list.append(out.float())
+                targets_list.append(y)
+            scores = torch.cat(scores_list)
+            targets = torch.cat(targets_list).to(scores.device)
+            return task_metrics(self.task, scores, targets, self.threshold)
         finally:
-            self.model.train(was_training)
-            if current is not None:
-                self.model.load_state_dict(current)
+            model.train(was_training)
+
+    def test_metrics(self, selected: bool = True) -> dict[str, float]:
+        """Task metrics on the test split, with the selected weights (the final ones if none was),
+        or with the final weights (`selected=False`)."""
+        values = self._test_values(self._best_state if selected else None)
         return dict(zip(values, torch.stack(list(values.values())).tolist(), strict=True))
+
+    def _selected_is_final(self) -> bool:
+        """True when the selected weights are the final ones: none was selected, or no optimizer step
+        came after the validation that selected them."""
+        if self._best_state is None:
+            return True
+        return self._trainer is not None and self.best_step == self.trainer.global_step
 
     def selection_metrics(self) -> dict[str, float]:
         """What the run reports at its end: best/val_<m> and best/step of the selected validation,
         test/<m> on its weights (on the final weights, with no best/*, if no validation scored),
-        and test_last/<m> on the final weights, so a run that peaked and then degraded shows both."""
-        out: dict[str, float] = {f"test/{k}": v for k, v in self.test_metrics().items()}
-        out.update({f"test_last/{k}": v for k, v in self.test_metrics(selected=False).items()})
+        and test_last/<m> on the final weights, so a run that peaked and then degraded shows both.
+
+        One pass over the test split when the selected weights are the final ones, two otherwise,
+        and one host read for all of it."""
+        last = self._test_values(None)
+        selected = last if self._selected_is_final() else self._test_values(self._best_state)
+        host = torch.stack([*selected.values(), *last.values()]).tolist()
+        out: dict[str, float] = {f"test/{k}": v for k, v in zip(selected, host, strict=False)}
+        out.update({f"test_last/{k}": v for k, v in zip(last, host[len(selected) :], strict=True)})
         if self.best_metrics is not None and self.best_step is not None:
             out.update({f"best/val_{k}": v for k, v in self.best_metrics.items()})
             out["best/step"] = float(self.best_step)
