@@ -12,9 +12,10 @@ TORCH_INDEX ?=
 STUDY       ?= label_noise_small
 ARGS        ?=
 # The UI's address (RULES: LOSSLAB_UI_HOST/LOSSLAB_UI_PORT; plain HOST/PORT from the environment are ignored).
+# Not exported: set by you, they reach every target; left to these defaults, `make ui` records the address
+# it serves beside the store and sweeps and reports link there (src/losslab/links.py).
 LOSSLAB_UI_HOST ?= 127.0.0.1
 LOSSLAB_UI_PORT ?= 5000
-export LOSSLAB_UI_HOST LOSSLAB_UI_PORT
 STORE       ?= $(if $(MLFLOW_TRACKING_URI),$(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db)
 PYTEST_ARGS ?=
 
@@ -52,7 +53,7 @@ report: install  ## HTML + PNG report of the latest sweep into reports/
 
 # SKIP_INSTALL=1 uses VENV as it is (tests, CI): `make ui` then never runs pip.
 ui: $(if $(SKIP_INSTALL),,install)  ## MLflow UI on LOSSLAB_UI_HOST:LOSSLAB_UI_PORT (127.0.0.1:5000; no auth: keep it local)
-	@$(PY) -m losslab.links --store "$(STORE)"
+	@$(PY) -m losslab.links --store "$(STORE)" --serve "$(LOSSLAB_UI_HOST):$(LOSSLAB_UI_PORT)"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --workers 1 --backend-store-uri "$(STORE)" --host "$(LOSSLAB_UI_HOST)" --port "$(LOSSLAB_UI_PORT)"
 
 check-grads: install  ## finite-difference gradient check of every built-in loss

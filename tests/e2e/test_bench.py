@@ -30,6 +30,7 @@ ISSUE_ROWS = {
     "4.overhead",
     "4.speedup",
     "4.speedup_total",
+    "4.nothing_to_do",
 }
 ISSUE_ROWS |= {"1.small", "1.small.lightning", "1.big.lightning", "3"}
 
@@ -46,6 +47,7 @@ def _check_document(doc: dict) -> None:
     assert s["2"]["ratio"] > 0 and s["3"]["ratio"] > 0
     assert s["4"]["speedup_jobs"] > 0 and s["4"]["basic"]["overhead_median_s"] is not None
     assert s["4"]["ceiling"]["ceiling"] > 0 and s["4"]["speedup_jobs_of_ceiling"] > 0
+    assert s["4"]["nothing_to_do"]["total_s"] > 0
     assert s["5"]["median_s"] > 0
     ids = {row["id"] for row in doc["rows"]}
     assert set(harness.TARGETS) | ISSUE_ROWS <= ids, (set(harness.TARGETS) | ISSUE_ROWS) - ids
@@ -92,6 +94,7 @@ def test_quick_run_writes_every_section(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(http_store, "mlflow_server", local_store)
     monkeypatch.setattr(sweep, "run_sweep", canned_sweep)
+    monkeypatch.setattr(sweep, "run_nothing_to_do", lambda launcher, sizes, tmp, uri: {"total_s": 2.0})
     monkeypatch.setattr(ceiling, "_loops", canned_loops)
     monkeypatch.setattr(soak, "chaos_round", lambda ctx: None)  # real in the slow test below
     for key in harness.TRACKING_ENV:

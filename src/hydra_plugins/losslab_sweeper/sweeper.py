@@ -54,12 +54,32 @@ def job_shape(parsed: Sequence[Override], is_group: Any) -> Hashable:
     return tuple(sorted((override_shape(o, is_group) for o in parsed), key=repr))
 
 
-def distinct_shapes(batch: Sequence[Sequence[str]], parser: OverridesParser, is_group: Any) -> list[int]:
+def parse_lines(
+    parser: OverridesParser, overrides: Sequence[str], cache: dict[str, Override]
+) -> list[Override]:
+    """`parser.parse_overrides(overrides)`, each distinct line parsed once (`cache`: line -> Override):
+    a 90-job grid has a dozen distinct lines, and each parse costs ~5 ms (Hydra's ANTLR grammar)."""
+    out = []
+    for line in overrides:
+        parsed = cache.get(line)
+        if parsed is None:
+            parsed = cache[line] = parser.parse_overrides([line])[0]
+        out.append(parsed)
+    return out
+
+
+def distinct_shapes(
+    batch: Sequence[Sequence[str]],
+    parser: OverridesParser,
+    is_group: Any,
+    cache: dict[str, Override] | None = None,
+) -> list[int]:
     """Indices of the first job of each shape in `batch`, in job order."""
     seen: set[Hashable] = set()
     firsts: list[int] = []
+    cache = {} if cache is None else cache
     for i, overrides in enumerate(batch):
-        parsed = parser.parse_overrides(list(overrides))
+        parsed = parse_lines(parser, overrides, cache)
         shape = job_shape(parsed, is_group)
         if shape not in seen:
             seen.add(shape)
@@ -71,6 +91,8 @@ def distinct_shapes(batch: Sequence[Sequence[str]], parser: OverridesParser, is_
 _validated: set[tuple[str, ...]] = set()
 #: their composed configs, for the resume check (`job_configs`), which then composes none again
 _composed: dict[tuple[str, ...], DictConfig] = {}
+#: override line -> Hydra's parse of it, for this sweep (cleared with the two above)
+_parsed: dict[str, Override] = {}
 
 
 def _group_test(loader: Any) -> Any:
@@ -86,7 +108,7 @@ def _group_test(loader: Any) -> Any:
 def _compose_shapes(loader: Any, master: DictConfig, batch: Sequence[Sequence[str]]) -> None:
     """Compose the first job of each shape in `batch`; Hydra's exception for the first that fails."""
     parser = OverridesParser.create(config_loader=loader)
-    for i in distinct_shapes(batch, parser, _group_test(loader)):
+    for i in distinct_shapes(batch, parser, _group_test(loader), _parsed):
         if tuple(batch[i]) in _validated:
             continue
         try:
@@ -114,7 +136,7 @@ def job_configs(loader: Any, master: DictConfig, jobs: Sequence[Sequence[str]]) 
     is_group = _group_test(loader)
     by_shape: dict[Hashable, DictConfig] = {}
     for overrides in jobs:
-        parsed = parser.parse_overrides(list(overrides))
+        parsed = parse_lines(parser, overrides, _parsed)
         shape = job_shape(parsed, is_group)
         cfg = by_shape.get(shape)
         if cfg is None:
@@ -136,6 +158,7 @@ def validate_before_start(config: DictConfig, jobs: Sequence[Sequence[str]] | No
 
     _validated.clear()  # a new sweep: what an earlier one in this process composed does not count
     _composed.clear()
+    _parsed.clear()
     if not jobs or not GlobalHydra.instance().is_initialized():
         return None
     try:

@@ -4,7 +4,8 @@ Figures: start-up (process start to the first job's first line: imports, Hydra, 
 joblib also its workers' start and imports), per-job overhead beyond training (basic launcher: gap
 between consecutive job starts minus that job's trainer.fit seconds, median), and joblib n_jobs=2 /
 basic for the jobs phase and the whole command, each against the two-worker ceiling measured here
-(see ceiling.py).
+(see ceiling.py). Then the joblib sweep's command once more, every job FINISHED: the time a sweep
+with nothing to do takes to say so (issue 25: under 5 s), beside the full sweep's.
 
 Run alone: `python -m losslab.bench --only 4` (or `python -m losslab.bench.sweep`).
 """
@@ -24,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from losslab.bench import ceiling
-from losslab.bench.harness import PROJECT_ROOT, TRACKING_ENV, Context, Sizes, stop
+from losslab.bench.harness import PROJECT_ROOT, TARGETS, TRACKING_ENV, Context, Sizes, stop
+
+# this section's own target, beside the others in harness.TARGETS (checked where its row is made)
+TARGETS.setdefault(
+    "4.nothing_to_do", ("<=", 5.0, "s", "a sweep with every job FINISHED says so (joblib, as make sweep)")
+)
 
 NOTE = (
     "startup = process start to the first job's first line (imports, Hydra, store, parent run; joblib: "
@@ -40,7 +46,9 @@ def run(ctx: Context) -> None:
     s = ctx.sizes
     ceil = ceiling.measure(s.ceiling_steps, s.threads, s.repeats)
     basic = run_sweep("basic", s, ctx.tmp, ctx.store("sweep-basic", experiments=("losslab",)))
-    joblib = run_sweep("joblib", s, ctx.tmp, ctx.store("sweep-joblib", experiments=("losslab",)))
+    joblib_store = ctx.store("sweep-joblib", experiments=("losslab",))
+    joblib = run_sweep("joblib", s, ctx.tmp, joblib_store)
+    again = run_nothing_to_do("joblib", s, ctx.tmp, joblib_store)
     speedup_jobs = basic["jobs_s"] / joblib["jobs_s"]
     speedup_total = basic["total_s"] / joblib["total_s"]
     share = speedup_jobs / ceil["ceiling"]
@@ -54,6 +62,7 @@ def run(ctx: Context) -> None:
         "speedup_jobs": round(speedup_jobs, 4),
         "speedup_jobs_of_ceiling": round(share, 4),
         "speedup_total": round(speedup_total, 4),
+        "nothing_to_do": again,
         "note": NOTE,
     }
     ctx.row(
@@ -102,6 +111,13 @@ def run(ctx: Context) -> None:
         f"{basic['total_s']:.1f}s vs {joblib['total_s']:.1f}s; "
         f"{speedup_total / ceil['ceiling']:.2f} of the ceiling",
     )
+    ctx.row(
+        "4.nothing_to_do",
+        f"the joblib sweep again, all {s.sweep_jobs} jobs FINISHED: time to say so",
+        again["total_s"],
+        "s",
+        f"beside the full sweep: {joblib['total_s']:.1f}s ({s.sweep_jobs} jobs of {s.sweep_steps} steps)",
+    )
 
 
 def run_sweep(
@@ -115,21 +131,8 @@ def run_sweep(
     from losslab.tracking.store import open_store
 
     sweep_dir = tmp / f"sweep-{launcher}"
-    cmd = [
-        sys.executable,
-        str(PROJECT_ROOT / "train.py"),
-        "-m",
-        f"hydra/launcher={launcher}",
-        *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []),
-        f"seed=range({sizes.sweep_jobs})",
-        f"trainer.max_steps={sizes.sweep_steps}",
-        "trainer.enable_progress_bar=false",
-        f"torch_threads={sizes.threads}",
-        f"hydra.sweep.dir={sweep_dir}",
-        *overrides,
-    ]
-    env = {k: v for k, v in os.environ.items() if k not in TRACKING_ENV}
-    env.update(MLFLOW_TRACKING_URI=uri, PYTHONUNBUFFERED="1")
+    cmd = sweep_command(launcher, sizes, sweep_dir, overrides)
+    env = sweep_env(uri)
     lines: list[tuple[float, str]] = []
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -157,6 +160,45 @@ def run_sweep(
         raise RuntimeError(f"sweep ({launcher}) exited {proc.returncode}:\n{tail}")
     fit = _sweep_fit_seconds(open_store(uri), sweep_dir)
     return sweep_figures(lines, fit, total, sizes.sweep_jobs, per_job=launcher == "basic")
+
+
+def sweep_command(launcher: str, sizes: Sizes, sweep_dir: Path, overrides: Sequence[str] = ()) -> list[str]:
+    """`python train.py -m` over `seed=range(N)` with `launcher`, its output in `sweep_dir`."""
+    return [
+        sys.executable,
+        str(PROJECT_ROOT / "train.py"),
+        "-m",
+        f"hydra/launcher={launcher}",
+        *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []),
+        f"seed=range({sizes.sweep_jobs})",
+        f"trainer.max_steps={sizes.sweep_steps}",
+        "trainer.enable_progress_bar=false",
+        f"torch_threads={sizes.threads}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
+
+
+def sweep_env(uri: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in TRACKING_ENV}
+    env.update(MLFLOW_TRACKING_URI=uri, PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_nothing_to_do(
+    launcher: str, sizes: Sizes, tmp: Path, uri: str, timeout: float = 300.0
+) -> dict[str, Any]:
+    """The sweep `run_sweep` ran into `uri`, once more (in its own sweep folder): every job has its
+    FINISHED run, so it only says so. Its wall time, process start to exit; an error unless it exits 0
+    with the nothing-to-do message."""
+    cmd = sweep_command(launcher, sizes, tmp / f"sweep-{launcher}-again")
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=tmp, env=sweep_env(uri), capture_output=True, text=True, timeout=timeout)
+    took = time.perf_counter() - started
+    said = proc.stdout + proc.stderr
+    if proc.returncode != 0 or f"all {sizes.sweep_jobs} configs of this sweep are done" not in said:
+        raise RuntimeError(f"sweep ({launcher}) run again exited {proc.returncode}:\n{said[-3000:]}")
+    return {"total_s": round(took, 3), "jobs": sizes.sweep_jobs}
 
 
 def sweep_figures(

@@ -168,33 +168,37 @@ class SweepTracker(Callback):
             sys.exit(2)
 
     def _start(self, config: DictConfig) -> None:
+        from losslab.tracking.store import resolve_experiment_name, resolve_tracking_uri
+
+        uri = resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
+        experiment = resolve_experiment_name(OmegaConf.select(config, "tracking.experiment"))
+        self.uri = uri
+        # a sqlite store answers "anything to do?" from its tables, before MLflow is imported
+        quick = parent.done_in_sqlite(config, uri, experiment, self._jobs)
+        if isinstance(quick, parent.AllDone):
+            self.exp_id = quick.experiment_id
+            self._enter_sweep_dir(config)
+            self._say_all_done(quick)
+
         from losslab.tracking import liveness
         from losslab.tracking import recorder as tracking
         from losslab.tracking.params import clip_tags, redact_uri
-        from losslab.tracking.store import (
-            ensure_experiment,
-            open_store,
-            resolve_experiment_name,
-            resolve_tracking_uri,
-        )
+        from losslab.tracking.store import ensure_experiment, open_store
 
-        uri = resolve_tracking_uri(OmegaConf.select(config, "tracking.uri"))
         self.client = open_store(uri)
-        exp_id = ensure_experiment(
-            self.client, resolve_experiment_name(OmegaConf.select(config, "tracking.experiment"))
-        )
-        self.uri, self.exp_id = uri, exp_id
+        exp_id = ensure_experiment(self.client, experiment)
+        self.exp_id = exp_id
         hc = config.hydra
-        self.sweep_dir = Path(str(hc.sweep.dir)).resolve()
-        self.log = sweep_logger(self.sweep_dir)
-        _claim_sweep_dir(self.sweep_dir)
+        self._enter_sweep_dir(config)
+        assert self.sweep_dir is not None
         self._stale_after = float(OmegaConf.select(config, "tracking.stale_after", default=STALE_AFTER))
         reaped = liveness.reap(self.client, [exp_id], self._stale_after, "a sweep")
         for run, reason in reaped:
             self.log.info("marked run %s (%s) KILLED: %s", run.info.run_id, run.info.run_name, reason)
         self.swept = parent.swept_keys(config)
         os.environ[SWEEP_KEYS_ENV] = ",".join(self.swept)
-        self._exit_if_all_done(config, exp_id)
+        if quick is None:  # the store's tables could not tell: ask MLflow
+            self._exit_if_all_done(config, exp_id)
         from losslab.sweep.workers import start_warming
 
         # joblib: workers import torch/Lightning/MLflow while this sets up (not before the resume
@@ -249,28 +253,39 @@ class SweepTracker(Callback):
             redact_uri(uri),
         )
 
+    def _enter_sweep_dir(self, config: DictConfig) -> None:
+        """This sweep's folder (its sweep.log from here on), claimed against a twin sweep."""
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).resolve()
+        self.log = sweep_logger(self.sweep_dir)
+        _claim_sweep_dir(self.sweep_dir)
+
     def _exit_if_all_done(self, config: DictConfig, exp_id: str) -> None:
-        """A resumed sweep with nothing left: say so and where the report is; no new parent run."""
+        """A resumed sweep with nothing left (asked through MLflow): `_say_all_done`."""
         done = parent.pending_jobs(config, self.client, exp_id, self._jobs)
         if done is None:
             return
         n, run_ids = done
         last = parent.latest_parent(self.client, run_ids)
+        ids = (last.info.run_id, last.info.run_name) if last is not None else (None, None)
+        self._say_all_done(parent.AllDone(exp_id, n, *ids))
+
+    def _say_all_done(self, done: parent.AllDone) -> None:
+        """A resumed sweep with nothing left: say so and where the report is; no new parent run."""
         where = "rerun=true runs them again."
-        if last is not None:
-            local = Path("reports") / report_dir_name(last.info.run_name or last.info.run_id) / "index.html"
+        if done.parent_id is not None:
+            local = Path("reports") / report_dir_name(done.parent_name or done.parent_id) / "index.html"
             report = (
-                f"{local}" if local.is_file() else f"`python -m losslab.compare --sweep {last.info.run_id}`"
+                f"{local}" if local.is_file() else f"`python -m losslab.compare --sweep {done.parent_id}`"
             )
             where = (
-                f"Their report: {report} (also on parent run {last.info.run_id}: "
-                f"{links.run_url(exp_id, last.info.run_id, self.uri)}). {where}"
+                f"Their report: {report} (also on parent run {done.parent_id}: "
+                f"{links.run_url(done.experiment_id, done.parent_id, self.uri)}). {where}"
             )
         self.log.info(
             "all %d configs of this sweep are done (FINISHED runs in experiment %s); nothing to run and "
             "no new parent run. %s",
-            n,
-            exp_id,
+            done.jobs,
+            done.experiment_id,
             where,
         )
         sys.exit(0)
@@ -394,6 +409,7 @@ class SweepTracker(Callback):
                 self.log.info("%s", line)
             tags = {f"count.{k}": str(v) for k, v in counts.items()}
             tags.update({"jobs_failed": str(len(failed)), "jobs_done": str(len(rows))})
+            tags[links.UI_TAG] = links.ui_base(self.uri)  # what its links use: `make ui` compares
             with contextlib.suppress(Exception):
                 for k, v in tags.items():
                     self.client.set_tag(self.parent_id, k, v)

@@ -4,7 +4,8 @@
   params); the jobs' run names start with them (`naming.run_name`, via SWEEP_KEYS_ENV).
 - `pending_jobs`: for a grid sweep, how many jobs have no FINISHED run of their exact config (and
   current loss and model code, `fingerprint`) yet, so a resumed sweep with nothing to do makes no
-  new parent run.
+  new parent run; `done_in_sqlite` answers the same from a sqlite store's tables before MLflow is
+  imported (a sweep with nothing to do says so in about 2 s, docs/performance.md).
 - `source_changed_line`: at the end of a sweep, how many of its jobs re-ran because that code changed.
 - `annotate`: the parent run carries the sweep's result where the UI shows it: the ranked design
   table as the run's note (`mlflow.note.content`, markdown), the best design's key metrics as
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from losslab.tracking.liveness import HASH_TAG
 from losslab.tracking.naming import loss_label
 
 #: sweepers that launch every job of the product of the sweep values (LossLab's validates fewer)
@@ -92,6 +96,16 @@ def pending_jobs(
     None when something is left to run or the sweep cannot be enumerated (e.g. Optuna). A FINISHED
     run made from other loss or model code (`fingerprint`) covers nothing; one whose fingerprint
     cannot be checked here leaves the job to decide."""
+    return _covered(config, jobs, lambda: _finished_by_hash(client, experiment_id))
+
+
+def _covered(
+    config: DictConfig,
+    jobs: list[list[str]] | None,
+    finished: Callable[[], dict[str, list[tuple[str, dict[str, str]]]]],
+) -> tuple[int, list[str]] | None:
+    """`pending_jobs` over `finished()`: config hash -> its FINISHED runs, newest first, each as
+    (run id, its source fingerprint tags); read only when the sweep can be enumerated at all."""
     from hydra.core.global_hydra import GlobalHydra
 
     from losslab.tracking import fingerprint
@@ -102,7 +116,7 @@ def pending_jobs(
     jobs = job_overrides(config) if jobs is None else jobs  # the sweep callback has them already
     if not jobs or not GlobalHydra.instance().is_initialized():
         return None
-    done = _finished_by_hash(client, experiment_id)
+    done = finished()
     if not done:  # nothing FINISHED yet (a new study): no job can be covered, compose none of them
         return None
     from hydra_plugins.losslab_sweeper.sweeper import job_configs
@@ -130,6 +144,60 @@ def pending_jobs(
             return None
         found.append(run_id)
     return (len(jobs), found) if len(found) == len(jobs) else None
+
+
+@dataclass(frozen=True)
+class AllDone:
+    """A grid sweep with nothing left to run: its experiment, its number of jobs, and the newest
+    sweep parent among the runs that cover them (where their report was made), if any."""
+
+    experiment_id: str
+    jobs: int
+    parent_id: str | None = None
+    parent_name: str | None = None
+
+
+#: `done_in_sqlite` read the store and found something to run (MLflow's path need not look again)
+WORK_LEFT = "work left"
+
+
+def done_in_sqlite(
+    config: DictConfig, uri: str, experiment: str, jobs: list[list[str]] | None = None
+) -> AllDone | str | None:
+    """`pending_jobs` read straight from a sqlite store (`store.SqliteRunsReader`), before MLflow is
+    imported: AllDone when every job is covered, WORK_LEFT when the store was read and something is
+    left to run, None when this cannot tell (not a sqlite store, another schema, no such experiment,
+    RUNNING runs a sweep would first check for staleness): then MLflow's path decides."""
+    from losslab.tracking.fingerprint import TAGS
+    from losslab.tracking.store import SqliteRunsReader
+
+    reader = SqliteRunsReader.open(uri)
+    if reader is None:
+        return None
+    try:
+        with reader:
+            exp_id = reader.experiment_id(experiment)
+            if exp_id is None or reader.count_runs(exp_id, "RUNNING"):
+                return None
+
+            def finished() -> dict[str, list[tuple[str, dict[str, str]]]]:
+                out: dict[str, list[tuple[str, dict[str, str]]]] = {}
+                for run_id, tags in reader.tags_of_runs(exp_id, "FINISHED", [HASH_TAG, *TAGS.values()]):
+                    h = tags.pop(HASH_TAG, None)
+                    if h:
+                        out.setdefault(h, []).append((run_id, tags))
+                return out
+
+            done = _covered(config, jobs, finished)
+            if done is None:
+                return WORK_LEFT
+            parents = reader.parent_runs(done[1])
+    except sqlite3.Error:
+        return None
+    if not parents:
+        return AllDone(exp_id, done[0])
+    run_id, name, _ = max(parents, key=lambda p: p[2] or 0)
+    return AllDone(exp_id, done[0], run_id, name)
 
 
 def data_per_loss(configs: Iterable[DictConfig]) -> dict[str, list[str]]:
@@ -176,7 +244,7 @@ def _finished_by_hash(client: Any, experiment_id: str) -> dict[str, list[tuple[s
             page_token=token,
         )
         for run in page:
-            h = run.data.tags.get("losslab.config_hash")
+            h = run.data.tags.get(HASH_TAG)
             if h:
                 tags = {t: run.data.tags[t] for t in TAGS.values() if t in run.data.tags}
                 out.setdefault(h, []).append((run.info.run_id, tags))

@@ -7,6 +7,11 @@
   without one (parallel jobs on a new file crash with "duplicate column name").
 - Problems a user can fix (server down, read-only file, full disk, a file that is not an MLflow
   store) are a `TrackingError` with one paragraph, raised before any run exists.
+- `SqliteRunsReader`: read-only SQL over a sqlite store at MLflow's current schema, for a sweep
+  that only needs to know whether it has anything to do (importing MLflow costs seconds).
+
+MLflow itself is imported only where a client is made (this module is imported by the sweep
+driver's nothing-to-do check, which needs none).
 """
 
 from __future__ import annotations
@@ -15,19 +20,21 @@ import base64
 import contextlib
 import errno
 import fcntl
+import functools
+import importlib.util
 import logging
 import os
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
 from losslab.tracking.params import redact_uri
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_EXPERIMENT = "losslab"
@@ -241,6 +248,8 @@ def _create_sqlite_store(path: Path) -> None:
     for stale in path.parent.glob(f".{path.name}.creating-*"):  # left by an interrupted creation
         with contextlib.suppress(OSError):
             stale.unlink()
+    from mlflow.tracking import MlflowClient
+
     tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
     try:
         client = MlflowClient(tracking_uri=f"sqlite:///{tmp}")
@@ -348,6 +357,8 @@ def _migrate_old_sqlite(path: Path) -> None:
 
 def open_store(uri: str) -> MlflowClient:
     """Return a client on a store whose schema exists; create it once, atomically, under a lock."""
+    from mlflow.tracking import MlflowClient
+
     path = sqlite_path(uri)
     if path is not None:
         if not path.parent.is_dir():
@@ -396,6 +407,8 @@ def _artifact_location(client: MlflowClient, name: str) -> str | None:
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
     """Experiment id for `name`, creating it; safe when parallel jobs race to create it."""
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
@@ -410,3 +423,126 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+@functools.cache
+def mlflow_head_revision() -> str | None:
+    """The schema revision this MLflow's migrations end at, read from its migration scripts as text
+    (each names its `revision` and `down_revision`; the head is the one no other script follows),
+    so MLflow is not imported. None when it cannot be told (then ask MLflow)."""
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    versions = Path(next(iter(spec.submodule_search_locations))) / "store" / "db_migrations" / "versions"
+    revisions: set[str] = set()
+    followed: set[str] = set()
+    try:
+        for script in versions.glob("*.py"):
+            text = script.read_text()
+            own = re.search(r"^revision\s*=\s*['\"]([0-9a-z_]+)['\"]", text, re.M)
+            down = re.search(r"^down_revision\s*=\s*(.+)$", text, re.M)
+            if own is None or down is None:  # __init__.py: no migration
+                continue
+            revisions.add(own.group(1))
+            followed.update(re.findall(r"['\"]([0-9a-z_]+)['\"]", down.group(1)))
+    except OSError:
+        return None
+    heads = revisions - followed
+    return heads.pop() if len(heads) == 1 else None
+
+
+class SqliteRunsReader:
+    """Read-only SQL over an MLflow sqlite store, answering what `MlflowClient.search_runs` would for
+    a sweep's nothing-to-do check, without importing MLflow (seconds at every sweep start).
+
+    `open` gives one only for a store whose schema is this MLflow's current one (an older store is
+    upgraded by `open_store`, a newer one refused by it: both go that way) and when MLflow workspaces
+    are off; any SQL error means "cannot tell", and the caller takes MLflow's path. Runs are read as
+    MLflow's search reads them: active ones only, newest first (start time, then run id)."""
+
+    def __init__(self, con: sqlite3.Connection) -> None:
+        self.con = con
+
+    @classmethod
+    def open(cls, uri: str) -> SqliteRunsReader | None:
+        path = sqlite_path(uri)
+        if path is None or not path.is_file() or path.stat().st_size == 0:
+            return None
+        if any(os.environ.get(k) for k in ("MLFLOW_ENABLE_WORKSPACES", "MLFLOW_WORKSPACE_STORE_URI")):
+            return None
+        head = mlflow_head_revision()
+        if head is None:
+            return None
+        try:
+            _refuse_foreign_sqlite(path)
+            _refuse_read_only(path)  # open_store refuses it: the same error, by that path
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+        except (TrackingError, sqlite3.Error, OSError):
+            return None
+        try:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+            if row is None or row[0] != head:
+                con.close()
+                return None
+        except sqlite3.Error:
+            con.close()
+            return None
+        return cls(con)
+
+    def __enter__(self) -> SqliteRunsReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.con.close()
+
+    def experiment_id(self, name: str) -> str | None:
+        """The id of the active experiment `name`; None when there is none (or it is deleted)."""
+        rows = self.con.execute(
+            "SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?", (name,)
+        ).fetchall()
+        if len(rows) != 1 or rows[0][1] != "active":
+            return None
+        return str(rows[0][0])
+
+    def count_runs(self, experiment_id: str, status: str) -> int:
+        (n,) = self.con.execute(
+            "SELECT count(*) FROM runs WHERE experiment_id = ? AND status = ? AND lifecycle_stage = 'active'",
+            (int(experiment_id), status),
+        ).fetchone()
+        return int(n)
+
+    def tags_of_runs(
+        self, experiment_id: str, status: str, keys: Iterable[str]
+    ) -> list[tuple[str, dict[str, str]]]:
+        """(run id, its tags among `keys`) for the experiment's active runs of `status`, newest first:
+        `search_runs([id], "attributes.status = '<status>'")` in one query."""
+        keys = list(keys)
+        marks = ", ".join("?" * len(keys))
+        query = (
+            "SELECT r.run_uuid, t.key, t.value FROM runs r LEFT JOIN tags t "
+            f"ON t.run_uuid = r.run_uuid AND t.key IN ({marks}) "
+            "WHERE r.experiment_id = ? AND r.status = ? AND r.lifecycle_stage = 'active' "
+            "ORDER BY r.start_time IS NULL, r.start_time DESC, r.run_uuid"
+        )
+        out: dict[str, dict[str, str]] = {}
+        for run_id, key, value in self.con.execute(query, (*keys, int(experiment_id), status)):
+            tags = out.setdefault(run_id, {})
+            if key is not None:
+                tags[key] = value
+        return list(out.items())
+
+    def parent_runs(self, run_ids: list[str]) -> list[tuple[str, str | None, int | None]]:
+        """(run id, name, start time) of the runs that are `mlflow.parentRunId` of these runs."""
+        found: dict[str, tuple[str, str | None, int | None]] = {}
+        for i in range(0, len(run_ids), 500):
+            chunk = run_ids[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            query = (
+                "SELECT p.run_uuid, p.name, p.start_time FROM runs p WHERE p.run_uuid IN ("
+                "SELECT t.value FROM tags t JOIN runs c ON c.run_uuid = t.run_uuid "
+                f"WHERE t.key = 'mlflow.parentRunId' AND c.run_uuid IN ({marks}) "
+                "AND c.lifecycle_stage = 'active')"
+            )
+            for run_id, name, start in self.con.execute(query, chunk):
+                found[run_id] = (run_id, name, start)
+        return list(found.values())

@@ -1,0 +1,112 @@
+"""Links follow the UI to where it really serves: a sweep made before any UI links to 127.0.0.1:5000;
+`LOSSLAB_UI_PORT=N make ui` (a real MLflow UI on a free loopback port) records N beside the store and
+says the sweep's report links elsewhere; from then on, with no LOSSLAB_UI_* set, `python -m
+losslab.compare` writes the report with links to N, and a sweep's messages link there too."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, all_runs, free_port, run_train, wait_for
+from losslab import links
+
+SWEEP = ["seed=0,1", "grid=none", "trainer.max_steps=5", "-m"]
+
+
+@pytest.fixture
+def make_ui(store: str):
+    """`make ui` over the test store on a free port (no install); a function starting it, returning
+    its port and its first two output lines once it answers; stopped (its process group) at the end."""
+    started: list[subprocess.Popen] = []
+
+    def start() -> tuple[int, list[str]]:
+        port = free_port()
+        env = {**os.environ, "LOSSLAB_UI_PORT": str(port)}
+        proc = subprocess.Popen(
+            ["make", "-s", "ui", "SKIP_INSTALL=1", f"VENV={sys.prefix}", f"STORE={store}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        started.append(proc)
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=180, every=0.5)
+        return port, lines
+
+    yield start
+    for proc in started:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def test_links_follow_the_ui_make_ui_serves(store, client, tmp_path: Path, make_ui, monkeypatch):
+    for key in ("LOSSLAB_UI_HOST", "LOSSLAB_UI_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    first = run_train(SWEEP, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    (top,) = [r for r in all_runs(client) if r.data.tags.get("losslab.sweep") == "parent"]
+    exp_id, parent_id = top.info.experiment_id, top.info.run_id
+    report = tmp_path / "reports" / top.info.run_name / "index.html"
+    assert top.data.tags[links.UI_TAG] == "http://127.0.0.1:5000"  # no UI yet: the default
+    assert "http://127.0.0.1:5000/#/experiments/" in report.read_text()
+
+    port, said = make_ui()
+    base = f"http://127.0.0.1:{port}"
+    view = top.data.tags[links.VIEW_TAG]
+    assert said[0].strip() == (
+        f"latest sweep, runs table: {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={view}"
+    )
+    assert said[1].strip() == (
+        "note: this sweep's report and note link to http://127.0.0.1:5000, the UI's address when they were "
+        f"written; `.venv/bin/python -m losslab.compare --sweep {parent_id}` writes its report again with "
+        f"links to {base}."
+    )
+    noted = tmp_path / links.UI_FILE
+    assert links.ui_choice(store) == (
+        base,
+        f"Links use {base}, where `make ui` serves this store (running; noted in {noted}).",
+    )
+
+    # the report written again links to the running UI; nothing in it points at 5000 any more
+    again = subprocess.run(
+        [sys.executable, "-m", "losslab.compare", "--sweep", parent_id],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("LOSSLAB_UI_")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    page = report.read_text()
+    assert f"{base}/#/experiments/{exp_id}/runs?workflowType=machine_learning" in page
+    assert not re.search(r"http://127\.0\.0\.1:5000/", page)
+
+    # the same sweep again (nothing to do): its message links to the running UI as well
+    done = run_train(SWEEP, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"also on parent run {parent_id}: {base}/#/experiments/{exp_id}/runs/{parent_id}" in done.stdout
