@@ -242,6 +242,60 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     if ddp_child():
         return _train_as_ddp_child(cfg, job)
     from losslab.data.datamodule import TensorDataModule
+    from losslab.train.module import LossLabModule
+
+    started = start_run(cfg, job, choices, overrides, name, prefix)
+    if isinstance(started, Result):  # skipped: a FINISHED or running run holds this config
+        return started
+    recorder, trainer, tracker, guard = started.recorder, started.trainer, started.tracker, started.guard
+    uri, client, resolved, rules = started.uri, started.client, started.resolved, job.rules
+    started_at = time.perf_counter()
+    try:
+        log.info("%srun %s (%s) -> %s", prefix, name, recorder.run_id, redact_uri(uri))
+        _log_dataset(client, recorder.run_id, job.data)
+        module = LossLabModule(
+            job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler
+        )
+        with _single_job_argv(overrides), _fresh_process_group():
+            trainer.fit(module, datamodule=TensorDataModule(job.data))
+    except BaseException as exc:
+        interrupted = tracker.interrupted or isinstance(exc, KeyboardInterrupt)
+        status = "KILLED" if interrupted else "FAILED"
+        cause = tracker.exception if tracker.exception is not None else exc
+        with interrupts.closing():
+            recorder.close(status, error=None if interrupted else _describe(cause))
+        if interrupted:  # Lightning made the signal's KeyboardInterrupt a SystemExit(1): keep its reason
+            reason = tracker.exception if isinstance(tracker.exception, KeyboardInterrupt) else exc
+            raise Interrupted(str(reason) or "interrupted", recorder.run_id) from None
+        if tracker.exception is not None and tracker.exception is not exc:
+            raise tracker.exception from None
+        raise
+    wall = time.perf_counter() - started_at
+    with interrupts.closing():  # a signal now waits until the run is closed complete
+        return _finish(cfg, recorder, trainer, module, guard, rules, wall, name, prefix, resolved)
+
+
+@dataclass
+class Started:
+    """A job's MLflow run, created, with what trains into it: the Trainer and LossLab's callbacks."""
+
+    recorder: tracking.RunRecorder
+    trainer: pl.Trainer
+    tracker: Any  # TrackingCallback
+    guard: DivergenceGuard | None
+    callbacks: list[Any]  # LossLab's, in the Trainer's order: GradientStats, [guard], tracker
+    client: Any
+    uri: str
+    resolved: dict[str, Any]
+
+
+def start_run(
+    cfg: DictConfig, job: Job, choices: dict[str, str], overrides: list[str], name: str, prefix: str
+) -> Started | Result:
+    """Open the store, skip a config already done, build the Trainer and callbacks, create the run.
+
+    Everything Lightning can refuse is refused before the run exists. A `Result` (SKIPPED) when a
+    FINISHED run of the same config and source exists or another run claimed it first."""
     from losslab.tracking import recorder as tracking
     from losslab.tracking.store import (
         ensure_experiment,
@@ -252,7 +306,6 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     from losslab.train.callbacks.gradients import GradientStats
     from losslab.train.callbacks.guard import DivergenceGuard
     from losslab.train.callbacks.recording import TrackingCallback
-    from losslab.train.module import LossLabModule
 
     uri = resolve_tracking_uri(cfg.tracking.get("uri"))
     client = open_store(uri)
@@ -340,30 +393,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         outcome = holder.data.tags.get("outcome")
         return Result("SKIPPED", name, holder.info.run_id, outcome, metric, None, task_metric, chosen)
     tracker.recorder = recorder
-    started = time.perf_counter()
-    try:
-        log.info("%srun %s (%s) -> %s", prefix, name, recorder.run_id, redact_uri(uri))
-        _log_dataset(client, recorder.run_id, job.data)
-        module = LossLabModule(
-            job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler
-        )
-        with _single_job_argv(overrides), _fresh_process_group():
-            trainer.fit(module, datamodule=TensorDataModule(job.data))
-    except BaseException as exc:
-        interrupted = tracker.interrupted or isinstance(exc, KeyboardInterrupt)
-        status = "KILLED" if interrupted else "FAILED"
-        cause = tracker.exception if tracker.exception is not None else exc
-        with interrupts.closing():
-            recorder.close(status, error=None if interrupted else _describe(cause))
-        if interrupted:  # Lightning made the signal's KeyboardInterrupt a SystemExit(1): keep its reason
-            reason = tracker.exception if isinstance(tracker.exception, KeyboardInterrupt) else exc
-            raise Interrupted(str(reason) or "interrupted", recorder.run_id) from None
-        if tracker.exception is not None and tracker.exception is not exc:
-            raise tracker.exception from None
-        raise
-    wall = time.perf_counter() - started
-    with interrupts.closing():  # a signal now waits until the run is closed complete
-        return _finish(cfg, recorder, trainer, module, guard, rules, wall, name, prefix, resolved)
+    return Started(recorder, trainer, tracker, guard, callbacks, client, uri, resolved)
 
 
 def _finish(
