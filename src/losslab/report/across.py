@@ -199,7 +199,7 @@ def plot(lay: Layout) -> bytes:
     values = np.array(list(xs.values()))
     log_x = bool(lay.x_key) and values.min() > 0 and values.max() / values.min() >= 10
     span = (np.log10(values.max() / values.min()) if log_x else float(np.ptp(values))) or 1.0
-    fig, ax = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(10.5, 4.8), layout="constrained")
     markers = ["o", "s", "^", "D", "v"]
     for d, ((key, label), colour) in enumerate(zip(designs, colours(len(designs)), strict=True)):
         shift = (d - (len(designs) - 1) / 2) * 0.012 * span
@@ -219,7 +219,8 @@ def plot(lay: Layout) -> bytes:
             if not pts:
                 continue
             x, y, lo, hi = map(np.array, zip(*pts, strict=True))
-            name = label if not lay.group_keys else f"{label} ({', '.join(str(v) for v in group)})"
+            shown = [str(v) for v in group if v not in (None, "None")]
+            name = f"{label} ({', '.join(shown)})" if shown else label
             ax.errorbar(
                 x,
                 y,
@@ -242,7 +243,7 @@ def plot(lay: Layout) -> bytes:
     ax.set_ylabel(f"test {metric} (mean, 95% CI over seeds)")
     ax.set_title(f"Test {metric} across data sets: each design at its val-selected checkpoint")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best", ncol=2 if len(designs) * len(groups) > 8 else 1)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the data, never on it
     return png(fig)
 
 
