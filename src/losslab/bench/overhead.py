@@ -14,6 +14,7 @@ Run alone: `python -m losslab.bench --only 1` (or `python -m losslab.bench.overh
 
 from __future__ import annotations
 
+import statistics
 import sys
 from typing import Any
 
@@ -84,6 +85,18 @@ def run(ctx: Context) -> None:
         gpu = (
             f"; GPU {ll['device_peak_mib']} vs {raw['device_peak_mib']} MiB" if ll["device_peak_mib"] else ""
         )
+        closes = [x.info["close_s"] for x in samples["losslab"] if "close_s" in x.info]
+        if closes:
+            close = statistics.median(closes)
+            fig["close_s"] = closes
+            ctx.row(
+                "1.close" if fid == "1.small" else f"{fid}.close",
+                f"run close after the last step, MLP {name} (median of {len(closes)})",
+                close,
+                "s",
+                "last step -> task.train returns: fit end, flush, outcome, test scores, final "
+                "metrics/tags, config artifact, status; runs " + ", ".join(f"{c:.3f}" for c in closes),
+            )
         ctx.row(
             f"{fid}.mem",
             f"peak RSS above start, MLP {name}",

@@ -7,9 +7,10 @@ are the same; only the loop and what it records differ.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -27,21 +28,48 @@ def _optimizer_factory(job: Any) -> Callable[..., torch.optim.Optimizer]:
     return factory
 
 
+@contextlib.contextmanager
+def last_step_clock() -> Iterator[dict[str, float]]:
+    """`marks["last_step"]`: perf_counter when the recording callback last ended a training step.
+
+    `task.train`'s return minus it is the run's close: everything after the last step (Lightning's
+    end of fit, the final flush, the outcome, the test-split scores, final metrics and tags, the
+    config artifact, the heartbeat's stop and the run's end status)."""
+    from losslab.train.callbacks.recording import TrackingCallback
+
+    marks: dict[str, float] = {}
+    plain = TrackingCallback.on_train_batch_end
+
+    def marked(self: Any, *args: Any, **kwargs: Any) -> None:
+        plain(self, *args, **kwargs)
+        marks["last_step"] = time.perf_counter()
+
+    TrackingCallback.on_train_batch_end = marked  # type: ignore[method-assign]
+    try:
+        yield marks
+    finally:
+        TrackingCallback.on_train_batch_end = plain  # type: ignore[method-assign]
+
+
 def losslab_run(cfg: Any, uri: str) -> Sample:
-    """`task.train(cfg)` timed as a whole; training alone from the run's `final/wall_seconds`."""
+    """`task.train(cfg)` timed as a whole; training alone from the run's `final/wall_seconds`; the
+    close (last step to `task.train`'s return) in `info["close_s"]`."""
     from losslab.tracking.store import open_store
     from losslab.train import job as task
 
-    with tracking_env(uri), quiet():
+    with tracking_env(uri), quiet(), last_step_clock() as marks:
         started = time.perf_counter()
         result = task.train(cfg)
-        seconds = time.perf_counter() - started
+        ended = time.perf_counter()
+    seconds = ended - started
     if result.status != "FINISHED" or result.run_id is None:
         raise RuntimeError(f"benchmark run ended {result.status}: {result.error}")
     client = open_store(uri)
     metrics = client.get_run(result.run_id).data.metrics
     vals = client.get_metric_history(result.run_id, "val/loss")
-    info = {"steps": int(metrics.get("final/steps", 0)), "val_points": len(vals)}
+    info: dict[str, Any] = {"steps": int(metrics.get("final/steps", 0)), "val_points": len(vals)}
+    if "last_step" in marks:
+        info["close_s"] = round(ended - marks["last_step"], 4)
     return Sample(seconds, fit_seconds=metrics.get("final/wall_seconds"), info=info)
 
 

@@ -50,16 +50,26 @@ def layer_of(param_name: str) -> str:
     return ".".join(parts[:-1]) or parts[-1]
 
 
-def _max_abs(grads: list[Tensor]) -> Tensor:
+#: below this many gradient values (on the CPU) max |g| is taken with two foreach calls that copy
+#: |g| (fewer ops: a small model's cost is per op); above it, with `aminmax` (no copy: a large
+#: model's cost is memory passes)
+FOREACH_MAX_NUMEL = 1 << 20
+
+
+def _max_abs(grads: list[Tensor], small: bool = False) -> Tensor:
     """max |g| over all gradients, as a float32 0-dim tensor on their device.
 
     On CUDA the fused `_foreach_norm(ord=inf)` is one kernel launch. On CPU that op falls back to
     a scalar loop (torch 2.13: 0.3 ms for the 74k gradients of a 32-256-256-1 MLP, 12 ms for a
     4x1024 MLP, i.e. a fifth of a training step), while one vectorised `aminmax` per tensor
-    takes 0.05 ms / 1 ms. Neither reads anything back to the host.
+    takes 0.05 ms / 1 ms; `small` (no empty tensor, under `FOREACH_MAX_NUMEL` values) takes the
+    max of a foreach |g| instead, 4 ops in all. None of them reads anything back to the host; all
+    give the same value (a maximum does not round).
     """
     if grads[0].device.type != "cpu":
         return torch.stack(torch._foreach_norm(grads, ord=math.inf)).amax().float()
+    if small:
+        return torch.stack(torch._foreach_max(torch._foreach_abs(grads))).amax().float()
     extremes = [t for g in grads if g.numel() for t in torch.aminmax(g)]
     if not extremes:
         return torch.zeros((), device=grads[0].device)
@@ -71,9 +81,11 @@ class GradientStats(pl.Callback):
 
     Cost matters more than elegance here: this runs at every optimizer step, and for a small model
     each eager op costs about as much as its arithmetic (a few microseconds on CPU). So the L2 norms
-    of the gradients (and of the weights, for the update ratio) come from one foreach call, the
-    per-layer sums from one `index_add`, the whole row (dL/dy_hat stats included) goes into the
-    buffer as one tensor, and the update ratio subtracts in place into a buffer kept between steps.
+    of the gradients and of the weights come from one foreach call, the per-layer sums of both from
+    one `index_add`, the whole row (dL/dy_hat stats included) goes into the buffer as one tensor,
+    the update ratio subtracts in place into a buffer kept between steps and divides by the weight
+    norms found before the step, and grad mode is switched off by hand (the `no_grad` object costs
+    more than the op it guards). Nothing is read back to the host on an accelerator.
     """
 
     def __init__(
@@ -109,7 +121,8 @@ class GradientStats(pl.Callback):
         self._ratio_zeros: Tensor | None = None
         self._zero: Tensor | None = None
         self._prev: list[Tensor] = []
-        self._w_sq: Tensor | None = None
+        self._w_root: Tensor | None = None  # per-layer ||w_before||, clamped: the ratio's denominator
+        self._small = False
         self._pred_stats: Tensor | None = None
         self._pending_ratio = False
         self._host_reads = True
@@ -133,6 +146,8 @@ class GradientStats(pl.Callback):
         self._ratio_zeros = torch.zeros(2, len(layers), device=device)
         self._zero = torch.zeros(1, device=device)
         self._prev = []
+        numel = [p.numel() for p in self._params]
+        self._small = bool(numel) and min(numel) > 0 and sum(numel) <= FOREACH_MAX_NUMEL
         names = ["grad/global_norm"]
         if self.per_layer:
             names += [f"grad/norm/{layer}" for layer in layers]
@@ -150,7 +165,7 @@ class GradientStats(pl.Callback):
             self._names_pred = (*self._names, *PRED_NAMES)
 
     def _active(self, trainer: pl.Trainer) -> bool:
-        return trainer.global_step % self.every == 0
+        return self.every == 1 or trainer.global_step % self.every == 0
 
     # -------------------------------------------------------------- dL/dy_hat
 
@@ -162,7 +177,9 @@ class GradientStats(pl.Callback):
     def _on_pred_grad(self, grad: Tensor) -> None:
         # dL/dy_hat of the batch-mean loss is (1/B) x each sample's derivative: times B it is the
         # per-sample derivative, so the last short batch of an epoch does not double the curve
-        a = grad.detach().reshape(grad.shape[0], -1).abs() * grad.shape[0]
+        if grad.requires_grad:  # only under create_graph
+            grad = grad.detach()
+        a = grad.reshape(grad.shape[0], -1).abs() * grad.shape[0]
         per_sample = a.amax(dim=1)  # 0 exactly when all of a sample's gradient is 0 (NaN is not 0)
         zero_frac = (per_sample == 0).to(a.dtype).mean()
         self._pred_stats = torch.stack([a.mean(), per_sample.amax(), zero_frac]).float()
@@ -172,38 +189,52 @@ class GradientStats(pl.Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if not self._active(trainer) or not self._params:
+        if not self._params:
             return
         step = trainer.global_step
-        params, n = self._params, len(self._params)
-        with torch.no_grad():
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            # one foreach call for the L2 norms of the gradients and, for the update ratio, the weights
-            l2 = torch.stack(torch._foreach_norm(grads + params if self.update_ratio else grads)).float()
-            sq = l2.square()
-            g_sq = sq[:n]
-            total = g_sq.sum()
-            parts = [total.sqrt().reshape(1)]
-            if self.per_layer:
-                parts.append(torch.index_add(self._layer_zeros, 0, self._layer_index, g_sq).sqrt())
-            max_abs = _max_abs(grads)
-            parts += [max_abs.reshape(1), self._nonfinite(grads, total)]
-            if self._clip is not None:
-                parts.append(self._clipped_norm(grads, total).reshape(1))
-            names = self._names
-            if self._pred_stats is not None:
-                parts.append(self._pred_stats)
-                names = self._names_pred
-                self._pred_stats = None
-            self.buffer.record(step, names, torch.cat(parts))
-            if self.update_ratio:
-                if not self._prev:
-                    self._prev = [torch.empty_like(p) for p in params]
-                torch._foreach_copy_(self._prev, params)
-                self._w_sq = sq[n:]
-                self._pending_ratio = True
+        if self.every != 1 and step % self.every:
+            return
+        enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
+            self._record_gradients(step)
+        finally:
+            torch._C._set_grad_enabled(enabled)
         if self.noise_every and step % self.noise_every == 0:
             self._noise_scale(trainer, pl_module, step)
+
+    def _record_gradients(self, step: int) -> None:
+        params, n = self._params, len(self._params)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        # one foreach call for the L2 norms of the gradients and, for the update ratio, the weights
+        l2 = torch.stack(torch._foreach_norm(grads + params if self.update_ratio else grads)).float()
+        sq = l2.square()
+        g_sq = sq[:n] if self.update_ratio else sq
+        total = g_sq.sum()
+        parts = [total.sqrt().reshape(1)]
+        if self.update_ratio:
+            # per-layer sums of squared gradient and weight norms in one index_add: rows g, w
+            root = torch.index_add(self._ratio_zeros, 1, self._layer_index, sq.view(2, n)).sqrt()
+            if self.per_layer:
+                parts.append(root[0])
+            self._w_root = root[1].clamp_min(1e-12)
+        elif self.per_layer:
+            parts.append(torch.index_add(self._layer_zeros, 0, self._layer_index, g_sq).sqrt())
+        max_abs = _max_abs(grads, self._small)
+        parts += [max_abs.reshape(1), self._nonfinite(grads, total)]
+        if self._clip is not None:
+            parts.append(self._clipped_norm(grads, total).reshape(1))
+        names = self._names
+        if self._pred_stats is not None:
+            parts.append(self._pred_stats)
+            names = self._names_pred
+            self._pred_stats = None
+        self.buffer.record(step, names, torch.cat(parts))
+        if self.update_ratio:
+            if not self._prev:
+                self._prev = [torch.empty_like(p) for p in params]
+            torch._foreach_copy_(self._prev, params)
+            self._pending_ratio = True
 
     def _clipped_norm(self, grads: list[Tensor], total_sq: Tensor) -> Tensor:
         """The global norm after Lightning clips (it clips after this hook, with torch's rules)."""
@@ -239,13 +270,16 @@ class GradientStats(pl.Callback):
         if not self._pending_ratio:
             return
         self._pending_ratio = False
-        assert self._w_sq is not None and self._ratio_zeros is not None
-        with torch.no_grad():
+        assert self._w_root is not None and self._layer_zeros is not None
+        enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
             torch._foreach_sub_(self._prev, self._params)  # prev := w_before - w_after, in place
             d_sq = torch.stack(torch._foreach_norm(self._prev)).float().square()
-            both = torch.index_add(self._ratio_zeros, 1, self._layer_index, torch.stack([d_sq, self._w_sq]))
-            root = both.sqrt()
-            ratio = root[0] / root[1].clamp_min(1e-12)
+            d_root = torch.index_add(self._layer_zeros, 0, self._layer_index, d_sq).sqrt()
+            ratio = d_root.div_(self._w_root)
+        finally:
+            torch._C._set_grad_enabled(enabled)
         self.buffer.record(trainer.global_step - 1, self._ratio_names, ratio)
 
     # -------------------------------------------------------------- gradient noise scale
