@@ -5,7 +5,8 @@
 - after all jobs: print a summary table from the jobs' result.json files, close the
   parent run, put the report and the design table on it (`parent`), print the report's path
   and the UI link, and exit non-zero when a job failed;
-- a resumed grid sweep whose every job already has a FINISHED run makes no parent at all.
+- a resumed grid sweep whose every job already has a FINISHED run makes no parent at all (on a sqlite
+  store this is read from its tables before MLflow is imported: `parent.done_in_sqlite`).
 Messages go through the `losslab_sweep` logger (console and <sweep dir>/sweep.log).
 If the driver dies first (Ctrl-C, SIGTERM), an atexit hook still closes the parent run.
 Lifecycle (see `interrupts` and `liveness`): the driver claims its own output folder, marks
