@@ -12,9 +12,13 @@ import os
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from losslab import CONF_DIR
+from losslab.config.commandline import check
+from losslab.config.hydra_errors import CommandLineError
+from losslab.tracking.params import redact_uri
+from losslab.tracking.store import resolve_tracking_uri
 
 log = logging.getLogger("losslab.cli")
 
@@ -28,6 +32,8 @@ def error_handler() -> logging.Handler:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def _hydra_train(cfg: DictConfig) -> float:
+    # Deferred: every command starts here (the sweep driver, --help, a mistyped config), and only a
+    # job needs torch, Lightning and MLflow (seconds of imports; the driver must not import torch).
     from losslab.train.job import main as run
 
     return run(cfg)
@@ -55,17 +61,12 @@ def multirun_first(argv: list[str]) -> list[str]:
 
 
 def _store_uri(configured: str | None = None) -> str:
-    from losslab.tracking.params import redact_uri
-    from losslab.tracking.store import resolve_tracking_uri
-
     return redact_uri(resolve_tracking_uri(configured or None))
 
 
 def register_store_resolver() -> None:
     """`${losslab_store:${tracking.uri}}`: the store runs really go to (MLFLOW_TRACKING_URI, else
     tracking.uri, else the checkout's or the current directory's mlflow.db), for `--help`."""
-    from omegaconf import OmegaConf
-
     if not OmegaConf.has_resolver("losslab_store"):
         OmegaConf.register_new_resolver("losslab_store", _store_uri)
 
@@ -81,9 +82,6 @@ def _refuse(exc: Exception) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`losslab-train [group=option ...] [key=value ...] [-m]`: one run, or a sweep with -m."""
-    from losslab.config.commandline import check
-    from losslab.config.hydra_errors import CommandLineError
-
     # like `python -m` and `python train.py`: modules in the current directory import
     # (a user's `loss._target_=my_loss.MyLoss`)
     if os.getcwd() not in sys.path:

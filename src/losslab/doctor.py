@@ -14,7 +14,10 @@ import shlex
 import subprocess
 import sys
 
+from losslab.tracking import liveness
 from losslab.tracking.liveness import STALE_AFTER
+from losslab.tracking.params import redact_uri
+from losslab.tracking.store import TrackingError, open_store, resolve_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.stale_after > 0:
         parser.error(f"--stale-after={args.stale_after} is not valid; accepted: a number of seconds > 0")
-
-    from losslab.tracking import liveness
-    from losslab.tracking.params import redact_uri
-    from losslab.tracking.store import TrackingError, open_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.uri)
     try:

@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from losslab.tracking.params import scrub_text
+
 PLAIN = "%(message)s"
 STAMPED = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
@@ -32,8 +34,6 @@ class Redact(logging.Filter):
     an error quoting a URI, a library's message, whatever escaping Hydra or a sweeper gave them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from losslab.tracking.params import scrub_text
-
         try:
             text = record.getMessage()
         except Exception:  # a malformed record is the logging module's to report

@@ -24,6 +24,7 @@ from typing import Any
 
 from losslab.outcomes.classify import classify, overfitting
 from losslab.outcomes.rules import OutcomeRules
+from losslab.tracking.store import open_store, resolve_tracking_uri
 from losslab.vocab import TASK_METRICS, primary_metric
 
 #: the outcome.* config keys that are classification rules (stop_on_divergence is not one)
@@ -122,8 +123,6 @@ def relabel_run(client: Any, run: Any, rules: OutcomeRules, dry_run: bool = Fals
 
 
 def main(argv: list[str] | None = None) -> int:
-    from losslab.tracking.store import open_store, resolve_tracking_uri
-
     parser = argparse.ArgumentParser(prog="python -m losslab.relabel", description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="experiment name")
     parser.add_argument(

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 import logging
 import math
 import random
 import re
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,9 +41,8 @@ from losslab.losses.domains import (
 )
 from losslab.losses.multiclass import check_class_labels
 from losslab.models.dense import ModelConfigError
-
-if TYPE_CHECKING:
-    from losslab.outcomes.classify import OutcomeRules
+from losslab.outcomes.rules import OutcomeRules
+from losslab.tracking.params import bad_param_key, flatten
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     LossInputError,
@@ -166,8 +166,6 @@ def _check_tracking_and_stats(cfg: DictConfig) -> None:
         _need_int(cfg, "grad_stats.every_n_steps", 1, 1, " (record gradient statistics every N steps)")
         _need_int(cfg, "grad_stats.noise_every", 0, 0, " (0 turns the noise estimate off)")
         _need_int(cfg, "grad_stats.probe_size", 1, 32)
-    from losslab.tracking.params import bad_param_key, flatten
-
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     reason = bad_param_key(flatten(resolved))
@@ -197,8 +195,6 @@ def _check_trainer_values(cfg: DictConfig) -> None:
 
 def outcome_rules(cfg: DictConfig) -> OutcomeRules:
     """`outcome.*` keys other than the guard switch are classifier thresholds."""
-    from losslab.outcomes.classify import OutcomeRules
-
     section = OmegaConf.to_container(cfg.get("outcome") or {}, resolve=True)
     assert isinstance(section, dict)
     section.pop("stop_on_divergence", None)
@@ -442,8 +438,6 @@ def _probe_hint(loss_name: str, exc: Exception) -> str:
 
 def _check_signature(loss: nn.Module, loss_name: str) -> None:
     """A loss of more than (y_pred, y_true) (MarginRankingLoss, CosineEmbeddingLoss) cannot be called."""
-    import inspect
-
     try:
         params = inspect.signature(loss.forward).parameters.values()
     except (TypeError, ValueError):
@@ -467,8 +461,8 @@ def trainer_error(exc: BaseException, cfg: DictConfig) -> ConfigError:
     text = " ".join(str(cause).split())
     unknown = re.search(r"unexpected keyword argument '(\w+)'", text)
     if unknown:
-        import inspect
-
+        # Lightning (seconds to import) is loaded by a job only once its config is valid: here only
+        # for the message about a trainer it refused
         import pytorch_lightning as pl
 
         accepted = sorted(p for p in inspect.signature(pl.Trainer.__init__).parameters if p != "self")

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from losslab import CONF_DIR
 from losslab.config.hydra_errors import CommandLineError, composing, parse_overrides, train_message
+from losslab.outcomes.rules import OutcomeRules
 
 
 @dataclasses.dataclass
@@ -69,8 +70,6 @@ def _maybe(suggestion: str | None, template: str) -> str:
 
 def outcome_names() -> list[str]:
     """Every `outcome.NAME` a user may set: the classifier's thresholds and the guard switch."""
-    from losslab.outcomes.classify import OutcomeRules
-
     return sorted([f.name for f in dataclasses.fields(OutcomeRules)] + ["stop_on_divergence"])
 
 

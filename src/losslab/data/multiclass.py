@@ -25,6 +25,7 @@ import os
 import random
 import tempfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -71,8 +72,6 @@ def _package_args(overrides: dict[str, object]) -> tuple[object, dict[str, objec
 
 def cache_key(args: dict[str, object]) -> str:
     """A hash of the generation arguments (the download URL left out) and of the package version."""
-    from importlib.metadata import version
-
     content = {k: v for k, v in args.items() if k != "url"}
     text = json.dumps({"args": content, "mnist1d": version("mnist1d")}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -21,9 +21,11 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from losslab import CONF_DIR
 from losslab.data.datasets import TensorData
 from losslab.losses.base import DOMAINS, LossBase, LossInputError, check_domain
 
@@ -95,8 +97,6 @@ def split_config(node: Any) -> tuple[Any, str | None]:
     declared = node.get(KEY)
     target = node.get("_target_")
     try:
-        from hydra.utils import get_object
-
         if target and _takes(get_object(str(target)), KEY):
             return node, None  # the loss's own argument; its `domain` attribute speaks for it
     except Exception:  # an unimportable target: its instantiation reports it
@@ -181,18 +181,12 @@ def data_options(labels: str) -> list[str]:
     Every binary set serves a {-1,+1} or a {0,1} loss (labels are re-encoded per loss, see
     `build.for_loss`); a real-valued loss fits the regression sets, a class-index loss the multiclass ones.
     """
-    from losslab import CONF_DIR
-
     task = task_of_domain(labels)
     return sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if OmegaConf.load(p).get("task") == task)
 
 
 def multiclass_losses() -> list[str]:
     """The shipped loss configs whose class declares the `classes` domain (cross_entropy, gce, ...)."""
-    from hydra.utils import get_object
-
-    from losslab import CONF_DIR
-
     names = []
     for path in sorted((CONF_DIR / "loss").glob("*.yaml")):
         target = OmegaConf.load(path).get("_target_")

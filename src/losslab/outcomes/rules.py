@@ -16,6 +16,7 @@ Two kinds of rule, on purpose:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -140,6 +141,4 @@ class OutcomeRules:
 
     def patience(self, planned_steps: int) -> int:
         """Steps a blow-up must last: `blowup_patience` of the planned run, at least `blowup_min_steps`."""
-        import math
-
         return max(self.blowup_min_steps, math.ceil(self.blowup_patience * max(planned_steps, 0)))

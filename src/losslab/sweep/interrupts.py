@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -221,14 +222,10 @@ class _SubprocessSigintIgnored:
     """`subprocess` for submitit's local launcher: the processes it starts ignore SIGINT."""
 
     def __getattr__(self, name: str) -> Any:
-        import subprocess
-
         return getattr(subprocess, name)
 
     @staticmethod
     def Popen(*args: Any, **kwargs: Any) -> Any:
-        import subprocess
-
         kwargs.setdefault("preexec_fn", _ignore_sigint)
         return subprocess.Popen(*args, **kwargs)
 
@@ -247,6 +244,7 @@ def quiet_submitit_controllers() -> None:
     for its task, which closes its run KILLED on the same Ctrl-C (or on the driver's SIGTERM),
     then exits quietly. Only the controller's launch in the driver is affected.
     """
+    # submitit is imported only by a sweep on its launcher (and may be absent), not by other sweeps' drivers
     with contextlib.suppress(ImportError):
         from submitit.local import local
 

@@ -25,6 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from losslab.sweep.interrupts import JOBS_ENV
+from losslab.tracking.liveness import pid_alive
+
 #: the distributions whose internals this module touches, and the release series it was tested with
 #: (pyproject.toml pins the same series)
 TESTED = {"joblib": "1.6", "hydra-joblib-launcher": "1.2"}
@@ -32,6 +35,8 @@ TESTED = {"joblib": "1.6", "hydra-joblib-launcher": "1.2"}
 
 def process_joblib_cfg(settings: dict[str, Any]) -> None:
     """The joblib launcher's own conversion of its config into joblib.Parallel arguments (in place)."""
+    # joblib and its Hydra plugin are imported only where a joblib sweep needs them (a basic-launcher
+    # sweep's driver does not pay their import), and may be absent (see guard_worker_death)
     from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg as convert
 
     convert(settings)
@@ -54,9 +59,6 @@ def _gentle_kill(kill: Callable[..., Any]) -> Callable[..., Any]:
     """
 
     def kill_process_tree(process: Any, *args: Any, **kwargs: Any) -> Any:
-        from losslab.sweep.interrupts import JOBS_ENV
-        from losslab.tracking.liveness import pid_alive
-
         pid = getattr(process, "pid", None)
         jobs = os.environ.get(JOBS_ENV)
         if pid is not None and jobs and (Path(jobs) / str(pid)).exists():

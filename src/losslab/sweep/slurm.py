@@ -27,6 +27,7 @@ Written by hand because hydra-submitit-launcher has no hooks for any of this (it
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
 import json
 import logging
 import os
@@ -42,6 +43,8 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 from submitit.slurm.slurm import SlurmInfoWatcher
+
+from losslab.sweep import interrupts
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +130,9 @@ def slurm_signal_stops_training() -> Iterator[None]:
 
 def driver_script() -> tuple[str, str | None]:
     """In the driver: the script `-m` ran (path, and module name for `python -m`), for the jobs' DDP."""
+    # Deferred: `__main__` is imported where it is read; `train.job` (torch) where a job's penalty is
+    # computed, since the sweep driver imports this module and never imports torch; the recorder (MLflow,
+    # seconds of imports) where a run is closed, so that importing this module does not import MLflow
     import __main__
 
     spec = getattr(__main__, "__spec__", None)
@@ -141,8 +147,6 @@ def run_as_driver_script(script: tuple[str, str | None] | None) -> Iterator[None
     point; and it takes SLURM_NTASKS for the rank layout, while a LossLab job is one task whose
     ranks Lightning starts itself. Both are put back after the job.
     """
-    import importlib.machinery
-
     import __main__
 
     if script is None:
@@ -174,8 +178,6 @@ def _not_a_local_worker() -> Iterator[None]:
     """A SLURM job may run on another node than its driver, whose pid means nothing there: without
     this, LossLab's worker watchdog (losslab.sweep.interrupts) took the driver for dead and killed every
     job at its start. A cluster job outlives its driver; stop a sweep with `scancel`."""
-    from losslab.sweep import interrupts
-
     saved = {k: os.environ.pop(k) for k in (*interrupts.JOB_ENV, interrupts.CLUSTER_ENV) if k in os.environ}
     os.environ[interrupts.CLUSTER_ENV] = "1"  # the sweep callback's on_job_start then hands none back
     try:

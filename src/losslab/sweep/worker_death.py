@@ -25,6 +25,8 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
 
+from losslab.sweep import patches
+from losslab.tracking.liveness import PID_TAG
 from losslab.tracking.params import redact_overrides
 
 MAX_DEATHS = 5  # worker deaths one sweep recovers from; past that it stops (a job killing its worker)
@@ -43,6 +45,8 @@ def _row(job_dir: Path) -> dict[str, Any]:
 
 def _returned(overrides: list[str], row: dict[str, Any]) -> JobReturn:
     """The job's return as the launcher would have handed it (the sweeper's objective)."""
+    # Deferred: `train.job` (torch) because this runs in the sweep driver, which never imports torch;
+    # the recorder (MLflow) and slurm (submitit) so that importing this module imports neither
     from losslab.train.job import Result
 
     names = {f.name for f in dataclasses.fields(Result)}
@@ -57,7 +61,6 @@ def _ended_by_loky(client: Any, ended: set[int]) -> set[str]:
     handed it back), so its run is found by the worker's pid tag; its config runs again.
     """
     from losslab.tracking import recorder as tracking
-    from losslab.tracking.liveness import PID_TAG
 
     parent = os.environ.get(tracking.PARENT_ENV)
     if client is None or not parent or not ended:
@@ -88,13 +91,12 @@ def recover(
     reap: Callable[[], Any],
 ) -> list[JobReturn]:
     """The batch's returns after a worker died: failed job(s) recorded, the rest run again."""
-    from losslab.sweep.patches import ended_by_loky
     from losslab.sweep.slurm import close_running_child, penalty_return
 
     returns: dict[int, JobReturn] = {}
     again: list[int] = []
     failed: list[str] = []
-    by_loky = _ended_by_loky(client, ended_by_loky)
+    by_loky = _ended_by_loky(client, patches.ended_by_loky)
     for i, overrides in enumerate(job_overrides):
         job_dir = sweep_dir / str(first_idx + i)
         row = _row(job_dir)
@@ -122,7 +124,7 @@ def recover(
         ", ".join(failed) or "no running job",
         len(again),
     )
-    ended_by_loky.clear()
+    patches.ended_by_loky.clear()
     reap()  # a dead worker's run the overrides did not identify (a redacted secret): KILLED now
     start = 0
     while start < len(again):  # contiguous job numbers go to the launcher together

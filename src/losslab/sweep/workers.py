@@ -23,11 +23,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from losslab.sweep.patches import process_joblib_cfg
+
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
 
 def warm_imports() -> int:
     """In a worker: import what a training job needs, once. Returns the worker's pid."""
+    # Deferred: this module runs in the sweep driver, which must not import torch; joblib (below) is
+    # imported only by a joblib sweep
     import torch
 
     from losslab.tracking import recorder as tracking  # noqa: F401
@@ -45,8 +49,6 @@ def joblib_settings(config: DictConfig) -> dict[str, Any] | None:
     assert isinstance(settings, dict)
     settings.pop("_target_", None)
     settings["backend"] = "loky"  # as the launcher does
-    from losslab.sweep.patches import process_joblib_cfg
-
     process_joblib_cfg(settings)
     return {str(k): v for k, v in settings.items()}
 

@@ -10,6 +10,7 @@ soak section calls it; `python -m losslab.testing.chaos` runs it alone.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -19,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from losslab.tracking import liveness
+from losslab.tracking.store import ensure_experiment, open_store
 
 
 def _sweep_cmd(configs: int, n_jobs: int, steps: int, flush: int) -> list[str]:
@@ -50,9 +54,6 @@ def run_chaos(
     timeout: float = 1800.0,
 ) -> dict[str, Any]:
     """One chaos round on a fresh store (or `uri`); returns the figures and `ok`."""
-    from losslab.tracking import liveness
-    from losslab.tracking.store import ensure_experiment, open_store
-
     rng = random.Random(seed)
     tmp = tempfile.TemporaryDirectory(prefix="losslab-chaos-") if workdir is None else None
     cwd = Path(tmp.name if tmp is not None else workdir)  # type: ignore[arg-type]
@@ -162,8 +163,6 @@ def _books(client: Any, exp_id: str, configs: int, steps: int) -> dict[str, Any]
 
 
 if __name__ == "__main__":
-    import json
-
     outcome = run_chaos()
     print(json.dumps(outcome, indent=1))
     sys.exit(0 if outcome["ok"] else 1)
