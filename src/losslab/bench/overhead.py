@@ -106,7 +106,22 @@ def run(ctx: Context) -> None:
         )
         out[fid] = fig
     out["1.cnn"] = _cnn_row(ctx, uri)
+    out["1.reads"] = _reads_row(ctx, uri)
     ctx.results["1"] = out
+
+
+def _reads_row(ctx: Context, uri: str) -> dict[str, Any]:
+    """Host reads per training step with LossLab's accelerator paths forced on (`bench.hostreads`):
+    what a GPU run would wait on, counted on whatever device this is."""
+    from losslab.bench.hostreads import reads_per_step
+
+    steps = max(10, min(100, ctx.sizes.steps // 30))
+    per_step, sources = reads_per_step(
+        lambda n: compose(mlp_overrides([256, 256], n, ctx.sizes.threads)), uri, steps
+    )
+    shown = ", ".join(f"{k} {v:g}" for k, v in sources.items()) or "none"
+    ctx.row("1.reads", "host reads per training step, accelerator paths (2N - N steps)", per_step, "", shown)
+    return {"per_step": per_step, "steps": steps, "sources": sources}
 
 
 def cnn_overrides(steps: int, threads: int) -> list[str]:
