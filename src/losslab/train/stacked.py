@@ -165,7 +165,7 @@ def _replica_module_class() -> type:
     return ReplicaModule
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: equal configs are different seeds' jobs
 class Replica:
     """One seed of the group: its Hydra job, its built job and run, its view of the stack."""
 
@@ -598,8 +598,8 @@ def _fit(live: list[Replica], replicas: list[Replica], enter: Callable[[int], An
         batches = [_next_batch(rep) for rep in active]
         rows = [position[id(rep)] for rep in active]
         x, y, w = _stack_batches(batches, rows, len(live))
-        for rep in active:
-            _hook(rep, "on_train_batch_start", batches[active.index(rep)], rep.batch_idx)
+        for rep, batch in zip(active, batches, strict=True):
+            _hook(rep, "on_train_batch_start", batch, rep.batch_idx)
         for p in step.params.values():
             p.grad = None
         with precision.forward_context():
@@ -625,11 +625,11 @@ def _fit(live: list[Replica], replicas: list[Replica], enter: Callable[[int], An
             rep.trainer.global_step += 1  # type: ignore[union-attr]
         detached = losses.detach()
         finished: list[Replica] = []
-        for rep in active:
+        for rep, batch in zip(active, batches, strict=True):
             trainer = rep.trainer
             assert trainer is not None
             out = {"loss": detached[position[id(rep)]]}
-            _hook(rep, "on_train_batch_end", out, batches[active.index(rep)], rep.batch_idx)
+            _hook(rep, "on_train_batch_end", out, batch, rep.batch_idx)
             rep.batch_idx += 1
             epoch_end = rep.batch_idx >= len(rep.batches)
             if _should_validate(trainer, rep.batch_idx) or trainer.should_stop:
@@ -643,7 +643,7 @@ def _fit(live: list[Replica], replicas: list[Replica], enter: Callable[[int], An
             if trainer.done():
                 finished.append(rep)
         for rep in finished:
-            active.remove(rep)
+            active = [r for r in active if r is not rep]
             with enter(index[id(rep)]):
                 _close_finished(rep)
 
