@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from losslab.bench import gpu, http_store, overhead, report, soak, stock, sweep
+from losslab.bench import gpu, http_store, overhead, report, soak, stacked, stock, sweep
 from losslab.bench.harness import TARGETS, Context, Sizes, load_average
 
 #: section key -> its module's `run(ctx)`; the GPU section runs after them whatever --only says.
@@ -31,6 +31,7 @@ SECTIONS: dict[str, Callable[[Context], None]] = {
     "4": sweep.run,
     "5": report.run,
     "6": soak.run,
+    "7": stacked.run,
 }
 
 
