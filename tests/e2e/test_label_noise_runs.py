@@ -42,6 +42,35 @@ def test_a_noisy_run_logs_its_noise_rate_and_memorisation_along_training(tmp_pat
     assert "test/accuracy" in metrics and "test_last/accuracy" in metrics  # the best-vs-last gap
 
 
+def test_a_sweep_over_noise_rates_reports_each_and_a_summary_across_them(tmp_path: Path):
+    """Two noise settings (each its own data.name) x 2 losses x 2 seeds: one report per setting, and the
+    summary page across them, printed, written and logged on the parent run."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [
+        "data=digits",
+        "model=mlp",
+        "loss=cross_entropy,gce",
+        "data.label_noise.kind=symmetric",
+        "data.label_noise.rate=0.0,0.3",
+        "data.name=digits_n${data.label_noise.rate}",
+        "seed=0,1",
+        "grid=none",
+        "trainer.max_steps=20",
+        "-m",
+    ]
+    proc = run_train(args, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("summary across data sets: "))
+    page = tmp_path / line.split(": ", 1)[1]
+    text = page.read_text()
+    assert "digits_n0.0" in text and "digits_n0.3" in text and "data.label_noise.rate" in text
+    assert "GCE" in text and "CrossEntropy" in text and "Memorisation" in text
+    client = MlflowClient(uri)
+    parent = next(r for r in all_runs(client) if r.data.tags.get("losslab.sweep") == "parent")
+    logged = [f.path for f in client.list_artifacts(parent.info.run_id, "report-summary")]
+    assert "report-summary/index.html" in logged and "report-summary/summary.csv" in logged
+
+
 BAD = {
     "rate-one": (
         ["data=digits", "loss=gce", "data.label_noise.kind=symmetric", "data.label_noise.rate=1"],

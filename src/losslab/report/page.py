@@ -103,9 +103,10 @@ def _header(ctx: Context, a: Analysis) -> str:
     if ctx.left_out:
         out.append(f"<p class='note'>{esc(ctx.left_out)}</p>")
     if not ctx.uri.startswith(("http://", "https://")):
+        why = links.ui_choice(ctx.uri)[1]
         out.append(
-            "<p class='note'>The store is a local file: start the UI first with <code>make ui</code> "
-            "(LOSSLAB_UI_HOST / LOSSLAB_UI_PORT choose its address), then open the links above.</p>"
+            "<p class='note'>The store is a local file: start the UI first with <code>make ui</code>, "
+            f"then open the links above. {esc(why)}</p>"
         )
     return "\n".join(out)
 

@@ -379,6 +379,8 @@ class SweepTracker(Callback):
             return None
         for report in reports:
             self.log.info("report: %s", os.fspath(report))
+        if reports and reports[0].summary_path is not None:
+            self.log.info("summary across data sets: %s", os.fspath(reports[0].summary_path))
         if len(reports) == 1:
             return reports[0]
         tables = [f"### {r.subset}\n\n{r.designs_markdown}" for r in reports]
