@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, all_runs, free_port, run_train, wait_for
+from conftest import all_runs, free_port, run_train, wait_for
 from helpers.chromium import BINARY, Browser
+from helpers.make_ui import make_ui_runner
 
 if BINARY is None and os.environ.get("CI") != "true":  # CI installs it (.ci/run); a laptop may not have it
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
@@ -44,43 +41,10 @@ def ui_port() -> int:
 
 @pytest.fixture
 def make_ui(store: str, ui_port: int):
-    """Starts `make ui` over the test store (no install: SKIP_INSTALL, this interpreter's venv);
-    yields a function returning its first output line; stops the whole process group at the end."""
-    started: list[subprocess.Popen] = []
-
-    def start() -> str:
-        env = {**os.environ, "LOSSLAB_UI_PORT": str(ui_port), "HOST": "0.0.0.0", "PORT": "1"}
-        proc = subprocess.Popen(
-            ["make", "-s", "ui", "SKIP_INSTALL=1", f"VENV={sys.prefix}", f"STORE={store}"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        started.append(proc)
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/health", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, timeout=180, every=0.5)
-        return first
-
-    yield start
-    for proc in started:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+    """Starts `make ui` over the test store (no install: SKIP_INSTALL, this interpreter's venv), with
+    plain HOST/PORT set to prove they are ignored; yields a function returning its first output line."""
+    with make_ui_runner(store) as run:
+        yield lambda: run(ui_port, env={"HOST": "0.0.0.0", "PORT": "1"})[0]
 
 
 EXPAND = """(() => {

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, all_runs, free_port, run_train, wait_for
+from conftest import all_runs, free_port, run_train
+from helpers.make_ui import make_ui_runner
 from losslab import links
 
 SWEEP = ["seed=0,1", "grid=none", "trainer.max_steps=5", "-m"]
@@ -23,44 +22,15 @@ SWEEP = ["seed=0,1", "grid=none", "trainer.max_steps=5", "-m"]
 
 @pytest.fixture
 def make_ui(store: str):
-    """`make ui` over the test store on a free port (no install); a function starting it, returning
-    its port and its first two output lines once it answers; stopped (its process group) at the end."""
-    started: list[subprocess.Popen] = []
+    """`make ui` over the test store on a free port: a function starting it, returning its port and its
+    first two output lines once it answers; stopped at the end."""
+    with make_ui_runner(store) as run:
 
-    def start() -> tuple[int, list[str]]:
-        port = free_port()
-        env = {**os.environ, "LOSSLAB_UI_PORT": str(port)}
-        proc = subprocess.Popen(
-            ["make", "-s", "ui", "SKIP_INSTALL=1", f"VENV={sys.prefix}", f"STORE={store}"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        started.append(proc)
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        def start() -> tuple[int, list[str]]:
+            port = free_port()
+            return port, run(port, lines=2)
 
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, timeout=180, every=0.5)
-        return port, lines
-
-    yield start
-    for proc in started:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        yield start
 
 
 def test_links_follow_the_ui_make_ui_serves(store, client, tmp_path: Path, make_ui, monkeypatch):
