@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -91,3 +92,14 @@ def popen_cleanup() -> Iterator[list[subprocess.Popen]]:
         if p.poll() is None:
             p.kill()
             p.wait(timeout=30)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a process started with start_new_session and everything in its group: SIGTERM, then
+    SIGKILL if it has not exited within `timeout` seconds."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -392,7 +391,7 @@ def test_failed_runs_show_their_steps_and_error_and_are_counted_when_paired(tmp_
 def test_mlflow_serves_the_logged_report_self_contained(sweep: tuple[str, str], tmp_path: Path) -> None:
     """MLflow's artifact viewer fetches report/index.html from the server and shows it from a blob URL,
     where only embedded images can load: the served page must be the self-contained one."""
-    from conftest import free_port, wait_for
+    from conftest import free_port, stop_group, wait_for
 
     uri, parent = sweep
     report = compare.build_report(uri, None, parent, tmp_path / "reports")
@@ -416,12 +415,7 @@ def test_mlflow_serves_the_logged_report_self_contained(sweep: tuple[str, str], 
 
         body = wait_for(served, timeout=180, every=1.0)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc)
     assert body == report.html_path.read_bytes()
     images = _images(body.decode("utf-8"))
     assert len(images) >= 4 and all(img.startswith(PNG) for img in images)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import all_runs, compose, free_port, run_train, train_cmd, wait_for
+from conftest import all_runs, compose, free_port, run_train, stop_group, train_cmd, wait_for
 from losslab.tracking.params import flatten
 from losslab.tracking.store import TrackingError, check_store_reachable
 from losslab.train import job as task
@@ -137,12 +137,7 @@ def _start_server(db: Path, port: int, artifacts: Path) -> subprocess.Popen:
 
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc)
 
 
 @pytest.fixture

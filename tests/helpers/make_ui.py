@@ -4,7 +4,6 @@ step, in its own process group so that stopping it stops MLflow's workers too.""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -12,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, stop_group, wait_for
 
 
 def _healthy(port: int) -> bool:
@@ -50,9 +49,4 @@ def make_ui_runner(store: str) -> Iterator:
         yield start
     finally:
         for proc in started:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+            stop_group(proc)

@@ -205,6 +205,23 @@ def mlp_overrides(hidden: Sequence[int], steps: int, threads: int) -> list[str]:
     ]
 
 
+def cnn_overrides(steps: int, threads: int) -> list[str]:
+    """The multiclass job: the MNIST-1D paper's CNN with cross-entropy, batch 100, Adam, val every epoch."""
+    return [
+        "data=mnist1d",
+        "model=cnn1d",
+        "loss=cross_entropy",
+        "optimizer=adam",
+        "optimizer.lr=0.01",
+        f"trainer.max_steps={steps}",
+        "trainer.enable_progress_bar=false",
+        f"torch_threads={threads}",
+        "rerun=true",
+        "tracking.experiment=bench",
+        "tracking.log_curve_png=false",
+    ]
+
+
 @contextlib.contextmanager
 def tracking_env(uri: str) -> Iterator[None]:
     """MLFLOW_TRACKING_URI=uri for the duration; the caller's tracking variables restored after."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from losslab.bench.harness import (
     Context,
+    cnn_overrides,
     compose,
     mib,
     mlp_overrides,
@@ -122,23 +123,6 @@ def _reads_row(ctx: Context, uri: str) -> dict[str, Any]:
     shown = ", ".join(f"{k} {v:g}" for k, v in sources.items()) or "none"
     ctx.row("1.reads", "host reads per training step, accelerator paths (2N - N steps)", per_step, "", shown)
     return {"per_step": per_step, "steps": steps, "sources": sources}
-
-
-def cnn_overrides(steps: int, threads: int) -> list[str]:
-    """The multiclass job: the MNIST-1D paper's CNN with cross-entropy, batch 100, Adam, val every epoch."""
-    return [
-        "data=mnist1d",
-        "model=cnn1d",
-        "loss=cross_entropy",
-        "optimizer=adam",
-        "optimizer.lr=0.01",
-        f"trainer.max_steps={steps}",
-        "trainer.enable_progress_bar=false",
-        f"torch_threads={threads}",
-        "rerun=true",
-        "tracking.experiment=bench",
-        "tracking.log_curve_png=false",
-    ]
 
 
 def _cnn_row(ctx: Context, uri: str) -> dict[str, Any]:

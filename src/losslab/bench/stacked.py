@@ -19,25 +19,11 @@ from typing import Any
 
 import torch
 
-from losslab.bench.harness import Context, compose, mlp_overrides, quiet, tracking_env
+from losslab.bench.harness import Context, cnn_overrides, compose, mlp_overrides, quiet, tracking_env
 
 
 def _configs(model: str, seeds: int, steps: int, threads: int, gpu: bool) -> list[Any]:
-    if model == "mlp":
-        base = mlp_overrides([256, 256], steps, threads)
-    else:
-        base = [
-            "data=mnist1d",
-            "model=cnn1d",
-            "loss=cross_entropy",
-            "optimizer=adam",
-            f"trainer.max_steps={steps}",
-            "trainer.enable_progress_bar=false",
-            f"torch_threads={threads}",
-            "rerun=true",
-            "tracking.experiment=bench",
-            "tracking.log_curve_png=false",
-        ]
+    base = mlp_overrides([256, 256], steps, threads) if model == "mlp" else cnn_overrides(steps, threads)
     if gpu:
         base.append("trainer.accelerator=gpu")
     return [compose([*base, f"seed={s}"]) for s in range(seeds)]
