@@ -22,14 +22,7 @@ from losslab.report.runs import RunData
 from losslab.train.curve_plot import plt
 from losslab.vocab import OUTCOME_LABELS
 
-OUTCOMES = OUTCOME_LABELS
-OUTCOME_COLOURS = {
-    "converged": "#2ca02c",
-    "still_improving": "#9ecae1",
-    "plateaued": "#d4c84a",
-    "oscillating": "#ff7f0e",
-    "diverged": "#d62728",
-}
+OUTCOMES = tuple(OUTCOME_LABELS)
 OTHER_COLOUR = "#9e9e9e"  # failed / killed / running runs have no outcome tag
 MAX_HEATMAP_PANELS = 12
 
@@ -278,7 +271,7 @@ def _draw_heatmap(
             ax.text(i, j, "—", ha="center", va="center", fontsize=8, color="#777")
             continue
         top = majority(counts)
-        image[j, i] = to_rgb(OUTCOME_COLOURS.get(top, OTHER_COLOUR))
+        image[j, i] = to_rgb(OUTCOME_LABELS.get(top, OTHER_COLOUR))
         dark = top in ("converged", "diverged")
         text = f"{top.replace('_', ' ')}\n{counts[top]}/{sum(counts.values())}"
         ax.text(i, j, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
@@ -319,7 +312,7 @@ def plot_heatmap(runs: Sequence[RunData], keys: Sequence[str]) -> tuple[bytes | 
         ax.axis("off")
     present = {r.outcome for r in runs}
     handles = [
-        Patch(color=OUTCOME_COLOURS.get(o, OTHER_COLOUR), label=o) for o in ordered_outcomes(Counter(present))
+        Patch(color=OUTCOME_LABELS.get(o, OTHER_COLOUR), label=o) for o in ordered_outcomes(Counter(present))
     ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))

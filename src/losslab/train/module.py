@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from losslab.data.datasets import EVAL_BATCH, TensorData, like_weights
 from losslab.losses import accepts_weight
 from losslab.train.metrics import better, decision_threshold, task_metrics
-from losslab.vocab import FIT_CLEAN, FIT_NOISY, TASK_METRICS, primary_metric
+from losslab.vocab import FIT_CLEAN, FIT_NOISY, primary_metric
 
 #: training rows the memorisation metrics are computed on (the first ones of the shuffled split)
 FIT_ROWS = 2048
@@ -53,7 +53,6 @@ class LossLabModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.weighted = accepts_weight(loss)
         self.task = data.task
-        self.metric_names = TASK_METRICS[data.task]
         self.primary = primary_metric(data.task)
         self.threshold = decision_threshold(loss, data.labels)
         self.last_pred: Tensor | None = None

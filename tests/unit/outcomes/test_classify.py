@@ -35,6 +35,7 @@ from losslab.outcomes.classify import (
     overfitting,
 )
 from losslab.train.callbacks.guard import DivergenceGuard
+from losslab.vocab import OUTCOME_LABELS
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not have many workers:UserWarning")
 
@@ -51,6 +52,13 @@ def _ids(items) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the corpus
+
+
+def test_every_declared_label_has_a_report_colour() -> None:
+    from matplotlib.colors import is_color_like
+
+    assert set(OUTCOME_LABELS) == set(LABELS)
+    assert all(is_color_like(c) for c in OUTCOME_LABELS.values()), OUTCOME_LABELS
 
 
 def test_corpus_is_big_enough_and_covers_every_label() -> None:

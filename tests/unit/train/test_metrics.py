@@ -10,11 +10,36 @@ import torch
 from sklearn import metrics as skm
 
 from losslab import losses
-from losslab.train.metrics import better, decision_threshold, direction, task_metrics
-from losslab.vocab import TASK_METRICS, primary_metric
+from losslab.train.metrics import FORMULAS, better, decision_threshold, direction, task_metrics
+from losslab.vocab import HIGHER_IS_BETTER, TASK_METRICS, primary_metric
 
 SCORES = np.array([-3.2, -1.0, -0.2, 0.0, 0.3, 0.8, 2.5, 40.0, -25.0, 1.1, -0.7, 19.0, 23.0, 0.05])
 POSITIVE = np.array([0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1], dtype=bool)
+
+
+def test_every_declared_metric_has_a_formula_and_every_formula_is_declared():
+    """A metric is one entry in vocab.TASK_METRICS plus its formula: neither may exist alone."""
+    assert set(FORMULAS) == set(TASK_METRICS)
+    for task, names in TASK_METRICS.items():
+        missing = [n for n in names if n not in FORMULAS[task]]
+        undeclared = [n for n in FORMULAS[task] if n not in names]
+        assert not missing, f"{task} metrics declared in vocab without a formula in FORMULAS: {missing}"
+        assert not undeclared, f"{task} formulas without a declaration in vocab.TASK_METRICS: {undeclared}"
+
+
+def test_a_metric_shared_by_tasks_has_one_direction():
+    for task, names in TASK_METRICS.items():
+        for name, up in names.items():
+            assert HIGHER_IS_BETTER[name] is up, f"{name}: {task} says {'higher' if up else 'lower'} is better"
+                f"{name} is {'higher' if up else 'lower'}-better in {task} only"
+            )
+
+
+def test_task_metrics_come_in_the_declared_order():
+    y = torch.tensor(np.where(POSITIVE, 1.0, -1.0))
+    assert list(task_metrics("binary", torch.tensor(SCORES), y)) == list(TASK_METRICS["binary"])
+    pred = torch.linspace(0, 1, 20)
+    assert list(task_metrics("regression", pred, pred.flip(0))) == list(TASK_METRICS["regression"])
 
 
 @pytest.mark.parametrize(("labels", "threshold"), [("pm1", 0.0), ("01", 0.0), ("01", 0.5), ("pm1", -0.5)])
