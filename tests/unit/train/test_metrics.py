@@ -30,9 +30,8 @@ def test_every_declared_metric_has_a_formula_and_every_formula_is_declared():
 def test_a_metric_shared_by_tasks_has_one_direction():
     for task, names in TASK_METRICS.items():
         for name, up in names.items():
-            assert HIGHER_IS_BETTER[name] is up, f"{name}: {task} says {'higher' if up else 'lower'} is better"
-                f"{name} is {'higher' if up else 'lower'}-better in {task} only"
-            )
+            said = "higher" if up else "lower"
+            assert HIGHER_IS_BETTER[name] is up, f"{name}: {task} says {said} is better"
 
 
 def test_task_metrics_come_in_the_declared_order():
