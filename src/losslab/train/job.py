@@ -191,14 +191,10 @@ def ddp_child() -> bool:
 def _train_as_ddp_child(cfg: DictConfig, job: Job) -> Result:
     """A non-zero rank: train in lockstep (collectives included) but record nothing; rank 0 owns the run."""
     from losslab.data.datamodule import TensorDataModule
-    from losslab.train.callbacks.guard import DivergenceGuard
-    from losslab.train.callbacks.recording import TrackingCallback
+    from losslab.train.callbacks import build_callbacks
     from losslab.train.module import LossLabModule
 
-    callbacks: list[Any] = [TrackingCallback(None)]
-    if cfg.outcome.get("stop_on_divergence", True):
-        callbacks.insert(0, DivergenceGuard(job.rules))
-    trainer = _trainer(cfg, callbacks)
+    trainer = _trainer(cfg, build_callbacks(cfg, job.rules, buffer=None).in_order())
     module = LossLabModule(job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler)
     trainer.fit(module, datamodule=TensorDataModule(job.data))
     return Result("FINISHED", "ddp-child")
@@ -303,9 +299,7 @@ def start_run(
         resolve_experiment_name,
         resolve_tracking_uri,
     )
-    from losslab.train.callbacks.gradients import GradientStats
-    from losslab.train.callbacks.guard import DivergenceGuard
-    from losslab.train.callbacks.recording import TrackingCallback
+    from losslab.train.callbacks import build_callbacks
 
     uri = resolve_tracking_uri(cfg.tracking.get("uri"))
     client = open_store(uri)
@@ -338,14 +332,8 @@ def start_run(
     from losslab.train.steplog import StepBuffer
 
     buffer = StepBuffer(capacity=int(cfg.tracking.get("flush_every", 256)))
-    guard = DivergenceGuard(rules) if cfg.outcome.get("stop_on_divergence", True) else None
-    tracker = TrackingCallback(None)  # gets its recorder once the run exists
-    gs = cfg.get("grad_stats") or {}
-    callbacks: list[Any] = [GradientStats(buffer, **gs)]
-    if guard is not None:
-        callbacks.append(guard)
-    callbacks.append(tracker)  # last: it flushes after the others recorded the step
-    trainer = _trainer(cfg, callbacks)
+    ours = build_callbacks(cfg, rules, buffer)
+    trainer = _trainer(cfg, ours.in_order())
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
     params = flatten(resolved)
@@ -392,8 +380,8 @@ def start_run(
         chosen = holder.data.metrics.get(f"best/val_{task_metric}")
         outcome = holder.data.tags.get("outcome")
         return Result("SKIPPED", name, holder.info.run_id, outcome, metric, None, task_metric, chosen)
-    tracker.recorder = recorder
-    return Started(recorder, trainer, tracker, guard, callbacks, client, uri, resolved)
+    ours.tracker.recorder = recorder
+    return Started(recorder, trainer, ours.tracker, ours.guard, ours.in_order(), client, uri, resolved)
 
 
 def _finish(
