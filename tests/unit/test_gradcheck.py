@@ -165,12 +165,13 @@ def test_configured_loss_is_checked_on_a_copy() -> None:
         ("loss=no_such_loss", "unknown loss 'no_such_loss'"),
         ("loss._target_=tests.helpers.custom_losses.NoSuchLoss", "cannot be imported"),
         ("gradcheck.targets=complex", "targets must be one of"),
+        ("loss=hinge ~loss", "left no loss to check"),
     ],
 )
 def test_bad_input_exits_2_with_one_paragraph(
     arg: str, expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([arg]) == 2
+    assert main(arg.split()) == 2
     err = capsys.readouterr().err
     assert expected in err
     assert "Traceback" not in err and err.strip().count("\n") == 0
