@@ -340,7 +340,7 @@ def _check_compatible(
         if y_pred.is_floating_point():
             y_pred = y_pred.detach().requires_grad_().clone()
         try:
-            batch_loss = call_loss(_probe_copy(loss), y_pred, y, w)
+            batch_loss = call_loss(probe_copy(loss), y_pred, y, w)
         except Exception as exc:  # any error of the user's loss on a real batch (IndexError, KeyError...)
             if isinstance(exc, LossInputError):
                 raise
@@ -355,7 +355,7 @@ def _check_compatible(
         loss.check_values = False  # validated above for the whole dataset: no per-step host syncs
 
 
-def _probe_copy(loss: Any) -> Any:
+def probe_copy(loss: Any) -> Any:
     """The loss the probe calls: a copy, so a stateful loss (a step counter, a running statistic)
     starts training exactly as it was built; the loss itself when it cannot be copied."""
     try:

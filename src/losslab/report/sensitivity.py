@@ -12,9 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from matplotlib.lines import Line2D
 
 from losslab.report.analysis import Analysis
 from losslab.report.designs import group_designs, short_names, sort_key, varying_params
+from losslab.report.plots import colours as palette
+from losslab.report.plots import png
 from losslab.report.ranking import DesignResult, evaluate
 from losslab.train.curve_plot import plt
 
@@ -75,11 +78,6 @@ def _bars(stats: Sequence[tuple[float | None, float | None, float | None]]) -> t
 
 def plot_lr(a: Analysis) -> tuple[bytes | None, str]:
     """Three panels against lr (log axis): val metric, test metric, failure rate; a line per design."""
-    from matplotlib.lines import Line2D
-
-    from losslab.report.plots import colours as palette
-    from losslab.report.plots import png
-
     lines = lr_lines(a)
     if not lines:
         return None, ""

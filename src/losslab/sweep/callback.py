@@ -35,7 +35,7 @@ from losslab.logs import sweep_logger
 from losslab.sweep import interrupts, parent
 from losslab.tracking.naming import SIZE_ENV, SWEEP_KEYS_ENV
 from losslab.tracking.params import redact_overrides, scrub_files
-from losslab.vocab import STALE_AFTER
+from losslab.vocab import HIGHER_IS_BETTER, STALE_AFTER
 
 # tracking (MLflow, Lightning: seconds to import) is imported inside the hooks: Hydra builds this
 # callback for single runs too, and a bad config should fail before paying for it.
@@ -439,8 +439,6 @@ class SweepTracker(Callback):
     def _share_view(self, rows: list[dict[str, Any]], tune: list[str]) -> str | None:
         """Each child tagged with its design, and the runs table's view (task metric and outcome
         columns, grouped by design) stored as a shared view of the experiment: its key, or None."""
-        from losslab.vocab import HIGHER_IS_BETTER
-
         try:
             for r in rows:
                 if r.get("run_id"):

@@ -53,7 +53,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from losslab.config.build import ConfigError, Job, build, user_error
+from losslab.config.build import ConfigError, Job, build, probe_copy, user_error
+from losslab.losses import accepts_weight
+from losslab.losses.base import call_loss
 from losslab.sweep import interrupts
 from losslab.tracking.naming import SIZE_ENV, run_name
 from losslab.tracking.params import redact_overrides, redact_uri, scrub_files
@@ -419,7 +421,7 @@ def _probe_vmap(replicas: Sequence[Replica]) -> None:
     jobs = [rep.job for rep in replicas]
     n = min(jobs[0].data.batch_size or jobs[0].data.n_train, jobs[0].data.n_train, 8)  # type: ignore[union-attr]
     models = [copy.deepcopy(j.model) for j in jobs]  # type: ignore[union-attr]
-    losses = [solo_probe_copy(j.loss) for j in jobs]  # type: ignore[union-attr]
+    losses = [probe_copy(j.loss) for j in jobs]  # type: ignore[union-attr]
     step = StackedStep(models, losses, _loss_state(losses, _loss_name(replicas[0].cfg)))
     x = torch.stack([j.data.x_train[:n] for j in jobs])  # type: ignore[union-attr]
     y = torch.stack([j.data.y_train[:n] for j in jobs])  # type: ignore[union-attr]
@@ -437,12 +439,6 @@ def _probe_vmap(replicas: Sequence[Replica]) -> None:
             f"tensor, no Python `if` on tensor values, no in-place writes to tensors it did not create. "
             f"Train this design with {PLAIN}; nothing was recorded for these jobs."
         ) from None
-
-
-def solo_probe_copy(loss: nn.Module) -> nn.Module:
-    from losslab.config.build import _probe_copy
-
-    return _probe_copy(loss)
 
 
 # ----------------------------------------------------------------------------- the batched step
@@ -475,9 +471,6 @@ class StackedStep:
     def __call__(self, x: Tensor, y: Tensor, w: Tensor | None) -> tuple[Tensor, list[Tensor]]:
         """(R,) losses and each replica's prediction (B, ...), as tensors the backward passes through."""
         from torch.func import functional_call, vmap
-
-        from losslab.losses import accepts_weight
-        from losslab.losses.base import call_loss
 
         template, loss = self.template, self.loss
 
