@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,12 +54,109 @@ def train_cmd(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "train.py"), *args]
 
 
-def run_train(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300):
-    """Run `python train.py ARGS` in a subprocess (real Hydra), output captured."""
+def run_train(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300, fresh: bool = False
+):
+    """Run `python train.py ARGS` in a process of its own (real Hydra), output captured.
+
+    The process is forked from an interpreter that has already imported torch, Lightning and MLflow
+    (`tests/helpers/forked_cli.py --serve`, one per test process), so the ~5 s of imports a cold
+    `python train.py` pays is paid once per test process; the child is otherwise the command line as
+    a fresh interpreter runs it (test_bad_input compares the two). `fresh=True`, or
+    LOSSLAB_TEST_FRESH=1 for every call, starts a new interpreter instead.
+    """
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        train_cmd(*args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+    if fresh or os.environ.get("LOSSLAB_TEST_FRESH") == "1":
+        return subprocess.run(
+            train_cmd(*args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        )
+    return _fork_server().run(list(args), Path(cwd), full_env, timeout)
+
+
+class _ForkServer:
+    """The `forked_cli.py --serve` process of this test process, started on first use."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pending = b""
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "tests" / "helpers" / "forked_cli.py"), "--serve"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            self.pending = b""
+        return self.proc
+
+    def _reply(self, proc: subprocess.Popen[bytes], timeout: float) -> dict | None:
+        """The server's next reply line, or None after `timeout` seconds without one."""
+        assert proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in self.pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    return None
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise RuntimeError(f"the fork server ended (exit {proc.wait()}); see its stderr above")
+                self.pending += chunk
+        line, self.pending = self.pending.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float):
+        proc = self._start()
+        assert proc.stdin is not None
+        out = Path(tempfile.mkdtemp(prefix="losslab-forked-"))
+        try:
+            case = {"id": "case", "args": args, "env": env, "cwd": str(cwd), "out": str(out)}
+            proc.stdin.write((json.dumps(case) + "\n").encode())
+            proc.stdin.flush()
+            forked = self._reply(proc, 120)  # the server's own start-up (imports) comes first
+            if forked is None:
+                raise RuntimeError("the fork server did not fork within 120 s")
+            done = self._reply(proc, timeout)
+            if done is None:  # as subprocess.run's timeout: kill the child, then raise
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(forked["pid"], signal.SIGKILL)
+                self._reply(proc, 30)
+                raise subprocess.TimeoutExpired(train_cmd(*args), timeout)
+            return subprocess.CompletedProcess(
+                train_cmd(*args),
+                done["returncode"],
+                (out / "case.out").read_text(errors="replace"),
+                (out / "case.err").read_text(errors="replace"),
+            )
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+_SERVER = _ForkServer()
+
+
+def _fork_server() -> _ForkServer:
+    return _SERVER
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop this test process's fork server (tests stop what they start)."""
+    _SERVER.close()
 
 
 def free_port() -> int:

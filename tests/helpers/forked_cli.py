@@ -1,6 +1,8 @@
 """Run many `python train.py ARGS` command lines, each in its own process forked after the imports.
 
     python tests/helpers/forked_cli.py CASES.json OUT_DIR
+    python tests/helpers/forked_cli.py --serve
+
 
 CASES.json is a list of {"id", "args", "env", "cwd"}. This process imports what a training job
 imports (torch, Lightning, MLflow: seconds on a loaded machine), then for each case forks a child
@@ -9,6 +11,10 @@ the environment and the working directory are the case's, `train.py` runs as `__
 leaves through the interpreter's own exit (atexit handlers, non-daemon threads, an uncaught exception's
 traceback and exit 1). Each child's stdout and stderr go to OUT_DIR/ID.out and OUT_DIR/ID.err; its exit
 status and wall time to OUT_DIR/results.json. Two children run at a time.
+
+`--serve` does the same one case at a time, on request: a JSON line {"id", "args", "env", "cwd", "out"}
+on stdin is answered on stdout with {"pid"} once forked and {"returncode", "seconds"} once the child
+ended (its output in OUT/ID.out and OUT/ID.err). `conftest.run_train` runs its command lines so.
 
 What the forks save is only the start-up: the imports every case would repeat. A test that is about
 the start-up itself (what gets imported, how long a cold process takes) needs a real subprocess.
@@ -61,18 +67,28 @@ PARALLEL = 2
 TIMEOUT_S = 120.0
 
 
+#: this interpreter's own PYTHONPATH entries, which a case's environment replaces
+_OWN_PYTHONPATH = [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+
+
 def _child(case: dict, out_dir: Path) -> NoReturn:
     """Become `python train.py ARGS` for this case, then leave as the interpreter would."""
     gc.enable()
     os.chdir(case["cwd"])
     os.environ.clear()
     os.environ.update(case["env"])
+    # what the interpreter derives from the environment at start-up: the import path and bytecode writing
+    pythonpath = [os.path.abspath(p) for p in case["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    rest = [p for p in sys.path[1:] if os.path.abspath(p) not in _OWN_PYTHONPATH]
+    sys.path[:] = [sys.path[0], *pythonpath, *rest]
+    sys.dont_write_bytecode = bool(case["env"].get("PYTHONDONTWRITEBYTECODE"))
     for fd, suffix in ((1, "out"), (2, "err")):
         target = os.open(out_dir / f"{case['id']}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(target, fd)
         os.close(target)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
+    sys.stdin = open(os.devnull)  # noqa: SIM115  # not the server's buffered request stream
     sys.argv = [str(TRAIN), *case["args"]]
     code = 0
     try:
@@ -141,5 +157,25 @@ def main(cases_file: str, out_dir_name: str) -> int:
     return 0
 
 
+def serve() -> int:
+    """One case per request line on stdin, forked at once; see the module docstring for the protocol."""
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # a stray print of this process goes to stderr, not into the replies
+    sys.stderr.flush()
+    gc.freeze()
+    for line in sys.stdin:
+        case = json.loads(line)
+        started = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            os.close(replies.fileno())
+            _child(case, Path(case["out"]))  # never returns
+        replies.write(json.dumps({"pid": pid}) + "\n")
+        _, status = os.waitpid(pid, 0)
+        ended = {"returncode": os.waitstatus_to_exitcode(status), "seconds": time.monotonic() - started}
+        replies.write(json.dumps(ended) + "\n")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(serve() if sys.argv[1:] == ["--serve"] else main(*sys.argv[1:]))
