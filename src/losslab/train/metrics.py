@@ -176,11 +176,6 @@ def task_metrics(task: str, scores: Tensor, y: Tensor, threshold: float = 0.0) -
     return {name: torch.where(finite, formulas[name](split).float(), nan) for name in TASK_METRICS[task]}
 
 
-def multiclass_metrics(logits: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """Metrics of (N, K) logits against (N,) class indices; NaN for all when a logit is not finite."""
-    return task_metrics("multiclass", logits, y)
-
-
 def prefixed(prefix: str, values: Mapping[str, Tensor | float]) -> dict[str, Tensor | float]:
     """{'accuracy': v} -> {'val/accuracy': v} for prefix 'val/'."""
     return {f"{prefix}{k}": v for k, v in values.items()}
