@@ -104,43 +104,53 @@ class _ForkServer:
                     return None
                 chunk = os.read(proc.stdout.fileno(), 65536)
                 if not chunk:
-                    raise RuntimeError(f"the fork server ended (exit {proc.wait()}); see its stderr above")
+                    raise RuntimeError(f"the fork server ended (exit {proc.wait()}); see its stderr")
                 self.pending += chunk
         line, self.pending = self.pending.split(b"\n", 1)
         return json.loads(line)
 
+    def _expect(self, proc: subprocess.Popen[bytes], case_id: str, key: str, timeout: float) -> dict | None:
+        reply = self._reply(proc, timeout)
+        if reply is not None and (reply.get("id") != case_id or key not in reply):
+            raise RuntimeError(f"the fork server answered {reply} to case {case_id}")
+        return reply
+
     def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float):
+        """As subprocess.run(train_cmd(*args), ..., timeout=timeout); the limit counts from the fork."""
         proc = self._start()
         assert proc.stdin is not None
         out = Path(tempfile.mkdtemp(prefix="losslab-forked-"))
+        case_id = out.name  # unique: a reply to another case is never taken for this one's
+        output = lambda suffix: (out / f"{case_id}.{suffix}").read_text(errors="replace")  # noqa: E731
+        clean = False
         try:
-            case = {"id": "case", "args": args, "env": env, "cwd": str(cwd), "out": str(out)}
+            case = {"id": case_id, "args": args, "env": env, "cwd": str(cwd), "out": str(out)}
             proc.stdin.write((json.dumps(case) + "\n").encode())
             proc.stdin.flush()
-            forked = self._reply(proc, 120)  # the server's own start-up (imports) comes first
+            forked = self._expect(proc, case_id, "pid", 120)  # the server's own imports come first
             if forked is None:
                 raise RuntimeError("the fork server did not fork within 120 s")
-            done = self._reply(proc, timeout)
+            done = self._expect(proc, case_id, "returncode", timeout)
             if done is None:  # as subprocess.run's timeout: kill the child, then raise
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(forked["pid"], signal.SIGKILL)
-                self._reply(proc, 30)
-                raise subprocess.TimeoutExpired(train_cmd(*args), timeout)
+                clean = self._expect(proc, case_id, "returncode", 30) is not None
+                raise subprocess.TimeoutExpired(train_cmd(*args), timeout, output("out"), output("err"))
+            clean = True
             return subprocess.CompletedProcess(
-                train_cmd(*args),
-                done["returncode"],
-                (out / "case.out").read_text(errors="replace"),
-                (out / "case.err").read_text(errors="replace"),
+                train_cmd(*args), done["returncode"], output("out"), output("err")
             )
         finally:
+            if not clean:  # the server may still owe replies: start a new one for the next case
+                self.close(kill=True)
             shutil.rmtree(out, ignore_errors=True)
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=0 if kill else 30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

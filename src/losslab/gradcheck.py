@@ -103,10 +103,10 @@ def _compose(overrides: list[str]) -> Any:
 
 
 def _instantiate(cfg: Any) -> LossFn:
-    if cfg.get("loss") is None:  # `~loss` or `loss=null` on the command line
+    if cfg.get("loss") is None:  # `~loss` on the command line deletes the loss node
         raise UserInputError(
-            f"the overrides left no loss to check (loss is {cfg.get('loss')!r} after them). Pick one with "
-            f"loss=NAME (built-in: {', '.join(builtin_losses())}) or loss._target_=package.module.Class."
+            "the overrides left no loss to check (~loss deletes it). Pick one with loss=NAME "
+            f"(built-in: {', '.join(builtin_losses())}) or loss._target_=package.module.Class."
         )
     target = cfg.loss.get("_target_", "?") if hasattr(cfg.loss, "get") else "?"
     try:

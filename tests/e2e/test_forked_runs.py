@@ -46,8 +46,57 @@ def test_the_case_environment_sets_the_import_path(store: str, client, tmp_path:
     assert [r.data.tags["loss"] for r in all_runs(client)] == ["doubled"]
 
 
+PROBE = """
+import logging
+
+import pytorch_lightning as pl
+
+
+class Probe(pl.Callback):
+    def on_fit_start(self, trainer, pl_module):
+        for name in ("pytorch_lightning", "lightning_fabric"):
+            logger = logging.getLogger(name)
+            print(f"PROBE {name} propagate={logger.propagate} handlers={len(logger.handlers)}", flush=True)
+"""
+
+
+def test_lightnings_loggers_propagate_as_in_a_fresh_run(store: str, tmp_path: Path) -> None:
+    """Lightning keeps a handler of its own when imported before logging is set up: a fork from an
+    interpreter that imported it bare would bypass LossLab's redaction and train.log."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    probe = "+trainer.callbacks=[{_target_:probe.Probe}]"
+    args = ["trainer.max_steps=1", "tracking.log_curve_png=false", "rerun=true", probe]
+    env = {"PYTHONPATH": str(tmp_path)}
+    runs = [run_train(args, cwd=tmp_path, env=env), run_train(args, cwd=tmp_path, env=env, fresh=True)]
+    said = [sorted(line for line in run.stdout.splitlines() if line.startswith("PROBE")) for run in runs]
+    expected = [
+        "PROBE lightning_fabric propagate=True handlers=0",
+        "PROBE pytorch_lightning propagate=True handlers=0",
+    ]
+    assert said == [expected, expected], said
+
+
 def test_a_run_past_its_time_limit_is_killed_and_the_next_one_runs(store: str, tmp_path: Path) -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         run_train(["trainer.max_steps=10000000", "tracking.log_curve_png=false"], cwd=tmp_path, timeout=3)
     after = run_train(["--help"], cwd=ROOT)
     assert after.returncode == 0 and "loss" in after.stdout
+
+
+def test_a_reply_to_another_case_is_refused_and_the_server_replaced(tmp_path: Path) -> None:
+    """Replies carry their case's id: a server that owes an earlier case's replies is never believed."""
+    import sys
+
+    import conftest
+
+    stale = (
+        'import sys\nfor _ in sys.stdin:\n    print(\'{"id": "an-earlier-case", "pid": 1}\', flush=True)\n'
+    )
+    server = conftest._ForkServer()
+    server.proc = subprocess.Popen(
+        [sys.executable, "-c", stale], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    stale_proc = server.proc
+    with pytest.raises(RuntimeError, match="an-earlier-case"):
+        server.run(["--help"], tmp_path, {}, timeout=30)
+    assert server.proc is None and stale_proc.poll() is not None  # the next case starts a new server

@@ -13,11 +13,16 @@ traceback and exit 1). Each child's stdout and stderr go to OUT_DIR/ID.out and O
 status and wall time to OUT_DIR/results.json. Two children run at a time.
 
 `--serve` does the same one case at a time, on request: a JSON line {"id", "args", "env", "cwd", "out"}
-on stdin is answered on stdout with {"pid"} once forked and {"returncode", "seconds"} once the child
-ended (its output in OUT/ID.out and OUT/ID.err). `conftest.run_train` runs its command lines so.
+on stdin is answered on stdout with {"id", "pid"} once forked and {"id", "returncode", "seconds"} once
+the child ended (its output in OUT/ID.out and OUT/ID.err). `conftest.run_train` runs its command lines so.
 
 What the forks save is only the start-up: the imports every case would repeat. A test that is about
 the start-up itself (what gets imported, how long a cold process takes) needs a real subprocess.
+What a child cannot take from its case, because the interpreter reads it once at start-up: the hash
+seed (every child of one server shares it; PYTHONHASHSEED is ignored), PYTHONWARNINGS, PYTHONIOENCODING,
+PYTHONUTF8, PYTHONOPTIMIZE, PYTHONDEVMODE, PYTHONFAULTHANDLER, environment that torch, MLflow or
+matplotlib read at their import (OMP_NUM_THREADS, MPLBACKEND, ...), and an uncaught exception's
+traceback shows this module's frames above train.py's. A case that needs one of those runs fresh.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import contextlib
 import gc
 import importlib
 import json
+import logging
 import os
 import runpy
 import signal
@@ -42,9 +48,16 @@ sys.path[0] = str(ROOT)  # as for `python train.py`: the script's folder, not th
 gc.disable()  # no collections during the imports: fewer pages touched before the forks
 
 # What a job imports once its config is valid (job.py defers Lightning and MLflow until then).
+# Lightning and lightning_fabric give their loggers a handler of their own (and stop propagation) when
+# imported while the root logger has none; in a real run Hydra has configured logging by then, so
+# they keep propagating to it (LossLab's redaction and train.log). A placeholder handler keeps that so.
+_placeholder = logging.NullHandler()
+logging.getLogger().addHandler(_placeholder)
 import mlflow  # noqa: E402,F401
 import pytorch_lightning  # noqa: E402,F401
 import torch  # noqa: E402,F401
+
+logging.getLogger().removeHandler(_placeholder)
 
 import losslab.__main__  # noqa: E402
 import losslab.train.job  # noqa: E402,F401
@@ -88,7 +101,8 @@ def _child(case: dict, out_dir: Path) -> NoReturn:
         os.close(target)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    sys.stdin = open(os.devnull)  # noqa: SIM115  # not the server's buffered request stream
+    os.close(null)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115  # fd 0 as in a fresh run, not the server's requests
     sys.argv = [str(TRAIN), *case["args"]]
     code = 0
     try:
@@ -170,9 +184,10 @@ def serve() -> int:
         if pid == 0:
             os.close(replies.fileno())
             _child(case, Path(case["out"]))  # never returns
-        replies.write(json.dumps({"pid": pid}) + "\n")
+        replies.write(json.dumps({"id": case["id"], "pid": pid}) + "\n")
         _, status = os.waitpid(pid, 0)
-        ended = {"returncode": os.waitstatus_to_exitcode(status), "seconds": time.monotonic() - started}
+        seconds = time.monotonic() - started
+        ended = {"id": case["id"], "returncode": os.waitstatus_to_exitcode(status), "seconds": seconds}
         replies.write(json.dumps(ended) + "\n")
     return 0
 
