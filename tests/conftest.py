@@ -62,8 +62,9 @@ def run_train(
     The process is forked from an interpreter that has already imported torch, Lightning and MLflow
     (`tests/helpers/forked_cli.py --serve`, one per test process), so the ~5 s of imports a cold
     `python train.py` pays is paid once per test process; the child is otherwise the command line as
-    a fresh interpreter runs it (test_bad_input compares the two). `fresh=True`, or
-    LOSSLAB_TEST_FRESH=1 for every call, starts a new interpreter instead.
+    a fresh interpreter runs it (test_forked_runs and test_bad_input compare the two; what a fork
+    cannot take from its case is listed in forked_cli.py). `fresh=True`, or LOSSLAB_TEST_FRESH=1 for
+    every call, starts a new interpreter instead.
     """
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     if fresh or os.environ.get("LOSSLAB_TEST_FRESH") == "1":
