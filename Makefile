@@ -60,9 +60,9 @@ check-grads: install  ## finite-difference gradient check of every built-in loss
 	$(PY) -m losslab.gradcheck $(ARGS)
 
 # Two pytest-xdist workers, each test file on one worker (a file's module fixtures are built once):
-# 6 min 27 s of pytest on 2 quiet cores, 1,483 tests (2026-12-07; docs/testing.md).
+# 7 min 5 s of pytest on 2 quiet cores, 1,485 tests (2026-12-07; docs/testing.md).
 TEST_JOBS   ?= 2
-test: install  ## the default test suite (about 6.5 minutes on 2 cores; TEST_JOBS=0 runs it in one process)
+test: install  ## the default test suite (about 7 minutes on 2 cores; TEST_JOBS=0 runs it in one process)
 	$(PY) -m pytest -m "not slow" $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile) $(PYTEST_ARGS)
 
 test-all: install  ## every test, the long ones included
