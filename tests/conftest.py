@@ -71,7 +71,7 @@ def run_train(
         return subprocess.run(
             train_cmd(*args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
         )
-    return _fork_server().run(list(args), Path(cwd), full_env, timeout)
+    return _SERVER.run(list(args), Path(cwd), full_env, timeout)
 
 
 class _ForkServer:
@@ -122,7 +122,11 @@ class _ForkServer:
         assert proc.stdin is not None
         out = Path(tempfile.mkdtemp(prefix="losslab-forked-"))
         case_id = out.name  # unique: a reply to another case is never taken for this one's
-        output = lambda suffix: (out / f"{case_id}.{suffix}").read_text(errors="replace")  # noqa: E731
+
+        def output(suffix: str) -> str:  # what the child wrote; nothing when it died before opening it
+            path = out / f"{case_id}.{suffix}"
+            return path.read_text(errors="replace") if path.exists() else ""
+
         clean = False
         try:
             case = {"id": case_id, "args": args, "env": env, "cwd": str(cwd), "out": str(out)}
@@ -159,10 +163,6 @@ class _ForkServer:
 
 
 _SERVER = _ForkServer()
-
-
-def _fork_server() -> _ForkServer:
-    return _SERVER
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
