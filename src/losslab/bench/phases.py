@@ -43,7 +43,7 @@ PHASES: list[tuple[str, str, frozenset[str] | None, bool]] = [
     ("job: skip check (find_finished)", "losslab/tracking/recorder.py", frozenset({"find_finished"}), False),
     ("job: Trainer construction", "losslab/train/job.py", frozenset({"_trainer"}), False),
     ("job: run creation, params, tags", "losslab/tracking/recorder.py", frozenset({"start"}), False),
-    ("job: dataset input", "losslab/train/job.py", frozenset({"_log_dataset"}), False),
+    ("job: dataset input", "losslab/train/job.py", frozenset({"record_dataset"}), False),
     (
         "job: trainer.fit (Lightning loop, model, loss)",
         "pytorch_lightning/trainer/trainer.py",
@@ -65,7 +65,7 @@ PHASES: list[tuple[str, str, frozenset[str] | None, bool]] = [
         frozenset({"flush", "_write", "write"}),
         False,
     ),
-    ("job: final metrics, tags, outcome", "losslab/train/job.py", frozenset({"_finish"}), False),
+    ("job: final metrics, tags, outcome", "losslab/train/job.py", frozenset({"finish_run"}), False),
     (
         "job: outcome classification",
         "losslab/outcomes/classify.py",
@@ -75,7 +75,7 @@ PHASES: list[tuple[str, str, frozenset[str] | None, bool]] = [
     ("job: artifacts (config.yaml)", "losslab/train/job.py", frozenset({"_log_artifacts"}), False),
     ("job: loss-curve PNG", "losslab/train/curve_plot.py", frozenset({"loss_curve_png"}), False),
     ("job: close run", "losslab/tracking/recorder.py", frozenset({"close"}), False),
-    ("job: result.json", "losslab/train/job.py", frozenset({"_write_result"}), False),
+    ("job: result.json", "losslab/train/job.py", frozenset({"write_result"}), False),
 ]
 
 

@@ -59,7 +59,7 @@ def _progress_bar(cfg: DictConfig) -> bool:
     return sys.stderr.isatty() if setting is None else bool(setting)
 
 
-def _hydra_info() -> tuple[dict[str, str], list[str], Path | None, int | None]:
+def hydra_info() -> tuple[dict[str, str], list[str], Path | None, int | None]:
     """Choices, overrides, output dir and job number of the current Hydra job (empty outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -119,7 +119,7 @@ def config_penalty(cfg: DictConfig) -> float:
     return penalty(primary_metric(task) if task in TASK_METRICS else None)
 
 
-def _write_result(out_dir: Path | None, result: Result, overrides: list[str]) -> None:
+def write_result(out_dir: Path | None, result: Result, overrides: list[str]) -> None:
     if out_dir is None:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +131,7 @@ def _write_result(out_dir: Path | None, result: Result, overrides: list[str]) ->
 
 def train(cfg: DictConfig) -> Result:
     """Run one job; raise on user errors before any run exists, close the run on any exit."""
-    choices, overrides, out_dir, job_num = _hydra_info()
+    choices, overrides, out_dir, job_num = hydra_info()
     size = os.environ.get(SIZE_ENV, "?")
     prefix = f"[{job_num + 1}/{size}] " if job_num is not None else ""
     if ddp_child():
@@ -151,11 +151,9 @@ def train(cfg: DictConfig) -> Result:
             with signals.deferred():
                 status = "KILLED" if killed else "FAILED"
                 error = (
-                    f"killed by {signal.Signals(signals.signum).name}" if signals.signum else _describe(exc)
+                    f"killed by {signal.Signals(signals.signum).name}" if signals.signum else describe(exc)
                 )
-                _write_result(
-                    out_dir, Result(status=status, name=name, run_id=run_id, error=error), overrides
-                )
+                write_result(out_dir, Result(status=status, name=name, run_id=run_id, error=error), overrides)
                 if killed and signals.signum is not None and interrupts.in_worker():
                     if interrupts.sweep_stopping(wait=2.0):
                         interrupts.exit_worker(130)  # the sweep is stopping: take no further job
@@ -166,7 +164,7 @@ def train(cfg: DictConfig) -> Result:
                 raise Interrupted(error, run_id, signals.signum or getattr(exc, "signum", None)) from None
             raise
         with signals.deferred():
-            _write_result(out_dir, result, overrides)
+            write_result(out_dir, result, overrides)
             if signals.signum is not None:  # arrived while the run closed: it is complete, now stop
                 if not interrupts.in_worker():
                     raise KeyboardInterrupt(f"signal {signals.signum}")
@@ -175,7 +173,7 @@ def train(cfg: DictConfig) -> Result:
     return result
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """The error a FAILED run records: the message of a user error, else the exception type and message."""
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, Interrupted):  # its message is the reason (a signal, SLURM's time limit)
@@ -248,7 +246,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
     started_at = time.perf_counter()
     try:
         log.info("%srun %s (%s) -> %s", prefix, name, recorder.run_id, redact_uri(uri))
-        _log_dataset(client, recorder.run_id, job.data)
+        record_dataset(client, recorder.run_id, job.data)
         module = LossLabModule(
             job.model, job.loss, job.data, optimizer=job.optimizer, scheduler=job.scheduler
         )
@@ -259,7 +257,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         status = "KILLED" if interrupted else "FAILED"
         cause = tracker.exception if tracker.exception is not None else exc
         with interrupts.closing():
-            recorder.close(status, error=None if interrupted else _describe(cause))
+            recorder.close(status, error=None if interrupted else describe(cause))
         if interrupted:  # Lightning made the signal's KeyboardInterrupt a SystemExit(1): keep its reason
             reason = tracker.exception if isinstance(tracker.exception, KeyboardInterrupt) else exc
             raise Interrupted(str(reason) or "interrupted", recorder.run_id) from None
@@ -268,7 +266,7 @@ def _train(cfg: DictConfig, choices: dict[str, str], overrides: list[str], name:
         raise
     wall = time.perf_counter() - started_at
     with interrupts.closing():  # a signal now waits until the run is closed complete
-        return _finish(cfg, recorder, trainer, module, guard, rules, wall, name, prefix, resolved)
+        return finish_run(cfg, recorder, trainer, module, guard, rules, wall, name, prefix, resolved)
 
 
 @dataclass
@@ -384,7 +382,7 @@ def start_run(
     return Started(recorder, trainer, ours.tracker, ours.guard, ours.in_order(), client, uri, resolved)
 
 
-def _finish(
+def finish_run(
     cfg: DictConfig,
     recorder: tracking.RunRecorder,
     trainer: pl.Trainer,
@@ -450,7 +448,7 @@ def _finish(
         _log_artifacts(cfg, recorder, resolved, curve, recorder.history.get("val/loss", []), name)
     except BaseException as exc:
         killed = isinstance(exc, KeyboardInterrupt)
-        recorder.close("KILLED" if killed else "FAILED", error=None if killed else _describe(exc))
+        recorder.close("KILLED" if killed else "FAILED", error=None if killed else describe(exc))
         raise
     recorder.close("FINISHED")
     label = outcome.label if outcome else "unknown"
@@ -478,7 +476,7 @@ def _early_stopped(trainer: pl.Trainer) -> bool:
     return any(isinstance(cb, EarlyStopping) and cb.stopped_epoch > 0 for cb in trainer.callbacks)
 
 
-def _log_dataset(client: Any, run_id: str, data: Any) -> None:
+def record_dataset(client: Any, run_id: str, data: Any) -> None:
     """The run's data as MLflow inputs (Dataset column); a failure here costs a warning, not the run."""
     from losslab.tracking import recorder as tracking
 
@@ -644,7 +642,7 @@ def main(cfg: DictConfig) -> float:
         err = user_error(exc)
         if not multirun and (err is None or os.environ.get("HYDRA_FULL_ERROR") == "1"):
             raise  # a programming error (ours or a user's loss), or asked for: keep the traceback
-        log.error("Error: %s", _describe(err or exc))
+        log.error("Error: %s", describe(err or exc))
         if not multirun:
             sys.exit(2)
         return config_penalty(cfg)

@@ -15,7 +15,7 @@
   and `TrackingCallback` objects, driven through the same hooks in Lightning's order), its gradient
   clipping (Lightning's precision plugin, on that seed's norm), its own optimizer and scheduler (any
   torch optimizer: state per seed), its validation, selection on val and test metrics (the same
-  `LossLabModule` methods), its outcome label and final metrics (`job._finish`).
+  `LossLabModule` methods), its outcome label and final metrics (`job.finish_run`).
 - *Data order per seed.* Each seed's batches are shuffled by its own copy of torch's RNG state, taken
   after its set-up, so the seed sees the permutations its solo run draws.
 - *A seed that diverges* is stopped by its guard, validated once more (as Lightning does), closed
@@ -98,7 +98,7 @@ def train_group(configs: Sequence[DictConfig], enter: Callable[[int], Any]) -> l
                 raise solo.Interrupted(reason or str(exc) or "interrupted", first, signals.signum) from None
         with signals.deferred():
             for rep in replicas:
-                solo._write_result(rep.out_dir, rep.result or _lost(rep), rep.overrides)
+                solo.write_result(rep.out_dir, rep.result or _lost(rep), rep.overrides)
             if signals.signum is not None:
                 raise KeyboardInterrupt(f"signal {signals.signum}")
     return [rep.result or _lost(rep) for rep in replicas]
@@ -110,7 +110,7 @@ def _lost(rep: Replica) -> solo.Result:
 
 def _prepare(cfg: DictConfig) -> Replica:
     """In job i's Hydra context: what `job.train` does before `_train`, then `build`."""
-    choices, overrides, out_dir, job_num = solo._hydra_info()
+    choices, overrides, out_dir, job_num = solo.hydra_info()
     size = os.environ.get(SIZE_ENV, "?")
     prefix = f"[{job_num + 1}/{size}] " if job_num is not None else ""
     if prefix:
@@ -131,7 +131,7 @@ def _prepare(cfg: DictConfig) -> Replica:
 def _failed(rep: Replica, exc: BaseException) -> None:
     """A job that could not start: what `job.main` says and returns in a multirun."""
     err = user_error(exc)
-    text = solo._describe(err or exc)
+    text = solo.describe(err or exc)
     log.error("%sError: %s", rep.prefix, text)
     rep.result = solo.Result("FAILED", rep.name, error=text)
 
@@ -191,7 +191,7 @@ def _setup_replicas(live: list[Replica]) -> StackedStep:
             rep.optimizer, rep.scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
         else:
             rep.optimizer = opt
-        solo._log_dataset(rep.started.client, rep.started.recorder.run_id, job.data)
+        solo.record_dataset(rep.started.client, rep.started.recorder.run_id, job.data)
         rep.started.recorder.set_tags({STACKED_TAG: str(len(live))})
     return step
 
@@ -323,14 +323,14 @@ def _stack_batches(
 
 
 def _close_finished(rep: Replica) -> None:
-    """The end of this replica's fit, then the solo run's `_finish` (label, metrics, artifacts, close)."""
+    """The end of this replica's fit, then the solo run's `finish_run` (label, metrics, artifacts, close)."""
     assert rep.started is not None and rep.trainer is not None
     _hook(rep, "on_train_end")
     _hook(rep, "on_fit_end")
     wall = time.perf_counter() - rep.started_at
     s = rep.started
     with interrupts.closing():
-        rep.result = solo._finish(
+        rep.result = solo.finish_run(
             rep.cfg,
             s.recorder,
             rep.trainer,
@@ -347,9 +347,7 @@ def _close_finished(rep: Replica) -> None:
 def _close_all(replicas: list[Replica], exc: BaseException, killed: bool, signum: int | None) -> None:
     """Every open run of the group closed: KILLED on a signal (points flushed), else FAILED with the error."""
     status = "KILLED" if killed else "FAILED"
-    error = (
-        f"killed by {signal.Signals(signum).name}" if signum else (None if killed else solo._describe(exc))
-    )
+    error = f"killed by {signal.Signals(signum).name}" if signum else (None if killed else solo.describe(exc))
     for rep in replicas:
         if not rep.open:
             continue
@@ -364,4 +362,4 @@ def _close_all(replicas: list[Replica], exc: BaseException, killed: bool, signum
         rep.result = solo.Result(status, rep.name, run_id=s.recorder.run_id, error=error)
         if not killed:
             log.error("%sError: %s", rep.prefix, error)
-        solo._write_result(rep.out_dir, rep.result, rep.overrides)
+        solo.write_result(rep.out_dir, rep.result, rep.overrides)
